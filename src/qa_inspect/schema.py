@@ -169,3 +169,63 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], stage: str) -> Non
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise BugError(f"stage '{stage}' needs columns {missing}; got {list(df.columns)}")
+
+
+# --- conversations: one row per conversation (scoring; conversations.csv) ----------------
+STARTED_AT = "started_at"
+ENDED_AT = "ended_at"
+N_MESSAGES = "n_messages"
+FIRST_RESPONSE_S = "first_response_s"  # first human agent reply after the first customer message
+TOTAL = "total"  # 0..100 weighted over applicable dimensions; 0 on veto
+GRADE = "grade"  # band label from scorecard.yaml (e.g. 优秀/合格/待改进/不合格)
+VETO = "veto"  # bool: a 一票否决 item fired
+VETO_RULE = "veto_rule"  # rule id that vetoed, if any
+RISK = "dissatisfaction_risk"  # 0..1 from the risk model; NaN when no model
+N_FINDINGS = "n_findings"
+RUN_ID = "run_id"
+NIGHT = "night"  # business date (YYYY-MM-DD, shop-local) the conversation started on
+
+
+def score_column(dimension: str) -> str:
+    """``score_<dimension>``: 0..100, NaN when the dimension is N/A for the conversation."""
+    return f"score_{dimension}"
+
+
+SCORE_COLUMNS: tuple[str, ...] = tuple(score_column(d) for d in DIMENSIONS)
+
+CONVERSATION_COLUMNS: tuple[str, ...] = (
+    CONVERSATION_ID,
+    SHOP_ID,
+    PLATFORM,
+    AGENT_ID,
+    CUSTOMER_ID,
+    NIGHT,
+    STARTED_AT,
+    ENDED_AT,
+    N_MESSAGES,
+    FIRST_RESPONSE_S,
+    *SCORE_COLUMNS,
+    TOTAL,
+    GRADE,
+    VETO,
+    VETO_RULE,
+    RISK,
+    N_FINDINGS,
+)
+
+# --- acts: one row per agent message (models) --------------------------------------------
+ACT_LABELS = (
+    "proactive_selling",
+    "needs_probing",
+    "empathy",
+    "negative_tone",
+    "deflection",
+    "informative",
+    "greeting_closing",
+    "other",
+)
+
+
+def act_column(label: str) -> str:
+    """``act_<label>``: calibrated probability of that dialogue act for an agent message."""
+    return f"act_{label}"
