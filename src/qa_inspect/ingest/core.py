@@ -1,0 +1,239 @@
+"""ingest_paths: files and folders -> canonical messages + rejects, with a per-file account.
+
+The importer registry is filled here, in one place. Format detection is by extension plus a
+look at the content; conversations without export ids are sessionised over all files at once
+so a chat that spans two nightly exports stays one conversation.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from qa_inspect import schema as S
+from qa_inspect.config import load_shops, resolve_rules_dir
+from qa_inspect.errors import BugError, UsageError, UserError
+from qa_inspect.ingest import frame as F
+from qa_inspect.ingest.base import FileImport, FileInfo, ImportContext, Importer
+from qa_inspect.ingest.profiles import load_profiles
+from qa_inspect.ingest.qianniu import import_qianniu, looks_like_qianniu
+from qa_inspect.ingest.research import import_jddc, import_stc3, looks_like_jddc
+from qa_inspect.ingest.table import import_table
+from qa_inspect.registry import Registry
+
+DATA_SUFFIXES = {".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".json", ".jsonl", ".ndjson"}
+GENERIC_FORMATS = ("csv", "tsv", "xlsx", "json", "jsonl")
+SNIFF_BYTES = 65536
+
+
+def _build_registry() -> Registry[Importer]:
+    reg: Registry[Importer] = Registry("import format")
+    for fmt in GENERIC_FORMATS:
+        reg.register(fmt, functools.partial(import_table, fmt=fmt))
+    reg.register("qianniu", import_qianniu)
+    reg.register("jddc", import_jddc)
+    reg.register("stc3", import_stc3)
+    return reg
+
+
+IMPORTERS: Registry[Importer] = _build_registry()
+
+
+@dataclass
+class IngestResult:
+    """Messages (schema.MESSAGE_COLUMNS, sorted by conversation_id, seq), rejects, per-file info."""
+
+    messages: pd.DataFrame
+    rejects: pd.DataFrame
+    files: list[FileInfo] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        m = self.messages
+        warnings = sorted({f"{Path(f.path).name}: {w}" for f in self.files for w in f.warnings})
+        return {
+            "files": len(self.files),
+            "shops": sorted(m[S.SHOP_ID].dropna().unique().tolist()),
+            "agents": int(m[S.AGENT_ID].dropna().nunique()),
+            "customers": int(m[S.CUSTOMER_ID].dropna().nunique()),
+            "conversations": int(m[S.CONVERSATION_ID].nunique()),
+            "messages": len(m),
+            "messages_by_role": {k: int(v) for k, v in m[S.ROLE].value_counts().sort_index().items()},
+            "rejects": len(self.rejects),
+            "rejects_by_reason": {k: int(v) for k, v in
+                                  self.rejects[S.REJECT_REASON].value_counts().sort_index().items()},
+            "per_file": [{"path": f.path, "format": f.format, "profile": f.profile, "encoding": f.encoding,
+                          "rows": f.data_rows, "messages": f.messages, "rejects": f.rejects}
+                         for f in self.files],
+            "warnings": warnings,
+        }
+
+    def summary_text(self) -> str:
+        s = self.summary()
+        out = [f"files: {s['files']}", f"shops: {', '.join(s['shops']) or '-'}",
+               f"agents: {s['agents']}", f"conversations: {s['conversations']}",
+               f"messages: {s['messages']} ({', '.join(f'{k} {v}' for k, v in s['messages_by_role'].items())})",
+               f"rejects: {s['rejects']}"]
+        out += [f"  {reason}: {n}" for reason, n in s["rejects_by_reason"].items()]
+        out.append("per file:")
+        for f in s["per_file"]:
+            how = f["format"] + (f"/{f['profile']}" if f["profile"] else "") + (
+                f", {f['encoding']}" if f["encoding"] else "")
+            out.append(f"  {f['path']} [{how}]: {f['rows']} rows -> {f['messages']} messages, "
+                       f"{f['rejects']} rejects")
+        if s["warnings"]:
+            out.append("warnings:")
+            out += [f"  {w}" for w in s["warnings"]]
+        return "\n".join(out)
+
+
+def collect_files(paths: list[Path]) -> list[Path]:
+    """Files to import: given files as-is; folders walked recursively (no README*, hidden, non-data)."""
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                rel = f.relative_to(p).parts
+                if (f.is_file() and not any(part.startswith(".") for part in rel)
+                        and not f.name.upper().startswith("README") and f.suffix.lower() in DATA_SUFFIXES):
+                    files.append(f)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UserError(f"input not found: {p}")
+    return files
+
+
+def _sniff_text(path: Path) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(SNIFF_BYTES)
+    for enc in ("utf-8-sig", "gb18030"):
+        try:
+            return head.decode(enc)
+        except UnicodeDecodeError as exc:
+            if exc.start > len(head) - 4:  # a multi-byte char cut by the sniff window
+                return head[:exc.start].decode(enc, errors="replace")
+    return head.decode("utf-8", errors="replace")
+
+
+def detect_format(path: Path) -> str:
+    """Extension first, then content: Qianniu magic line, JDDC shape, STC-3 JSON, delimiter."""
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm"):
+        return "xlsx"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    head = _sniff_text(path)
+    first = next((ln for ln in head.splitlines() if ln.strip()), "")
+    if suffix == ".json":
+        stripped = head.lstrip("\ufeff \r\n\t")
+        if stripped.startswith("[") and '"turns"' in head and '"utterances"' in head:
+            return "stc3"
+        return "jsonl" if stripped.startswith("{") and "\n{" in stripped else "json"
+    if looks_like_qianniu(first):
+        return "qianniu"
+    if looks_like_jddc(first):
+        return "jddc"
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".tsv":
+        return "tsv"
+    if first.lstrip().startswith("{"):
+        return "jsonl"
+    return "tsv" if first.count("\t") > first.count(",") else "csv"
+
+
+def ingest_paths(paths: list[Path] | list[str] | Path | str, *, rules_dir: Path, fmt: str | None = None,
+                 profile: str | None = None, encoding: str | None = None,
+                 session_gap_minutes: float = 10.0) -> IngestResult:
+    """Import every file under ``paths`` into one canonical message frame (see docs/schema.md)."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]  # type: ignore[list-item]
+    if session_gap_minutes <= 0:
+        raise UsageError("--session-gap must be a positive number of minutes")
+    if fmt is not None and fmt not in IMPORTERS:
+        IMPORTERS.get(fmt)  # raises UserError listing the known formats
+    files = collect_files([Path(p) for p in paths])
+    if not files:
+        raise UserError(f"no data files found in {', '.join(str(p) for p in paths)}")
+    ctx = ImportContext(shops=load_shops(rules_dir), profiles=load_profiles(rules_dir), profile=profile,
+                        encoding=encoding)
+    if profile is not None and profile not in ctx.profiles:
+        raise UsageError(f"unknown import profile '{profile}'; known: {', '.join(sorted(ctx.profiles))}")
+    staged: list[pd.DataFrame] = []
+    rejects: list[pd.DataFrame] = []
+    infos: list[FileInfo] = []
+    for i, path in enumerate(files):
+        name = fmt or detect_format(path)
+        imp: FileImport = IMPORTERS.get(name)(path, ctx)
+        info = imp.info
+        info.messages, info.rejects = len(imp.messages), len(imp.rejects)
+        if info.messages + info.rejects != info.data_rows:
+            raise BugError(f"{path}: {info.data_rows} source rows but {info.messages} messages + "
+                           f"{info.rejects} rejects")
+        if info.data_rows == 0:
+            info.warnings.append("no data rows")
+        infos.append(info)
+        if len(imp.messages):
+            staged.append(imp.messages.assign(**{F.FILE_ORDER: i}))
+        if len(imp.rejects):
+            rejects.append(imp.rejects)
+    rej = pd.concat(rejects, ignore_index=True) if rejects else S.empty_rejects()
+    if not staged:
+        reasons = Counter(rej[S.REJECT_REASON]) if len(rej) else Counter()
+        detail = "; ".join(f"{r}: {n}" for r, n in reasons.most_common())
+        example = ""
+        if len(rej):
+            r0 = rej.iloc[0]
+            example = f" First: {r0[S.REJECT_FILE]}:{r0[S.REJECT_LINE]} ({r0[S.REJECT_FIELD]}) {r0[S.REJECT_REASON]}."
+        raise UserError(f"no usable messages in {len(files)} file(s)"
+                        + (f"; every row was rejected ({detail}).{example}" if detail else " (empty input)."))
+    messages = _assemble(pd.concat(staged, ignore_index=True), session_gap_minutes)
+    return IngestResult(messages=messages, rejects=rej.reset_index(drop=True), files=infos)
+
+
+def _assemble(df: pd.DataFrame, gap: float) -> pd.DataFrame:
+    need = df[S.CONVERSATION_ID].isna()
+    if need.any():
+        df.loc[need, S.CONVERSATION_ID] = F.sessionise(df[need], gap)
+    df = F.assign_seq(df)
+    # The agent serving the chat on customer/bot/system rows: nearest human agent in the conversation.
+    agent = df[S.AGENT_ID].astype(object).where(df[S.AGENT_ID].notna() & (df[S.AGENT_ID] != ""), None)
+    g = agent.groupby(df[S.CONVERSATION_ID], sort=False)
+    df[S.AGENT_ID] = agent.fillna(g.ffill()).fillna(g.bfill())
+    return F.finalize(df)
+
+
+def ingest_to_dir(paths: list[Path], out_dir: Path | str, *, rules_dir: Path | str | None = None,
+                  fmt: str | None = None, profile: str | None = None, encoding: str | None = None,
+                  session_gap_minutes: float = 10.0) -> IngestResult:
+    """What ``qa-inspect ingest`` does: resolve the rules folder, ingest, write the outputs."""
+    result = ingest_paths(paths, rules_dir=resolve_rules_dir(rules_dir), fmt=fmt, profile=profile,
+                          encoding=encoding, session_gap_minutes=session_gap_minutes)
+    write_ingest(result, out_dir)
+    return result
+
+
+def write_ingest(result: IngestResult, out_dir: Path | str) -> dict[str, Path]:
+    """messages.parquet, rejects.csv (UTF-8 with BOM so Excel shows Chinese), ingest_summary.json."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create output folder {out}: {exc}") from None
+    paths = {"messages": out / "messages.parquet", "rejects": out / "rejects.csv",
+             "summary": out / "ingest_summary.json"}
+    result.messages.to_parquet(paths["messages"], index=False)
+    result.rejects.to_csv(paths["rejects"], index=False, encoding="utf-8-sig")
+    paths["summary"].write_text(json.dumps(result.summary(), ensure_ascii=False, indent=2), encoding="utf-8")
+    return paths
+
+
+__all__ = ["IMPORTERS", "IngestResult", "collect_files", "detect_format", "ingest_paths",
+           "ingest_to_dir", "write_ingest"]
