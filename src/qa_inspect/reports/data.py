@@ -1,0 +1,241 @@
+"""Report inputs as plain DataFrames, per-shop filtering and safe file names.
+
+Reports depend only on these frames (not on the store or KPI internals) so the pipeline, the
+``report``/``send`` commands and the tests can all build a :class:`ReportData` their own way.
+Merchant isolation is structural: :func:`for_shop` filters every frame before a template sees it
+and :func:`assert_single_shop` proves it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from qa_inspect import schema as S
+from qa_inspect.config import Shop
+from qa_inspect.errors import BugError
+
+# Columns the reports read from the KPI frames (docs/reports.md; the KPI engineer matches them).
+KPI_COLUMNS: tuple[str, ...] = (
+    "conversations",
+    "messages",
+    "first_response_avg_s",
+    "avg_response_s",
+    "reply_rate",
+    "slow_replies",
+    "unanswered",
+    "conversion_rate",
+    "attributed_sales",
+    "consultations_per_day",
+)
+AGENT_KPI_COLUMNS: tuple[str, ...] = (S.AGENT_ID, S.SHOP_ID, *KPI_COLUMNS)
+SHOP_KPI_COLUMNS: tuple[str, ...] = (S.SHOP_ID, *KPI_COLUMNS)
+TREND_COLUMNS: tuple[str, ...] = (S.NIGHT, S.AGENT_ID, "mean_total", "n")
+REVIEW_COLUMNS: tuple[str, ...] = (S.CONVERSATION_ID, "reason", "priority")
+
+
+def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything one run's reports need.
+
+    ``kb_answers`` maps a claim (the finding's evidence text) or a rule id to the knowledge-base
+    reference answer shown as a coaching suggestion. ``coaching_picks`` lists conversation ids for
+    the coaching pack; ``None`` lets the reports pick (review queue first, then each agent's worst).
+    """
+
+    run_id: str
+    generated_at: datetime
+    conversations: pd.DataFrame
+    messages: pd.DataFrame
+    findings: pd.DataFrame
+    agent_kpis: pd.DataFrame = field(default_factory=lambda: _empty(AGENT_KPI_COLUMNS))
+    shop_kpis: pd.DataFrame = field(default_factory=lambda: _empty(SHOP_KPI_COLUMNS))
+    trend: pd.DataFrame = field(default_factory=lambda: _empty(TREND_COLUMNS))
+    review_queue: pd.DataFrame = field(default_factory=lambda: _empty(REVIEW_COLUMNS))
+    shops: dict[str, Shop] = field(default_factory=dict)
+    kb_answers: dict[str, str] = field(default_factory=dict)
+    coaching_picks: list[str] | None = None
+
+    def validate(self) -> None:
+        """Fail fast with the missing column names instead of a KeyError inside a template."""
+        S.require_columns(self.conversations, S.CONVERSATION_COLUMNS, "reports (conversations)")
+        S.require_columns(self.messages, S.MESSAGE_COLUMNS, "reports (messages)")
+        S.require_columns(self.findings, S.FINDING_COLUMNS, "reports (findings)")
+        S.require_columns(self.agent_kpis, AGENT_KPI_COLUMNS, "reports (agent_kpis)")
+        S.require_columns(self.shop_kpis, SHOP_KPI_COLUMNS, "reports (shop_kpis)")
+        S.require_columns(self.trend, TREND_COLUMNS, "reports (trend)")
+        S.require_columns(self.review_queue, REVIEW_COLUMNS, "reports (review_queue)")
+
+    def shop_ids(self) -> list[str]:
+        """Shops that have conversations in this run (plus configured shops seen in messages)."""
+        ids = set(self.conversations[S.SHOP_ID].dropna().astype(str))
+        return sorted(ids)
+
+
+def for_shop(data: ReportData, shop_id: str) -> ReportData:
+    """A copy of ``data`` holding only ``shop_id``'s rows in EVERY frame.
+
+    The trend frame has no shop column (an agent may serve several shops), so it is dropped and
+    the merchant report derives its own trend from the shop's conversations. KB answers and
+    coaching picks are internal and not passed on.
+    """
+    conv = data.conversations[data.conversations[S.SHOP_ID] == shop_id].copy()
+    conv_ids = set(conv[S.CONVERSATION_ID])
+    rq = data.review_queue[data.review_queue[S.CONVERSATION_ID].isin(conv_ids)].copy()
+    shops = {shop_id: data.shops[shop_id]} if shop_id in data.shops else {}
+    out = ReportData(
+        run_id=data.run_id,
+        generated_at=data.generated_at,
+        conversations=conv,
+        messages=data.messages[data.messages[S.SHOP_ID] == shop_id].copy(),
+        findings=data.findings[data.findings[S.SHOP_ID] == shop_id].copy(),
+        agent_kpis=data.agent_kpis[data.agent_kpis[S.SHOP_ID] == shop_id].copy(),
+        shop_kpis=data.shop_kpis[data.shop_kpis[S.SHOP_ID] == shop_id].copy(),
+        trend=_empty(TREND_COLUMNS),
+        review_queue=rq,
+        shops=shops,
+        kb_answers={},
+        coaching_picks=[],
+    )
+    assert_single_shop(out, shop_id)
+    return out
+
+
+def assert_single_shop(data: ReportData, shop_id: str) -> None:
+    """Raise BugError if any frame holds another shop's rows: merchant data must never mix."""
+    for name in ("conversations", "messages", "findings", "agent_kpis", "shop_kpis"):
+        df: pd.DataFrame = getattr(data, name)
+        other = set(df[S.SHOP_ID].dropna().astype(str)) - {shop_id}
+        if other:
+            raise BugError(f"merchant data for {shop_id} holds rows of {sorted(other)} in {name}")
+    conv_ids = set(data.conversations[S.CONVERSATION_ID])
+    for name in ("messages", "findings", "review_queue"):
+        df = getattr(data, name)
+        stray = set(df[S.CONVERSATION_ID]) - conv_ids
+        if stray and name != "messages":
+            raise BugError(f"merchant data for {shop_id}: {name} references foreign conversations")
+    if set(data.shops) - {shop_id}:
+        raise BugError(f"merchant data for {shop_id} carries other shops' settings")
+
+
+def with_buyer_aliases(data: ReportData) -> tuple[ReportData, dict[str, str]]:
+    """Replace buyer nicknames by stable aliases (``买家-3fa2``) for readers outside the QA team.
+
+    Returns the new data and the nickname -> alias map, which the renderer also applies inside
+    message text (before PII masking) since buyers' nicknames appear in greetings.
+    """
+    ids = set(data.conversations[S.CUSTOMER_ID].dropna().astype(str))
+    ids |= set(data.messages[S.CUSTOMER_ID].dropna().astype(str))
+    aliases = {c: buyer_alias(c) for c in ids if c}
+    conv = data.conversations.copy()
+    conv[S.CUSTOMER_ID] = conv[S.CUSTOMER_ID].map(lambda c: aliases.get(str(c), c) if pd.notna(c) else c)
+    msgs = data.messages.copy()
+    msgs[S.CUSTOMER_ID] = msgs[S.CUSTOMER_ID].map(lambda c: aliases.get(str(c), c) if pd.notna(c) else c)
+    return replace(data, conversations=conv, messages=msgs, kb_answers={}), aliases
+
+
+def buyer_alias(customer_id: str) -> str:
+    """A stable, non-reversible alias for a buyer nickname (same buyer -> same alias in a run)."""
+    return "买家-" + hashlib.sha256(customer_id.encode("utf-8")).hexdigest()[:6]
+
+
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
+                     *(f"lpt{i}" for i in range(1, 10))}
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+
+
+def safe_name(ident: str) -> str:
+    """A file-name stem for an agent/shop id that cannot leave the output folder.
+
+    Keeps ASCII letters, digits, ``_.-``; anything else (slashes, ``..``, CJK, control chars)
+    is replaced and a short hash of the original keeps distinct ids distinct. Windows device names
+    (``con``, ``nul``...) and dot-only names are neutralised.
+    """
+    raw = str(ident)
+    norm = unicodedata.normalize("NFKC", raw)
+    stem = _UNSAFE.sub("_", norm).strip("._-")[:60]
+    digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()[:8]
+    if stem.lower().split(".")[0] in _WINDOWS_RESERVED:
+        stem = f"_{stem}_{digest}"  # CON.txt is as reserved as CON on Windows
+    elif not stem or stem != raw:
+        stem = f"{stem or 'id'}_{digest}"
+    return stem
+
+
+def safe_path(folder: Path, ident: str, suffix: str) -> Path:
+    """``folder/<safe_name(ident)><suffix>``, verified to be inside ``folder``."""
+    folder = Path(folder)
+    path = folder / f"{safe_name(ident)}{suffix}"
+    if path.resolve().parent != folder.resolve():
+        raise BugError(f"report path for {ident!r} escapes {folder}")
+    return path
+
+
+def trend_from_conversations(conversations: pd.DataFrame) -> pd.DataFrame:
+    """``night, agent_id, mean_total, n`` straight from scored conversations."""
+    if conversations.empty:
+        return _empty(TREND_COLUMNS)
+    c = conversations.assign(_t=pd.to_numeric(conversations[S.TOTAL], errors="coerce"))
+    g = c.groupby([S.NIGHT, S.AGENT_ID], dropna=True)["_t"].agg(["mean", "count"]).reset_index()
+    return g.rename(columns={"mean": "mean_total", "count": "n"})[list(TREND_COLUMNS)]
+
+
+def _table(con: object, name: str, run_id: str) -> pd.DataFrame | None:
+    """Rows of ``name`` for ``run_id`` (all rows when the table has no run_id column)."""
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}  # type: ignore[attr-defined]
+    if name not in tables:
+        return None
+    cols = [r[0] for r in con.execute(  # type: ignore[attr-defined]
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [name]).fetchall()]
+    if S.RUN_ID in cols:
+        return con.execute(f'SELECT * FROM "{name}" WHERE run_id = ?', [run_id]).df()  # type: ignore[attr-defined]
+    return con.execute(f'SELECT * FROM "{name}"').df()  # type: ignore[attr-defined]
+
+
+def load_report_data(con: object, run_id: str, shops: dict[str, Shop],
+                     generated_at: datetime | None = None) -> ReportData:
+    """Read one run from the DuckDB store (tables conversations, messages, findings, review_queue,
+    and agent_kpis/shop_kpis/trend when the store keeps them).
+
+    Missing KPI tables give empty KPI frames (the reports show "no data") and the trend is derived
+    from the conversations. An unknown run is a user error listing the runs that exist.
+    """
+    from qa_inspect.errors import UserError
+
+    conv = _table(con, "conversations", run_id)
+    if conv is None or conv.empty:
+        known = ""
+        try:
+            known = ", ".join(str(r[0]) for r in con.execute(  # type: ignore[attr-defined]
+                "SELECT DISTINCT run_id FROM conversations ORDER BY 1").fetchall())
+        except Exception:  # noqa: BLE001 - the table may not exist at all
+            known = ""
+        raise UserError(f"run '{run_id}' has no conversations in the store; known runs: {known or '(none)'}")
+    msgs = _table(con, "messages", run_id)
+    fnd = _table(con, "findings", run_id)
+    rq = _table(con, "review_queue", run_id)
+    ak = _table(con, "agent_kpis", run_id)
+    sk = _table(con, "shop_kpis", run_id)
+    tr = _table(con, "trend", run_id)
+    return ReportData(
+        run_id=run_id,
+        generated_at=generated_at or datetime.now().astimezone(),
+        conversations=conv,
+        messages=msgs if msgs is not None else S.empty_messages(),
+        findings=fnd if fnd is not None else S.empty_findings(),
+        agent_kpis=ak if ak is not None else _empty(AGENT_KPI_COLUMNS),
+        shop_kpis=sk if sk is not None else _empty(SHOP_KPI_COLUMNS),
+        trend=tr if tr is not None else trend_from_conversations(conv),
+        review_queue=rq if rq is not None else _empty(REVIEW_COLUMNS),
+        shops=shops,
+    )

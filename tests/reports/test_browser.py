@@ -1,0 +1,68 @@
+"""Open the reports in real headless Chromium: planted scripts must not run, ours must."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import synthetic as syn
+
+from qa_inspect.reports.render import ReportIndex
+
+pytestmark = pytest.mark.browser
+
+
+def _chromium() -> str:
+    exe = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else shutil.which("chromium")
+    if not exe:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is required in CI for the browser tests")
+        pytest.skip("chromium not installed")
+    return exe
+
+
+def _run(tmp_path: Path, page: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    args = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}", *extra, page.as_uri()]
+    return subprocess.run(args, capture_output=True, text=True, timeout=90, check=False)
+
+
+def _dom(tmp_path: Path, page: Path) -> str:
+    res = _run(tmp_path, page, "--dump-dom")
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout
+
+
+def test_planted_script_does_not_run_and_text_shows_literally(rendered: ReportIndex, tmp_path: Path) -> None:
+    dom = _dom(tmp_path, rendered.agents[syn.AGENT_A1])
+    assert "<title>客服质检报告 · 晨光:小美</title>" in dom
+    assert 'document.title="PW"+"NED"' in dom  # the planted text is there, as text ...
+    assert "pwned" not in dom and "PWNED" not in dom  # ... but it did not execute
+    assert "&lt;script&gt;document.title" in dom
+    assert "{{ 7*7 }}" in dom
+    assert '<mark class="neg">这款现在是199元<sup>1</sup></mark>' in dom
+
+
+def test_long_lines_and_markup_in_chat_render_as_text(rendered: ReportIndex, tmp_path: Path) -> None:
+    dom = _dom(tmp_path, rendered.agents[syn.AGENT_A2])
+    assert "&lt;b&gt;不是粗体&lt;/b&gt;" in dom and "<b>不是粗体</b>" not in dom
+    assert syn.LONG in dom
+
+
+def test_overview_script_runs_under_its_csp(rendered: ReportIndex, tmp_path: Path) -> None:
+    dom = _dom(tmp_path, rendered.index)
+    # table.js adds the "sortable" class to every header cell; only visible if the CSP let it run
+    assert 'class="sortable"' in dom and "<th class=\"sortable\"" in dom.replace('class="num sortable"', 'class="sortable"')
+
+
+def test_screenshots_of_agent_and_merchant_reports(rendered: ReportIndex, tmp_path: Path) -> None:
+    for name, page in (("agent", rendered.agents[syn.AGENT_A1]), ("merchant", rendered.merchants[syn.SHOP_B])):
+        shot = tmp_path / f"{name}.png"
+        res = _run(tmp_path, page, f"--screenshot={shot}", "--window-size=1280,2000")
+        assert res.returncode == 0, res.stderr[-2000:]
+        data = shot.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
