@@ -229,3 +229,8 @@ ACT_LABELS = (
 def act_column(label: str) -> str:
     """``act_<label>``: calibrated probability of that dialogue act for an agent message."""
     return f"act_{label}"
+
+# --- scoring / calibration extras (conversations.csv, after CONVERSATION_COLUMNS) ---------
+NA_REASONS = "na_reasons"  # why dimensions were N/A (and the veto rule), "; "-separated
+HUMAN_TOTAL = "human_total"  # total from a human review with override=True; NaN otherwise
+OVERRIDDEN = "overridden"  # bool: HUMAN_TOTAL replaces TOTAL in outputs and reports
