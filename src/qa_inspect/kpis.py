@@ -1,0 +1,224 @@
+"""Service KPIs per agent and per shop (definitions in docs/kpis.md).
+
+Two steps so partitions stay independent: ``conversation_stats`` works on one partition of whole
+conversations and returns counts/sums per conversation; ``agent_kpis`` aggregates those rows for
+the whole batch and attributes order/payment events, which may sit in another conversation of the
+same customer that night.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from qa_inspect import schema as S
+from qa_inspect.config import Shop
+from qa_inspect.scoring.conversations import DEFAULT_TZ, local_date
+
+# per-conversation stats columns
+N_CUSTOMER_MESSAGES = "n_customer_messages"
+N_AGENT_MESSAGES = "n_agent_messages"
+N_REPLIED = "n_replied"  # customer messages followed (later in the chat) by a human agent message
+N_TURNS_TIMED = "n_turns_timed"  # customer turns inside business hours that got a timed human reply
+RESPONSE_S_SUM = "response_s_sum"
+N_SLOW = "n_slow_replies"
+N_QUESTIONS = "n_questions"
+N_UNANSWERED = "n_unanswered_questions"
+FIRST_RESPONSE_IN_HOURS = "first_response_in_hours_s"
+INQUIRY = "inquiry"  # pre-sale consultation (see docs/kpis.md)
+
+# aggregated KPI columns
+CONVERSATIONS = "conversations"
+MESSAGES = "messages"
+FIRST_RESPONSE_AVG = "first_response_avg_s"
+AVG_RESPONSE = "avg_response_s"
+REPLY_RATE = "reply_rate"
+INQUIRIES = "inquiries"
+CONVERTED = "converted_inquiries"
+CONVERSION_RATE = "conversion_rate"  # 询单转化率
+SALES_AMOUNT = "sales_amount"  # per conversation: payments attributed to it
+ATTRIBUTED_SALES = "attributed_sales"  # aggregated SALES_AMOUNT
+SLOW_REPLIES = "slow_replies"
+UNANSWERED = "unanswered"
+NIGHTS = "nights"
+PER_DAY = "consultations_per_day"
+MEAN_TOTAL = "mean_total"
+N_SCORED = "n_scored"
+N_VETO = "n_veto"
+
+QUESTION_RE = re.compile(r"[?？]|吗|呢$|多少|怎么|什么|几[个天号点]|能不能|有没有|可以吗|是不是|是否|哪")
+
+STATS_COLUMNS = (S.CONVERSATION_ID, S.SHOP_ID, S.AGENT_ID, S.CUSTOMER_ID, S.NIGHT, S.STARTED_AT,
+                 S.N_MESSAGES, N_CUSTOMER_MESSAGES, N_AGENT_MESSAGES, N_REPLIED, N_TURNS_TIMED,
+                 RESPONSE_S_SUM, N_SLOW, N_QUESTIONS, N_UNANSWERED, FIRST_RESPONSE_IN_HOURS, INQUIRY)
+
+
+def _in_hours(ts: pd.Series, shop_ids: pd.Series, shops: dict[str, Shop]) -> pd.Series:
+    """True where the (UTC) timestamp falls inside the shop's business hours, shop-local."""
+    out = pd.Series(False, index=ts.index)
+    for sid in shop_ids.dropna().unique():
+        sel = (shop_ids == sid) & ts.notna()
+        if not sel.any():
+            continue
+        shop = shops.get(str(sid))
+        tz = ZoneInfo(shop.timezone if shop else DEFAULT_TZ)
+        start, end = shop.business_hours.minutes() if shop else (0, 24 * 60)
+        local = ts[sel].dt.tz_convert(tz)
+        minutes = local.dt.hour * 60 + local.dt.minute
+        out[sel] = (minutes >= start) & (minutes < end)
+    return out
+
+
+def conversation_stats(messages: pd.DataFrame, conversations: pd.DataFrame, shops: dict[str, Shop],
+                       *, slow_reply_s: float = 60.0) -> pd.DataFrame:
+    """Per-conversation counts for the KPIs of one partition.
+
+    Input: messages (MESSAGE_COLUMNS, NORM_TEXT optional) and the partition's conversations
+    (from ``scoring.build_conversations``: AGENT_ID, CUSTOMER_ID, NIGHT, STARTED_AT, N_MESSAGES,
+    ``presale_intent``). Output: STATS_COLUMNS, one row per conversation. Human agent = role agent
+    and not an auto-reply; bots and system rows neither answer nor open a turn.
+    """
+    from qa_inspect.scoring.scorecard import PRESALE_INTENT
+
+    S.require_columns(conversations, (S.CONVERSATION_ID, S.SHOP_ID, S.AGENT_ID, S.CUSTOMER_ID, S.NIGHT,
+                                      S.STARTED_AT, S.N_MESSAGES, PRESALE_INTENT), "kpis")
+    m = messages.sort_values([S.CONVERSATION_ID, S.SEQ], kind="stable").reset_index(drop=True)
+    conv = m[S.CONVERSATION_ID]
+    human = (m[S.ROLE] == "agent") & ~m[S.IS_AUTO_REPLY].fillna(False).astype(bool)
+    cust = m[S.ROLE] == "customer"
+    pos = pd.Series(np.arange(len(m), dtype="float64"), index=m.index)
+    hpos = pos.where(human)
+    next_human = hpos.groupby(conv).bfill()  # position of the next human message at/after the row
+    prev_human = hpos.groupby(conv).ffill().fillna(-1.0)
+    replied = cust & next_human.notna()
+    # A turn: the customer messages since the last human message; timed from its first message.
+    keys = pd.DataFrame({"c": conv, "p": prev_human})
+    turn_start = pd.Series(False, index=m.index)
+    turn_start[cust] = ~keys[cust].duplicated()
+    nh_idx = next_human.fillna(-1).astype(int)
+    next_ts = pd.Series(pd.NaT, index=m.index, dtype=m[S.TS].dtype)
+    has = nh_idx >= 0
+    next_ts[has] = m[S.TS].to_numpy()[nh_idx[has].to_numpy()]
+    resp = (next_ts - m[S.TS]).dt.total_seconds()
+    timed = turn_start & resp.notna() & _in_hours(m[S.TS], m[S.SHOP_ID], shops)
+    text = (m[S.NORM_TEXT] if S.NORM_TEXT in m.columns else m[S.TEXT]).fillna("").astype(str)
+    question = cust & text.str.contains(QUESTION_RE, regex=True)
+    first_turn = turn_start & ~turn_start.groupby(conv).cumsum().gt(1)
+
+    per = pd.DataFrame({
+        S.CONVERSATION_ID: conv,
+        N_CUSTOMER_MESSAGES: cust.astype(int),
+        N_AGENT_MESSAGES: human.astype(int),
+        N_REPLIED: replied.astype(int),
+        N_TURNS_TIMED: timed.astype(int),
+        RESPONSE_S_SUM: resp.where(timed, 0.0),
+        N_SLOW: (timed & (resp > slow_reply_s)).astype(int),
+        N_QUESTIONS: question.astype(int),
+        N_UNANSWERED: (question & ~replied).astype(int),
+        FIRST_RESPONSE_IN_HOURS: resp.where(first_turn & timed),
+    })
+    agg = per.groupby(S.CONVERSATION_ID).agg({
+        N_CUSTOMER_MESSAGES: "sum", N_AGENT_MESSAGES: "sum", N_REPLIED: "sum", N_TURNS_TIMED: "sum",
+        RESPONSE_S_SUM: "sum", N_SLOW: "sum", N_QUESTIONS: "sum", N_UNANSWERED: "sum",
+        FIRST_RESPONSE_IN_HOURS: "max",
+    })
+    base = conversations[[S.CONVERSATION_ID, S.SHOP_ID, S.AGENT_ID, S.CUSTOMER_ID, S.NIGHT, S.STARTED_AT,
+                          S.N_MESSAGES, PRESALE_INTENT]].rename(columns={PRESALE_INTENT: INQUIRY})
+    out = base.merge(agg, left_on=S.CONVERSATION_ID, right_index=True, how="left")
+    # An inquiry needs a customer who asked something before any order was placed in the chat.
+    out[INQUIRY] = out[INQUIRY].astype(bool) & (out[N_CUSTOMER_MESSAGES].fillna(0) > 0)
+    return out[list(STATS_COLUMNS)].reset_index(drop=True)
+
+
+def events_frame(messages: pd.DataFrame, shops: dict[str, Shop]) -> pd.DataFrame:
+    """The order/payment event rows of a batch with their shop-local night (small: kept whole)."""
+    ev = messages.loc[messages[S.EVENT].isin(["order", "payment"]),
+                      [S.CONVERSATION_ID, S.SHOP_ID, S.CUSTOMER_ID, S.TS, S.EVENT, S.AMOUNT]].copy()
+    ev[S.NIGHT] = local_date(ev[S.TS], ev[S.SHOP_ID], shops)
+    return ev.reset_index(drop=True)
+
+
+def attribute_events(stats: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """Per conversation: converted (bool) and attributed sales amount.
+
+    An event belongs to the conversation it occurs in; an event outside any chat goes to the
+    latest inquiry conversation of the same shop + customer on the same night that started at
+    or before it. Conversion counts orders or payments; the sales amount counts payments only.
+    """
+    st = stats[[S.CONVERSATION_ID, S.SHOP_ID, S.CUSTOMER_ID, S.NIGHT, S.STARTED_AT, INQUIRY]]
+    conv_ids = set(st[S.CONVERSATION_ID])
+    owner: list[str | None] = []
+    inq = st[st[INQUIRY]].sort_values(S.STARTED_AT, kind="stable")
+    groups = {k: g for k, g in inq.groupby([S.SHOP_ID, S.CUSTOMER_ID, S.NIGHT], dropna=False)}
+    for ev in events.itertuples(index=False):
+        cid = getattr(ev, S.CONVERSATION_ID)
+        key = (getattr(ev, S.SHOP_ID), getattr(ev, S.CUSTOMER_ID), getattr(ev, S.NIGHT))
+        g = groups.get(key)
+        if cid in conv_ids and g is not None and cid in set(g[S.CONVERSATION_ID]):
+            owner.append(cid)
+            continue
+        ts = getattr(ev, S.TS)
+        if g is None or pd.isna(ts):
+            owner.append(cid if cid in conv_ids else None)
+            continue
+        before = g[g[S.STARTED_AT] <= ts]
+        owner.append(before[S.CONVERSATION_ID].iloc[-1] if len(before) else (cid if cid in conv_ids else None))
+    ev = events.assign(_owner=owner)
+    conv_flag = ev.dropna(subset=["_owner"]).groupby("_owner").size().gt(0)
+    sales = ev[ev[S.EVENT] == "payment"].dropna(subset=["_owner"]).groupby("_owner")[S.AMOUNT].sum()
+    out = stats[[S.CONVERSATION_ID, INQUIRY]].copy()
+    out[CONVERTED] = out[S.CONVERSATION_ID].map(conv_flag).fillna(False).astype(bool) & out[INQUIRY]
+    out[SALES_AMOUNT] = out[S.CONVERSATION_ID].map(sales).fillna(0.0).astype(float)
+    return out[[S.CONVERSATION_ID, CONVERTED, SALES_AMOUNT]]
+
+
+def agent_kpis(stats: pd.DataFrame, events: pd.DataFrame, *, by: Sequence[str] = (S.SHOP_ID, S.AGENT_ID),
+               scores: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Aggregate per-conversation stats to KPIs grouped ``by`` (agent, shop, and/or NIGHT).
+
+    ``scores`` (optional, CONVERSATION_ID + TOTAL + VETO) adds mean_total, n_scored, n_veto.
+    Rates are ratios of sums (not means of per-conversation rates), so they combine correctly.
+    """
+    by = list(by)
+    att = attribute_events(stats, events)
+    df = stats.merge(att, on=S.CONVERSATION_ID, how="left")
+    if scores is not None and len(scores):
+        df = df.merge(scores[[S.CONVERSATION_ID, S.TOTAL, S.VETO]], on=S.CONVERSATION_ID, how="left")
+    else:
+        df[S.TOTAL] = np.nan
+        df[S.VETO] = False
+    df[S.AGENT_ID] = df[S.AGENT_ID].fillna("(none)")
+    g = df.groupby(by, dropna=False, sort=True)
+    out = g.agg(**{
+        CONVERSATIONS: (S.CONVERSATION_ID, "nunique"),
+        MESSAGES: (S.N_MESSAGES, "sum"),
+        N_CUSTOMER_MESSAGES: (N_CUSTOMER_MESSAGES, "sum"),
+        N_AGENT_MESSAGES: (N_AGENT_MESSAGES, "sum"),
+        N_REPLIED: (N_REPLIED, "sum"),
+        N_TURNS_TIMED: (N_TURNS_TIMED, "sum"),
+        RESPONSE_S_SUM: (RESPONSE_S_SUM, "sum"),
+        FIRST_RESPONSE_AVG: (FIRST_RESPONSE_IN_HOURS, "mean"),
+        SLOW_REPLIES: (N_SLOW, "sum"),
+        N_QUESTIONS: (N_QUESTIONS, "sum"),
+        UNANSWERED: (N_UNANSWERED, "sum"),
+        INQUIRIES: (INQUIRY, "sum"),
+        CONVERTED: (CONVERTED, "sum"),
+        ATTRIBUTED_SALES: (SALES_AMOUNT, "sum"),
+        NIGHTS: (S.NIGHT, "nunique"),
+        MEAN_TOTAL: (S.TOTAL, "mean"),
+        N_SCORED: (S.TOTAL, "count"),
+        N_VETO: (S.VETO, "sum"),
+    }).reset_index()
+    out[AVG_RESPONSE] = out[RESPONSE_S_SUM] / out[N_TURNS_TIMED].where(out[N_TURNS_TIMED] > 0)
+    out[REPLY_RATE] = out[N_REPLIED] / out[N_CUSTOMER_MESSAGES].where(out[N_CUSTOMER_MESSAGES] > 0)
+    out[CONVERSION_RATE] = out[CONVERTED] / out[INQUIRIES].where(out[INQUIRIES] > 0)
+    out[PER_DAY] = out[CONVERSATIONS] / out[NIGHTS].where(out[NIGHTS] > 0)
+    cols = [*by, CONVERSATIONS, MESSAGES, N_CUSTOMER_MESSAGES, N_AGENT_MESSAGES, FIRST_RESPONSE_AVG,
+            AVG_RESPONSE, REPLY_RATE, SLOW_REPLIES, N_QUESTIONS, UNANSWERED, INQUIRIES, CONVERTED,
+            CONVERSION_RATE, ATTRIBUTED_SALES, NIGHTS, PER_DAY, MEAN_TOTAL, N_SCORED, N_VETO,
+            N_REPLIED, N_TURNS_TIMED, RESPONSE_S_SUM]
+    return out[cols]

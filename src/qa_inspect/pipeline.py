@@ -1,0 +1,479 @@
+"""The nightly audit: ingest → partitions → process_partition → store → outputs → reports.
+
+Work is split into partitions of whole conversations so the same ``process_partition`` runs in
+one process or in a process pool (each worker loads the configuration once in its
+initializer). Template rules need counts over the whole batch, hence two passes: pass 1
+normalises/tokenises each partition and counts agent reply templates, pass 2 does the rest with
+the merged counts. Other stages are imported lazily so that a missing stage fails the run with
+a clear message instead of breaking ``import qa_inspect``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import multiprocessing
+import os
+import socket
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+from qa_inspect import __version__
+from qa_inspect import schema as S
+from qa_inspect.config import Shop, load_shops, resolve_rules_dir
+from qa_inspect.errors import BugError, LockError, UserError
+from qa_inspect.kpis import agent_kpis, attribute_events, conversation_stats, events_frame
+from qa_inspect.scoring.conversations import build_conversations
+from qa_inspect.scoring.scorecard import TRACE_COLUMNS, Scorecard, load_scorecard, score_conversations
+from qa_inspect.selection import review_queue
+
+LOCK_FILE = ".qa-inspect.lock"
+AUTO_TOTAL = "auto_total"  # the scorecard's total when a human override replaced TOTAL in outputs
+DEFAULT_PARTITION = 2000
+
+ProgressFn = Callable[[str, int, int], None]
+LogFn = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------- stage lookup
+def stage(module: str, name: str) -> Any:
+    """A stage function from another module; missing → BugError naming it (never a fake stage)."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise BugError(f"pipeline stage '{module}.{name}' is not available: {exc}") from None
+    fn = getattr(mod, name, None)
+    if fn is None:
+        raise BugError(f"pipeline stage '{module}.{name}' is not available ({module} has no '{name}')")
+    return fn
+
+
+# --------------------------------------------------------------------------- files
+def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _plain(df: pd.DataFrame) -> pd.DataFrame:
+    """Drop list columns (tokens) that CSV/Parquet consumers do not want."""
+    return df.drop(columns=[c for c in (S.TOKENS,) if c in df.columns])
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    """UTF-8 with BOM (Excel shows Chinese), written to a temp file then renamed."""
+    return _atomic(path, lambda p: _plain(df).to_csv(p, index=False, encoding="utf-8-sig"))
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> Path:
+    return _atomic(path, lambda p: _plain(df).to_parquet(p, index=False))
+
+
+# --------------------------------------------------------------------------- lock
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def run_lock(out_dir: Path, log: LogFn | None = None) -> Iterator[Path]:
+    """``DIR/.qa-inspect.lock`` so two runs never write one folder; a stale lock (its pid is gone
+    on this host) is taken over."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LOCK_FILE
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now(UTC).isoformat()}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                info = json.loads(path.read_text(encoding="utf-8") or "{}")
+            except (OSError, ValueError):
+                info = {}
+            pid, host = int(info.get("pid", -1) or -1), info.get("host")
+            if host == me["host"] and (pid <= 0 or not _pid_alive(pid)):
+                if log:
+                    log(f"taking over stale lock {path} (pid {pid} is not running)")
+                path.unlink(missing_ok=True)
+                continue
+            raise LockError(f"{out_dir} is locked by another run (pid {pid} on {host}, since "
+                            f"{info.get('started')}); remove {path} if that run is dead") from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(me, fh)
+        break
+    else:  # pragma: no cover - lost a race twice
+        raise LockError(f"could not take the lock {path}")
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- context
+@dataclass
+class Context:
+    """Everything a partition needs, loaded once per process."""
+
+    rules_dir: Path
+    shops: dict[str, Shop]
+    scorecard: Scorecard
+    ruleset: Any
+    kbs: dict[str, Any]
+    models: Any
+    thresholds: Any
+    tokenizer: Any
+    version: str = ""
+
+
+def config_version(rules_dir: Path, ruleset_version: str, models: Any) -> str:
+    """Hash of everything that changes scores: rules, scorecard, models.yaml, knowledge, model cards."""
+    h = hashlib.sha256(ruleset_version.encode())
+    for p in sorted([rules_dir / "scorecard.yaml", rules_dir / "models.yaml", rules_dir / "shops.yaml",
+                     *(rules_dir / "knowledge").rglob("*")]):
+        if p.is_file():
+            h.update(p.relative_to(rules_dir).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    for card_attr in ("acts_card", "risk_card"):
+        card = getattr(models, card_attr, None)
+        if card is not None:
+            h.update(repr(card).encode())
+    return h.hexdigest()[:16]
+
+
+def load_context(rules_dir: Path | str | None, models_dir: Path | str | None = None) -> Context:
+    rd = resolve_rules_dir(rules_dir)
+    shops = load_shops(rd)
+    scorecard = load_scorecard(rd)
+    ruleset = stage("qa_inspect.ruleengine", "load_ruleset")(rd)
+    kbs = stage("qa_inspect.knowledge", "load_knowledge")(rd)
+    words = stage("qa_inspect.knowledge", "catalog_words")(kbs)
+    models = stage("qa_inspect.models", "load_models")(Path(models_dir) if models_dir else None)
+    thresholds = stage("qa_inspect.models", "load_thresholds")(rd)
+    tokenizer = stage("qa_inspect.text.tokenize", "Tokenizer").from_rules(rd, extra_words=words)
+    ctx = Context(rd, shops, scorecard, ruleset, kbs, models, thresholds, tokenizer)
+    ctx.version = config_version(rd, str(getattr(ruleset, "version", "")), models)
+    return ctx
+
+
+# --------------------------------------------------------------------------- partitions
+def split_partitions(messages: pd.DataFrame, size: int = DEFAULT_PARTITION) -> list[pd.DataFrame]:
+    """Groups of ``size`` whole conversations, sorted by conversation_id, seq."""
+    if size < 1:
+        raise UserError("partition size must be at least 1")
+    m = messages.sort_values([S.CONVERSATION_ID, S.SEQ], kind="stable").reset_index(drop=True)
+    ids = pd.unique(m[S.CONVERSATION_ID])
+    if len(ids) == 0:
+        return []
+    rank = pd.Series(range(len(ids)), index=ids)
+    part = m[S.CONVERSATION_ID].map(rank) // size
+    return [g.reset_index(drop=True) for _, g in m.groupby(part, sort=True)]
+
+
+def prepare_partition(partition: pd.DataFrame, ctx: Context) -> tuple[pd.DataFrame, Counter[str]]:
+    """Pass 1: normalise + tokenise (if not yet) and count reply templates."""
+    p = partition
+    if S.NORM_TEXT not in p.columns:
+        p = stage("qa_inspect.text.normalize", "normalize")(p)
+    if S.TOKENS not in p.columns:
+        p = stage("qa_inspect.text.tokenize", "tokenize")(p, ctx.tokenizer)
+    return p, Counter(stage("qa_inspect.ruleengine", "template_counts")(p))
+
+
+@dataclass
+class PartitionResult:
+    conversations: pd.DataFrame  # scored: CONVERSATION_COLUMNS + NA_REASONS + N/A flags
+    findings: pd.DataFrame  # FINDING_COLUMNS (after combine)
+    trace: pd.DataFrame  # scorecard.TRACE_COLUMNS
+    review_items: pd.DataFrame  # from models.combine
+    stats: pd.DataFrame  # kpis.STATS_COLUMNS
+    messages: pd.DataFrame  # the partition with NORM_TEXT (tokens dropped)
+
+
+def process_partition(partition: pd.DataFrame, ctx: Context,
+                      template_counts: Counter[str] | None = None) -> PartitionResult:
+    """Every per-conversation stage on one partition of whole conversations.
+
+    ``template_counts``: reply-template counts merged over the whole batch (pass 1); None uses
+    this partition's own counts (fine when the partition is the whole batch).
+    """
+    p, own = prepare_partition(partition, ctx)
+    counts = template_counts if template_counts is not None else own
+    rule_f = stage("qa_inspect.ruleengine", "apply_rules")(p, ctx.ruleset, ctx.shops)
+    tmpl_f = stage("qa_inspect.ruleengine", "apply_template_rules")(p, ctx.ruleset, counts, ctx.shops)
+    kb_f = stage("qa_inspect.knowledge", "verify_knowledge")(p, ctx.kbs)
+    acts = stage("qa_inspect.models", "predict_acts")(p, ctx.models)
+    model_f = stage("qa_inspect.models", "act_findings")(p, acts, ctx.models, ctx.thresholds)
+    frames = [f for f in (rule_f, tmpl_f) if f is not None and len(f)]
+    base_f = pd.concat(frames, ignore_index=True) if frames else S.empty_findings()
+    combined, review_items = stage("qa_inspect.models.combine", "combine")(base_f, model_f, acts, ctx.thresholds)
+    # Knowledge findings are checked against the catalogue, not guessed: they bypass the
+    # rule/model combination (combine's contract: knowledge findings pass through).
+    frames = [f for f in (combined, kb_f) if f is not None and len(f)]
+    findings = pd.concat(frames, ignore_index=True) if frames else S.empty_findings()
+    risk = stage("qa_inspect.models", "predict_risk")(p, acts, findings, ctx.models)
+    conv = build_conversations(p, ctx.shops, ctx.scorecard.presale_intent_words)
+    if risk is not None and len(risk):
+        r = risk.set_index(S.CONVERSATION_ID)[S.RISK]
+        conv[S.RISK] = conv[S.CONVERSATION_ID].map(r).astype("float64")
+    veto_rules = {r.id for r in getattr(ctx.ruleset, "rules", []) if getattr(r, "veto", False)}
+    scores, trace = score_conversations(conv, findings, ctx.scorecard, ctx.shops, veto_rules=veto_rules)
+    stats = conversation_stats(p, conv, ctx.shops, slow_reply_s=ctx.scorecard.slow_reply_seconds)
+    n_in = partition[S.CONVERSATION_ID].nunique()
+    if len(scores) != n_in:
+        raise BugError(f"process_partition: {n_in} conversations in, {len(scores)} scored")
+    return PartitionResult(scores, findings, trace, review_items, stats, _plain(p))
+
+
+# pool workers: the context is loaded once per worker process by the initializer
+_WORKER_CTX: Context | None = None
+
+
+def _init_worker(rules_dir: Path, models_dir: Path | None) -> None:
+    global _WORKER_CTX
+    _WORKER_CTX = load_context(rules_dir, models_dir)
+
+
+def _pool_prepare(partition: pd.DataFrame) -> tuple[pd.DataFrame, Counter[str]]:
+    assert _WORKER_CTX is not None
+    return prepare_partition(partition, _WORKER_CTX)
+
+
+def _pool_process(args: tuple[pd.DataFrame, Counter[str]]) -> PartitionResult:
+    assert _WORKER_CTX is not None
+    return process_partition(args[0], _WORKER_CTX, args[1])
+
+
+# --------------------------------------------------------------------------- progress
+class Reporter:
+    """Progress bar on a terminal, plain timestamped log lines otherwise (cron)."""
+
+    def __init__(self, stream: IO[str] | None = None, *, tty: bool | None = None, quiet: bool = False) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.quiet = quiet
+        self._last = ""
+
+    def log(self, msg: str) -> None:
+        if self.quiet:
+            return
+        if self.tty and self._last:
+            self.stream.write("\n")
+            self._last = ""
+        stamp = "" if self.tty else datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ ")
+        self.stream.write(f"{stamp}{msg}\n")
+        self.stream.flush()
+
+    def progress(self, what: str, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.tty:
+            width = 30
+            filled = int(width * done / total) if total else width
+            self._last = what
+            self.stream.write(f"\r{what:<10} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+            if done >= total:
+                self.stream.write("\n")
+                self._last = ""
+            self.stream.flush()
+        elif done >= total or done == 1 or done % 10 == 0:
+            self.log(f"{what}: {done}/{total} partitions")
+
+
+# --------------------------------------------------------------------------- run
+@dataclass
+class RunSummary:
+    run_id: str
+    out_dir: Path
+    db: Path
+    ruleset_version: str
+    files: int = 0
+    messages: int = 0
+    rejects: int = 0
+    conversations: int = 0
+    findings: int = 0
+    review_items: int = 0
+    vetoes: int = 0
+    mean_total: float = float("nan")
+    nights: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    outputs: dict[str, str] = field(default_factory=dict)
+    reports: str | None = None
+
+    def text(self) -> str:
+        return (f"run {self.run_id}: {self.files} files, {self.messages} messages ({self.rejects} rejected rows), "
+                f"{self.conversations} conversations, {self.findings} findings, {self.vetoes} vetoes, "
+                f"mean total {self.mean_total:.1f}, {self.review_items} review-queue rows; nights "
+                f"{', '.join(self.nights) or '-'}; {self.seconds:.1f}s; outputs in {self.out_dir}; store {self.db}")
+
+
+def _concat(frames: Sequence[pd.DataFrame], empty: pd.DataFrame) -> pd.DataFrame:
+    frames = [f for f in frames if f is not None and len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else empty
+
+
+def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Path | str | None = None,
+              models_dir: Path | str | None = None, db: Path | str | None = None, workers: int = 1,
+              partition_size: int = DEFAULT_PARTITION, reporter: Reporter | None = None,
+              render: bool = True) -> RunSummary:
+    """The nightly run. Returns a summary; raises UserError (bad input) or BugError."""
+    t0 = time.monotonic()
+    rep = reporter or Reporter(quiet=True)
+    if workers < 1:
+        raise UserError("--workers must be at least 1")
+    out = Path(out_dir)
+    db_path = Path(db) if db else out / "qa.duckdb"
+    started = datetime.now(UTC)
+    run_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + hashlib.sha1(
+        f"{os.getpid()}{time.time_ns()}".encode()).hexdigest()[:6]
+    with run_lock(out, rep.log):
+        rep.log("loading configuration, knowledge and models")
+        ctx = load_context(rules_dir, models_dir)
+        rep.log(f"ingesting {len(paths)} path(s)")
+        ingest = stage("qa_inspect.ingest", "ingest_paths")(list(paths), rules_dir=ctx.rules_dir)
+        messages = ingest.messages
+        if messages.empty:
+            raise UserError(f"no usable messages in {', '.join(map(str, paths))} "
+                            f"({len(ingest.rejects)} rejected rows)")
+        parts = split_partitions(messages, partition_size)
+        n = len(parts)
+        rep.log(f"{messages[S.CONVERSATION_ID].nunique()} conversations in {n} partition(s), {workers} worker(s)")
+        if workers == 1:
+            prepared = []
+            for i, p in enumerate(parts, 1):
+                prepared.append(prepare_partition(p, ctx))
+                rep.progress("prepare", i, n)
+            counts = stage("qa_inspect.ruleengine", "merge_template_counts")([c for _, c in prepared])
+            results = []
+            for i, (p, _) in enumerate(prepared, 1):
+                results.append(process_partition(p, ctx, counts))
+                rep.progress("score", i, n)
+        else:
+            mp = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=_init_worker,
+                                     initargs=(ctx.rules_dir, Path(models_dir) if models_dir else None)) as pool:
+                prepared = []
+                for i, r in enumerate(pool.map(_pool_prepare, parts), 1):
+                    prepared.append(r)
+                    rep.progress("prepare", i, n)
+                counts = stage("qa_inspect.ruleengine", "merge_template_counts")([c for _, c in prepared])
+                results = []
+                for i, r in enumerate(pool.map(_pool_process, [(p, counts) for p, _ in prepared]), 1):
+                    results.append(r)
+                    rep.progress("score", i, n)
+        del prepared
+        summary = _finish(results, ingest, ctx, run_id=run_id, started=started, out=out, db_path=db_path,
+                          paths=paths, rep=rep, render=render)
+    summary.seconds = time.monotonic() - t0
+    summary.files = len(getattr(ingest, "files", []) or [])
+    return summary
+
+
+def _finish(results: list[PartitionResult], ingest: Any, ctx: Context, *, run_id: str, started: datetime,
+            out: Path, db_path: Path, paths: Sequence[Path | str], rep: Reporter, render: bool) -> RunSummary:
+    from qa_inspect import store
+
+    conversations = _concat([r.conversations for r in results], pd.DataFrame())
+    findings = _concat([r.findings for r in results], S.empty_findings())
+    trace = _concat([r.trace for r in results], pd.DataFrame(columns=list(TRACE_COLUMNS)))
+    review_items = _concat([r.review_items for r in results], pd.DataFrame({S.CONVERSATION_ID: []}))
+    stats = _concat([r.stats for r in results], pd.DataFrame())
+    messages = _concat([r.messages for r in results], S.empty_messages())
+
+    events = events_frame(messages, ctx.shops)
+    att = attribute_events(stats, events)
+    conv_kpis = stats.merge(att, on=S.CONVERSATION_ID, how="left")
+    queue = review_queue(conversations, review_items)
+    nights = sorted(str(x) for x in conversations[S.NIGHT].dropna().unique())
+
+    rep.log(f"writing store {db_path}")
+    run = store.RunRecord(run_id=run_id, started_at=started, ruleset_version=ctx.version, qa_version=__version__,
+                          inputs=[str(p) for p in paths], out_dir=str(out), n_rejects=len(ingest.rejects),
+                          nights=nights)
+    with store.open_store(db_path) as con:
+        # the store keeps the automatic total (calibration compares it with people) ...
+        store.write_run(con, run, conversations=conversations, messages=messages, findings=findings, trace=trace,
+                        conversation_kpis=conv_kpis, review_queue=queue)
+        eff = store.read_conversations(con).set_index(S.CONVERSATION_ID)
+        # ... while outputs, KPIs and reports use a human override where one exists
+        conversations = apply_overrides(conversations, eff[S.HUMAN_TOTAL], ctx.scorecard)
+        agents = agent_kpis(stats, events, by=(S.SHOP_ID, S.AGENT_ID), scores=conversations)
+        shops_k = agent_kpis(stats, events, by=(S.SHOP_ID,), scores=conversations)
+        store.write_run_kpis(con, run_id, agents=agents, shops=shops_k)
+        trend = store.agent_trend(con)
+
+    rep.log(f"writing outputs to {out}")
+    conv_out = conversations[[*S.CONVERSATION_COLUMNS, S.NA_REASONS, AUTO_TOTAL, S.HUMAN_TOTAL, S.OVERRIDDEN]]
+    outputs: dict[str, str] = {}
+    for name, df in (("conversations", conv_out), ("findings", findings[list(S.FINDING_COLUMNS)]),
+                     ("agents", agents), ("shops", shops_k), ("review_queue", queue), ("score_trace", trace)):
+        outputs[f"{name}.csv"] = str(write_csv(df, out / f"{name}.csv"))
+        outputs[f"{name}.parquet"] = str(write_parquet(df, out / f"{name}.parquet"))
+    outputs["messages.parquet"] = str(write_parquet(ingest.messages, out / "messages.parquet"))
+    outputs["rejects.csv"] = str(write_csv(ingest.rejects, out / "rejects.csv"))
+
+    summary = RunSummary(run_id=run_id, out_dir=out, db=db_path, ruleset_version=ctx.version,
+                         messages=len(ingest.messages), rejects=len(ingest.rejects),
+                         conversations=len(conversations), findings=len(findings), review_items=len(queue),
+                         vetoes=int(conversations[S.VETO].sum()),
+                         mean_total=float(conversations[S.TOTAL].mean()), nights=nights, outputs=outputs)
+    if render:
+        summary.reports = _render_reports(run_id, conv_out, messages, findings, agents, shops_k, trend, queue,
+                                          ctx, out, rep)
+    _atomic(out / "run_summary.json", lambda p: p.write_text(json.dumps(
+        {k: (str(v) if isinstance(v, Path) else v) for k, v in summary.__dict__.items()},
+        ensure_ascii=False, indent=2, default=str), encoding="utf-8"))
+    return summary
+
+
+def apply_overrides(conversations: pd.DataFrame, human_total: pd.Series, scorecard: Scorecard) -> pd.DataFrame:
+    """TOTAL/GRADE become the human override where a review overrode them; AUTO_TOTAL keeps the
+    scorecard's total. ``human_total``: NaN or the override total, indexed by conversation id."""
+    out = conversations.copy()
+    out[AUTO_TOTAL] = out[S.TOTAL]
+    out[S.HUMAN_TOTAL] = out[S.CONVERSATION_ID].map(human_total).astype("float64")
+    out[S.OVERRIDDEN] = out[S.HUMAN_TOTAL].notna()
+    ov = out[S.OVERRIDDEN]
+    out.loc[ov, S.TOTAL] = out.loc[ov, S.HUMAN_TOTAL]
+    out.loc[ov, S.GRADE] = [scorecard.grade(float(t)) for t in out.loc[ov, S.HUMAN_TOTAL]]
+    return out
+
+
+def _render_reports(run_id: str, conversations: pd.DataFrame, messages: pd.DataFrame, findings: pd.DataFrame,
+                    agents: pd.DataFrame, shops_k: pd.DataFrame, trend: pd.DataFrame, queue: pd.DataFrame,
+                    ctx: Context, out: Path, rep: Reporter) -> str | None:
+    """Reports are the last stage; when the reports package is not installed the run says so."""
+    try:
+        data_mod = importlib.import_module("qa_inspect.reports.data")
+        render_mod = importlib.import_module("qa_inspect.reports.render")
+    except ImportError as exc:
+        rep.log(f"reports not rendered: reports stage unavailable ({exc})")
+        return None
+    data = data_mod.ReportData(run_id=run_id, generated_at=datetime.now().astimezone(),
+                               conversations=conversations, messages=messages, findings=findings,
+                               agent_kpis=agents, shop_kpis=shops_k, trend=trend, review_queue=queue,
+                               shops=ctx.shops)
+    rep.log("rendering reports")
+    idx = render_mod.render_reports(data, out)
+    return str(getattr(idx, "index", out / "reports"))

@@ -1,0 +1,286 @@
+"""DuckDB store: the history of every night's audit.
+
+Idempotent by conversation id + rule-set version: a run deletes then inserts its conversations'
+rows in ONE transaction, so re-running a night replaces it and a crash leaves the previous state.
+New nights add rows, so trends across nights are plain SQL over ``v_conversations`` (the latest
+scoring of each conversation, with human overrides applied).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from qa_inspect import schema as S
+from qa_inspect.errors import BugError, UsageError, UserError
+
+RULESET_VERSION = "ruleset_version"
+SCORED_AT = "scored_at"
+EFFECTIVE_TOTAL = "effective_total"
+DEFAULT_DB = "qa.duckdb"
+
+_SCORES = ", ".join(f"{c} DOUBLE" for c in S.SCORE_COLUMNS)
+_KPI_INTS = ("conversations", "messages", "n_customer_messages", "n_agent_messages", "slow_replies",
+             "n_questions", "unanswered", "inquiries", "converted_inquiries", "nights", "n_scored", "n_veto",
+             "n_replied", "n_turns_timed")
+_KPI_FLOATS = ("first_response_avg_s", "avg_response_s", "reply_rate", "conversion_rate", "attributed_sales",
+               "consultations_per_day", "mean_total", "response_s_sum")
+_KPIS = ", ".join([*(f"{c} BIGINT" for c in _KPI_INTS), *(f"{c} DOUBLE" for c in _KPI_FLOATS)])
+
+DDL = f"""
+CREATE TABLE IF NOT EXISTS runs (
+  run_id VARCHAR PRIMARY KEY, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ, status VARCHAR,
+  ruleset_version VARCHAR, qa_version VARCHAR, inputs VARCHAR, out_dir VARCHAR,
+  n_conversations BIGINT, n_messages BIGINT, n_findings BIGINT, n_rejects BIGINT, n_review_items BIGINT,
+  nights VARCHAR);
+CREATE TABLE IF NOT EXISTS conversations (
+  conversation_id VARCHAR NOT NULL, shop_id VARCHAR, platform VARCHAR, agent_id VARCHAR,
+  customer_id VARCHAR, night VARCHAR, started_at TIMESTAMPTZ, ended_at TIMESTAMPTZ, n_messages BIGINT,
+  first_response_s DOUBLE, {_SCORES}, total DOUBLE, grade VARCHAR, veto BOOLEAN, veto_rule VARCHAR,
+  dissatisfaction_risk DOUBLE, n_findings BIGINT, na_reasons VARCHAR,
+  run_id VARCHAR, ruleset_version VARCHAR NOT NULL, scored_at TIMESTAMPTZ,
+  PRIMARY KEY (conversation_id, ruleset_version));
+CREATE TABLE IF NOT EXISTS messages (
+  platform VARCHAR, shop_id VARCHAR, conversation_id VARCHAR NOT NULL, seq BIGINT NOT NULL,
+  ts TIMESTAMPTZ, role VARCHAR, agent_id VARCHAR, customer_id VARCHAR, text VARCHAR, sku VARCHAR,
+  is_auto_reply BOOLEAN, event VARCHAR, amount DOUBLE, source_file VARCHAR, source_line BIGINT,
+  norm_text VARCHAR, run_id VARCHAR, PRIMARY KEY (conversation_id, seq));
+CREATE TABLE IF NOT EXISTS findings (
+  conversation_id VARCHAR NOT NULL, shop_id VARCHAR, agent_id VARCHAR, message_index BIGINT,
+  rule_id VARCHAR, dimension VARCHAR, polarity VARCHAR, severity VARCHAR, points DOUBLE,
+  evidence VARCHAR, evidence_start BIGINT, evidence_end BIGINT, explanation VARCHAR, source VARCHAR,
+  confidence DOUBLE, run_id VARCHAR, ruleset_version VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS score_trace (
+  conversation_id VARCHAR NOT NULL, shop_id VARCHAR, agent_id VARCHAR, dimension VARCHAR,
+  item_id VARCHAR, rule_id VARCHAR, message_index BIGINT, polarity VARCHAR, source VARCHAR,
+  confidence DOUBLE, raw_points DOUBLE, points DOUBLE, capped_by VARCHAR, veto BOOLEAN,
+  evidence VARCHAR, explanation VARCHAR, run_id VARCHAR, ruleset_version VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS conversation_kpis (
+  conversation_id VARCHAR NOT NULL, shop_id VARCHAR, agent_id VARCHAR, customer_id VARCHAR,
+  night VARCHAR, started_at TIMESTAMPTZ, n_messages BIGINT, n_customer_messages BIGINT,
+  n_agent_messages BIGINT, n_replied BIGINT, n_turns_timed BIGINT, response_s_sum DOUBLE,
+  n_slow_replies BIGINT, n_questions BIGINT, n_unanswered_questions BIGINT,
+  first_response_in_hours_s DOUBLE, inquiry BOOLEAN, converted_inquiries BOOLEAN, sales_amount DOUBLE,
+  run_id VARCHAR, ruleset_version VARCHAR NOT NULL, PRIMARY KEY (conversation_id, ruleset_version));
+CREATE TABLE IF NOT EXISTS review_queue (
+  conversation_id VARCHAR NOT NULL, shop_id VARCHAR, agent_id VARCHAR, night VARCHAR, reason VARCHAR,
+  detail VARCHAR, priority DOUBLE, total DOUBLE, run_id VARCHAR, ruleset_version VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS reviews (
+  conversation_id VARCHAR NOT NULL, reviewer VARCHAR NOT NULL, {_SCORES}, total DOUBLE, grade VARCHAR,
+  verdict VARCHAR, override BOOLEAN, comment VARCHAR, source_file VARCHAR, imported_at TIMESTAMPTZ,
+  PRIMARY KEY (conversation_id, reviewer));
+CREATE TABLE IF NOT EXISTS agent_kpis (run_id VARCHAR NOT NULL, shop_id VARCHAR, agent_id VARCHAR, {_KPIS});
+CREATE TABLE IF NOT EXISTS shop_kpis (run_id VARCHAR NOT NULL, shop_id VARCHAR, {_KPIS});
+CREATE TABLE IF NOT EXISTS outbox (
+  run_id VARCHAR, shop_id VARCHAR, recipient VARCHAR, subject VARCHAR, status VARCHAR,
+  attempts BIGINT DEFAULT 0, last_error VARCHAR, sent_at TIMESTAMPTZ, message_id VARCHAR);
+CREATE OR REPLACE VIEW v_conversations AS
+WITH latest AS (
+  SELECT * FROM conversations
+  QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY scored_at DESC, run_id DESC) = 1),
+ov AS (
+  SELECT conversation_id, total AS human_total FROM reviews WHERE override
+  QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY imported_at DESC, reviewer) = 1)
+SELECT latest.*, ov.human_total, ov.human_total IS NOT NULL AS overridden,
+       coalesce(ov.human_total, latest.total) AS effective_total
+FROM latest LEFT JOIN ov USING (conversation_id);
+"""
+
+# (table, columns in the frame to insert) for the per-run, per-conversation tables
+_RUN_TABLES = ("conversations", "findings", "score_trace", "conversation_kpis", "review_queue")
+
+
+def connect(db_path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (and create if needed) the store. A locked or corrupt file is a user error."""
+    path = Path(db_path)
+    if read_only and not path.exists():
+        raise UserError(f"store not found: {path} (run 'qa-inspect run ... --out DIR' first or pass --db)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        raise UserError(f"cannot open store {path}: {exc}") from None
+    if not read_only:
+        con.execute(DDL)
+    return con
+
+
+def resolve_db(db: Path | str | None, out_dir: Path | str | None) -> Path:
+    """``--db FILE`` or ``--out DIR`` (→ DIR/qa.duckdb); one is needed."""
+    if db is not None:
+        return Path(db)
+    if out_dir is not None:
+        return Path(out_dir) / DEFAULT_DB
+    raise UsageError("pass --db FILE or --out DIR (the folder of a run, holding qa.duckdb)")
+
+
+@contextmanager
+def open_store(db_path: Path | str, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(db_path, read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All-or-nothing: any exception rolls back every statement since BEGIN."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+
+
+def insert_frame(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, **constants: object) -> int:
+    """Insert the frame's columns that the table has (BY NAME); ``constants`` fill extra columns."""
+    if df is None or df.empty:
+        return 0
+    cols = table_columns(con, table)
+    frame = df.copy()
+    for k, v in constants.items():
+        frame[k] = v
+    keep = [c for c in frame.columns if c in cols]
+    frame = frame[keep]
+    # Lists/objects DuckDB cannot map (e.g. tokens) never reach here: only table columns are kept.
+    name = f"_ins_{table}"
+    con.register(name, frame)
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
+    finally:
+        con.unregister(name)
+    return len(frame)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    started_at: datetime
+    ruleset_version: str
+    qa_version: str = ""
+    inputs: Sequence[str] = ()
+    out_dir: str = ""
+    status: str = "ok"
+    finished_at: datetime | None = None
+    n_rejects: int = 0
+    nights: list[str] = field(default_factory=list)
+
+
+def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: pd.DataFrame,
+              messages: pd.DataFrame, findings: pd.DataFrame, trace: pd.DataFrame,
+              conversation_kpis: pd.DataFrame, review_queue: pd.DataFrame) -> dict[str, int]:
+    """Replace this run's conversations (by id + rule-set version) and record the run, atomically."""
+    if conversations[S.CONVERSATION_ID].duplicated().any():
+        raise BugError("write_run: duplicate conversation ids in one run")
+    ids = pd.DataFrame({S.CONVERSATION_ID: conversations[S.CONVERSATION_ID].astype(str).unique()})
+    rv = run.ruleset_version
+    now = run.finished_at or datetime.now(UTC)
+    counts: dict[str, int] = {}
+    with transaction(con):
+        con.register("_run_ids", ids)
+        try:
+            for table in _RUN_TABLES:
+                con.execute(f"DELETE FROM {table} WHERE ruleset_version = ? AND conversation_id IN "
+                            f"(SELECT conversation_id FROM _run_ids)", [rv])
+            con.execute("DELETE FROM messages WHERE conversation_id IN (SELECT conversation_id FROM _run_ids)")
+        finally:
+            con.unregister("_run_ids")
+        common = {S.RUN_ID: run.run_id, RULESET_VERSION: rv}
+        counts["conversations"] = insert_frame(con, "conversations", conversations, **common, scored_at=now)
+        counts["messages"] = insert_frame(con, "messages", messages, run_id=run.run_id)
+        counts["findings"] = insert_frame(con, "findings", findings, **common)
+        counts["score_trace"] = insert_frame(con, "score_trace", trace, **common)
+        counts["conversation_kpis"] = insert_frame(con, "conversation_kpis", conversation_kpis, **common)
+        counts["review_queue"] = insert_frame(con, "review_queue", review_queue, **common)
+        con.execute("DELETE FROM runs WHERE run_id = ?", [run.run_id])
+        con.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [run.run_id, run.started_at, now, run.status, rv, run.qa_version, json.dumps(list(run.inputs),
+             ensure_ascii=False), run.out_dir, counts["conversations"], counts["messages"],
+             counts["findings"], run.n_rejects, counts["review_queue"], ",".join(run.nights)],
+        )
+    return counts
+
+
+def write_run_kpis(con: duckdb.DuckDBPyConnection, run_id: str, *, agents: pd.DataFrame,
+                   shops: pd.DataFrame) -> None:
+    """The run's agent and shop KPI tables (replaced when the same run id is written again)."""
+    with transaction(con):
+        for table, df in (("agent_kpis", agents), ("shop_kpis", shops)):
+            con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            insert_frame(con, table, df, run_id=run_id)
+
+
+def count_rows(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    tables = ("runs", "conversations", "messages", "findings", "score_trace", "conversation_kpis",
+              "review_queue", "reviews", "outbox", "agent_kpis", "shop_kpis")
+    return {t: int(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in tables}
+
+
+def read_conversations(con: duckdb.DuckDBPyConnection, *, agent_id: str | None = None,
+                       nights: Sequence[str] | None = None) -> pd.DataFrame:
+    """Latest scoring of each conversation, with HUMAN_TOTAL / OVERRIDDEN / effective_total."""
+    sql = "SELECT * FROM v_conversations WHERE 1=1"
+    params: list[object] = []
+    if agent_id is not None:
+        sql += " AND agent_id = ?"
+        params.append(agent_id)
+    if nights:
+        sql += f" AND night IN ({', '.join('?' for _ in nights)})"
+        params.extend(nights)
+    return con.execute(sql + " ORDER BY conversation_id", params).df()
+
+
+def read_findings(con: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str]) -> pd.DataFrame:
+    """Findings of the latest scoring of the given conversations."""
+    ids = pd.DataFrame({S.CONVERSATION_ID: list(conversation_ids)})
+    con.register("_ids", ids)
+    try:
+        return con.execute(
+            "SELECT f.* FROM findings f JOIN v_conversations c USING (conversation_id, ruleset_version) "
+            "WHERE f.conversation_id IN (SELECT conversation_id FROM _ids) "
+            "ORDER BY f.conversation_id, f.message_index, f.rule_id").df()
+    finally:
+        con.unregister("_ids")
+
+
+def read_trace(con: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str]) -> pd.DataFrame:
+    ids = pd.DataFrame({S.CONVERSATION_ID: list(conversation_ids)})
+    con.register("_ids", ids)
+    try:
+        return con.execute(
+            "SELECT t.* FROM score_trace t JOIN v_conversations c USING (conversation_id, ruleset_version) "
+            "WHERE t.conversation_id IN (SELECT conversation_id FROM _ids) "
+            "ORDER BY t.conversation_id, t.message_index, t.rule_id").df()
+    finally:
+        con.unregister("_ids")
+
+
+def agent_trend(db: Path | str | duckdb.DuckDBPyConnection, agent_id: str | None = None) -> pd.DataFrame:
+    """Mean effective total per night and agent (latest scoring, overrides applied): night, agent_id,
+    mean_total, n."""
+    sql = ("SELECT night, agent_id, avg(effective_total) AS mean_total, count(*) AS n "
+           "FROM v_conversations WHERE effective_total IS NOT NULL AND night IS NOT NULL")
+    params: list[object] = []
+    if agent_id is not None:
+        sql += " AND agent_id = ?"
+        params.append(agent_id)
+    sql += " GROUP BY night, agent_id ORDER BY night, agent_id"
+    if isinstance(db, duckdb.DuckDBPyConnection):
+        return db.execute(sql, params).df()
+    with open_store(db, read_only=True) as con:
+        return con.execute(sql, params).df()

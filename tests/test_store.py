@@ -1,0 +1,129 @@
+"""DuckDB store: idempotent re-runs, history across nights, atomic writes, trends and overrides."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+
+from qa_inspect import schema as S
+from qa_inspect import store
+
+
+def night_frames(night: str, n: int = 4, *, agent: str = "a1", total: float = 80.0,
+                 prefix: str | None = None) -> dict[str, pd.DataFrame]:
+    prefix = prefix or night
+    ids = [f"s:{prefix}-{i}" for i in range(n)]
+    conv = pd.DataFrame({S.CONVERSATION_ID: ids, S.SHOP_ID: "s", S.PLATFORM: "jd", S.AGENT_ID: agent,
+                         S.CUSTOMER_ID: [f"b{i}" for i in range(n)], S.NIGHT: night,
+                         S.STARTED_AT: pd.Timestamp(f"{night} 12:00", tz="UTC"),
+                         S.ENDED_AT: pd.Timestamp(f"{night} 12:10", tz="UTC"), S.N_MESSAGES: 2,
+                         S.FIRST_RESPONSE_S: 5.0, **{c: 90.0 for c in S.SCORE_COLUMNS},
+                         S.TOTAL: [total + i for i in range(n)], S.GRADE: "合格", S.VETO: False,
+                         S.VETO_RULE: None, S.RISK: float("nan"), S.N_FINDINGS: 1, S.NA_REASONS: ""})
+    msgs = pd.DataFrame([{S.PLATFORM: "jd", S.SHOP_ID: "s", S.CONVERSATION_ID: cid, S.SEQ: k,
+                          S.TS: pd.Timestamp(f"{night} 12:0{k}", tz="UTC"), S.ROLE: ("customer", "agent")[k],
+                          S.AGENT_ID: agent, S.CUSTOMER_ID: "b", S.TEXT: "你好", S.SKU: None,
+                          S.IS_AUTO_REPLY: False, S.EVENT: None, S.AMOUNT: None, S.SOURCE_FILE: "f",
+                          S.SOURCE_LINE: k + 1, S.NORM_TEXT: "你好", S.TOKENS: ["你好"]}
+                         for cid in ids for k in range(2)])
+    fnd = S.findings_frame([{S.CONVERSATION_ID: cid, S.SHOP_ID: "s", S.AGENT_ID: agent, S.MESSAGE_INDEX: 1,
+                             S.RULE_ID: "ATT-001", S.DIMENSION: "attitude", S.POLARITY: "-", S.SEVERITY: "minor",
+                             S.POINTS: 2.0, S.EVIDENCE: "你好", S.EVIDENCE_START: 0, S.EVIDENCE_END: 2,
+                             S.EXPLANATION: "x", S.SOURCE: "rule", S.CONFIDENCE: 1.0} for cid in ids])
+    trace = fnd[[S.CONVERSATION_ID, S.SHOP_ID, S.AGENT_ID, S.DIMENSION, S.RULE_ID, S.MESSAGE_INDEX]].assign(
+        item_id="minus", points=-2.0, raw_points=-2.0, capped_by="", veto=False)
+    queue = pd.DataFrame({S.CONVERSATION_ID: ids[:1], "reason": "low_total", "priority": 50.0})
+    return {"conversations": conv, "messages": msgs, "findings": fnd, "trace": trace,
+            "conversation_kpis": pd.DataFrame({S.CONVERSATION_ID: ids, "inquiry": True}),
+            "review_queue": queue}
+
+
+def write(con: duckdb.DuckDBPyConnection, run_id: str, frames: dict[str, pd.DataFrame],
+          version: str = "v1") -> dict[str, int]:
+    run = store.RunRecord(run_id=run_id, started_at=datetime.now(UTC), ruleset_version=version)
+    return store.write_run(con, run, **frames)
+
+
+@pytest.fixture()
+def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    c = store.connect(tmp_path / "qa.duckdb")
+    yield c
+    c.close()
+
+
+def test_rerun_same_night_is_idempotent(con: duckdb.DuckDBPyConnection) -> None:
+    frames = night_frames("2026-11-23")
+    write(con, "r1", frames)
+    first = store.count_rows(con)
+    write(con, "r2", frames)
+    second = store.count_rows(con)
+    assert first["conversations"] == second["conversations"] == 4
+    assert first["messages"] == second["messages"] == 8
+    assert first["findings"] == second["findings"] == 4
+    assert first["score_trace"] == second["score_trace"] == 4
+    assert first["review_queue"] == second["review_queue"] == 1
+    assert second["runs"] == 2  # both runs are recorded
+    assert set(con.execute("SELECT run_id FROM conversations").df()[S.RUN_ID]) == {"r2"}
+
+
+def test_new_night_adds_history_and_trend(con: duckdb.DuckDBPyConnection) -> None:
+    write(con, "r1", night_frames("2026-11-23", total=70.0))
+    write(con, "r2", night_frames("2026-11-24", total=80.0))
+    write(con, "r3", night_frames("2026-11-24", n=2, agent="a2", total=60.0, prefix="x"))
+    assert store.count_rows(con)["conversations"] == 10
+    trend = store.agent_trend(con)
+    t = trend.set_index([S.NIGHT, S.AGENT_ID])
+    assert t.loc[("2026-11-23", "a1"), "mean_total"] == pytest.approx(71.5)  # 70..73
+    assert t.loc[("2026-11-24", "a1"), "n"] == 4
+    assert t.loc[("2026-11-24", "a2"), "mean_total"] == pytest.approx(60.5)
+    only = store.agent_trend(con, "a2")
+    assert list(only[S.AGENT_ID].unique()) == ["a2"] and len(only) == 1
+
+
+def test_new_ruleset_version_keeps_old_scoring_but_reads_latest(con: duckdb.DuckDBPyConnection) -> None:
+    write(con, "r1", night_frames("2026-11-23", total=70.0), version="v1")
+    write(con, "r2", night_frames("2026-11-23", total=90.0), version="v2")
+    assert store.count_rows(con)["conversations"] == 8
+    latest = store.read_conversations(con)
+    assert len(latest) == 4 and set(latest["ruleset_version"]) == {"v2"}
+    assert store.agent_trend(con).iloc[0]["mean_total"] == pytest.approx(91.5)
+
+
+def test_failure_mid_write_rolls_back_everything(con: duckdb.DuckDBPyConnection) -> None:
+    write(con, "r1", night_frames("2026-11-23"))
+    before = store.count_rows(con)
+    bad = night_frames("2026-11-23")
+    # findings are written after conversations and messages were already deleted and re-inserted
+    bad["findings"] = bad["findings"].astype({S.POINTS: "object"})
+    bad["findings"].loc[0, S.POINTS] = "not a number"
+    with pytest.raises(duckdb.Error):
+        write(con, "r2", bad)
+    assert store.count_rows(con) == before
+    assert set(con.execute("SELECT run_id FROM conversations").df()[S.RUN_ID]) == {"r1"}
+
+
+def test_override_review_replaces_total(con: duckdb.DuckDBPyConnection) -> None:
+    write(con, "r1", night_frames("2026-11-23", n=2, total=50.0))
+    con.execute("INSERT INTO reviews (conversation_id, reviewer, total, override, imported_at) VALUES "
+                "('s:2026-11-23-0', 'qa1', 95, true, now()), ('s:2026-11-23-1', 'qa1', 10, false, now())")
+    conv = store.read_conversations(con).set_index(S.CONVERSATION_ID)
+    assert conv.loc["s:2026-11-23-0", S.HUMAN_TOTAL] == 95 and conv.loc["s:2026-11-23-0", S.OVERRIDDEN]
+    assert not conv.loc["s:2026-11-23-1", S.OVERRIDDEN]
+    assert conv.loc["s:2026-11-23-1", store.EFFECTIVE_TOTAL] == 51
+    assert store.agent_trend(con).iloc[0]["mean_total"] == pytest.approx((95 + 51) / 2)
+
+
+def test_outbox_table_has_the_agreed_columns(con: duckdb.DuckDBPyConnection) -> None:
+    assert store.table_columns(con, "outbox") == ["run_id", "shop_id", "recipient", "subject", "status",
+                                                   "attempts", "last_error", "sent_at", "message_id"]
+
+
+def test_missing_store_is_a_user_error(tmp_path: Path) -> None:
+    from qa_inspect.errors import UserError
+
+    with pytest.raises(UserError, match="store not found"):
+        store.connect(tmp_path / "none.duckdb", read_only=True)
