@@ -1,0 +1,211 @@
+"""Applying a RuleSet to a partition of whole conversations → findings records.
+
+``apply_rules`` runs every per-conversation rule type. ``template`` rules need counts over the
+whole batch, so they run separately: ``template_counts`` per partition, ``merge_template_counts``
+across partitions (in whatever process), then ``apply_template_rules`` per partition. Per-call
+caches (text views, compiled matchers) live in an ``Env`` built for the call, never at module
+level, so results never depend on what ran before.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from qa_inspect import schema
+from qa_inspect.config import Shop
+from qa_inspect.ruleengine.conversation import Conversation, iter_conversations
+from qa_inspect.ruleengine.matching import CompiledMatcher, TextView, build_automaton
+from qa_inspect.ruleengine.ruleset import RuleSet
+from qa_inspect.ruleengine.spec import MatcherSpec, RuleBase
+from qa_inspect.ruleengine.types import BATCH_TYPES, RuleHit, SequenceRule
+from qa_inspect.text.normalize import normalize_text
+
+_WS = re.compile(r"\s+")
+
+
+def template_key(norm: str) -> str:
+    """What counts as 'the same reply': normalised text without whitespace."""
+    return _WS.sub("", norm or "")
+
+
+class Env:
+    """Per-call state: shops, batch template counts, compiled matchers and per-text views."""
+
+    def __init__(self, ruleset: RuleSet, shops: Mapping[str, Shop],
+                 template_counts: Mapping[str, int] | None = None) -> None:
+        self.ruleset = ruleset
+        self.shops = dict(shops)
+        self.template_counts = template_counts
+        self._matchers: dict[int, CompiledMatcher] = {}
+        self._views: dict[str, TextView] = {}
+        self._regex: dict[tuple[str, ...], list[re.Pattern[str]]] = {}
+        self._customer_words: dict[int, frozenset[str]] = {}
+        phrases: set[str] = set()
+        for rule in ruleset.rules:
+            for spec in _matcher_specs(rule):
+                phrases |= self.matcher(spec).all_phrases()
+            phrases |= {normalize_text(p) for p in rule.when.customer_says}
+        self.automaton = build_automaton(phrases)
+
+    def derive(self, template_counts: Mapping[str, int] | None) -> Env:
+        """The same compiled rule set and caches with other batch counts (cheap)."""
+        other = copy.copy(self)
+        other.template_counts = template_counts
+        return other
+
+    def customer_words(self, rule: RuleBase) -> frozenset[str]:
+        """The rule's ``when.customer_says`` phrases, normalised once per call."""
+        words = self._customer_words.get(id(rule))
+        if words is None:
+            words = self._customer_words[id(rule)] = frozenset(normalize_text(p) for p in rule.when.customer_says)
+        return words
+
+    def matcher(self, spec: MatcherSpec) -> CompiledMatcher:
+        m = self._matchers.get(id(spec))
+        if m is None:
+            m = self._matchers[id(spec)] = CompiledMatcher(spec)
+        return m
+
+    def view(self, norm: str, tokens: Any) -> TextView:
+        v = self._views.get(norm)
+        if v is None:
+            toks = list(tokens) if hasattr(tokens, "__len__") and not isinstance(tokens, str) else None
+            v = self._views[norm] = TextView.build(norm, toks, self.automaton)
+        return v
+
+    def regexes(self, patterns: Sequence[str]) -> list[re.Pattern[str]]:
+        key = tuple(patterns)
+        rx = self._regex.get(key)
+        if rx is None:
+            rx = self._regex[key] = [re.compile(p) for p in patterns]
+        return rx
+
+
+def _matcher_specs(rule: RuleBase) -> list[MatcherSpec]:
+    if isinstance(rule, MatcherSpec):
+        return [rule]
+    if isinstance(rule, SequenceRule):
+        return [rule.trigger, rule.response]
+    return []
+
+
+def ruleset_words(ruleset: RuleSet) -> list[str]:
+    """Rule phrases to add to the tokenizer's user dictionary.
+
+    A phrase matches only on token boundaries, so jieba should know it as a word: build the
+    tokenizer with ``Tokenizer.from_rules(rules_dir, extra_words=[*ruleset_words(rs), ...])``.
+    """
+    words: set[str] = set()
+    for rule in ruleset.rules:
+        for spec in _matcher_specs(rule):
+            words.update(spec.phrases)
+            words.update(spec.exclude)
+        words.update(rule.when.customer_says)
+    return sorted(w for w in words if len(w) >= 2 and not w.isascii())
+
+
+def _preconditions(rule: RuleBase, conv: Conversation, env: Env) -> bool:
+    w = rule.when
+    if w.platforms and conv.platform not in w.platforms:
+        return False
+    if any(e not in conv.events for e in w.has_event):
+        return False
+    if any(e in conv.events for e in w.lacks_event):
+        return False
+    if len(conv.human_agent) < w.min_agent_messages:
+        return False
+    if w.customer_says:
+        wanted = env.customer_words(rule)
+        if not any(wanted & env.view(conv.norm[i], conv.tokens[i]).found.keys() for i in conv.customer):
+            return False
+    return True
+
+
+def _record(rule: RuleBase, conv: Conversation, hit: RuleHit) -> dict[str, Any]:
+    pos = hit.pos
+    if pos is not None:
+        text = conv.text[pos]
+        ok = 0 <= hit.start <= hit.end <= len(text) and len(text) == len(conv.norm[pos])
+        start, end = (hit.start, hit.end) if ok and hit.start >= 0 else (-1, -1)
+        evidence = text[start:end] if start >= 0 else ""
+        agent = conv.agent_id[pos] if conv.is_human_agent(pos) and conv.agent_id[pos] else conv.main_agent
+        index = conv.seq[pos]
+    else:
+        start = end = index = -1
+        evidence = ""
+        agent = conv.main_agent
+    return {
+        schema.CONVERSATION_ID: conv.conversation_id,
+        schema.SHOP_ID: conv.shop_id,
+        schema.AGENT_ID: agent,
+        schema.MESSAGE_INDEX: index,
+        schema.RULE_ID: rule.id,
+        schema.DIMENSION: rule.dimension,
+        schema.POLARITY: rule.polarity,
+        schema.SEVERITY: rule.severity,
+        schema.POINTS: float(rule.points),
+        schema.EVIDENCE: evidence,
+        schema.EVIDENCE_START: start,
+        schema.EVIDENCE_END: end,
+        schema.EXPLANATION: hit.explanation,
+        schema.SOURCE: "rule",
+        schema.CONFIDENCE: 1.0,
+    }
+
+
+def run_rules(partition: pd.DataFrame, rules: Sequence[RuleBase], env: Env) -> pd.DataFrame:
+    """Evaluate ``rules`` (a subset of ``env.ruleset``) with the full rule set's phrase index."""
+    records: list[dict[str, Any]] = []
+    if rules:
+        for conv in iter_conversations(partition):
+            for rule in rules:
+                if _preconditions(rule, conv, env):
+                    records.extend(_record(rule, conv, h) for h in rule.evaluate(conv, env))
+    return schema.findings_frame(records)
+
+
+def apply_rules(partition: pd.DataFrame, ruleset: RuleSet, shops: Mapping[str, Shop]) -> pd.DataFrame:
+    """Findings (schema.FINDING_COLUMNS) of every non-batch rule on a partition.
+
+    Input: whole conversations with schema.MESSAGE_COLUMNS + ``norm_text`` + ``tokens``.
+    Output: one row per hit; ``message_index`` is the message's ``seq`` (-1 for conversation
+    findings), evidence offsets index the original ``text``. Template rules are skipped here
+    (see ``apply_template_rules``). Timing rules are N/A where ``ts`` is missing.
+    """
+    rules = [r for r in ruleset.rules if r.type not in BATCH_TYPES]
+    return run_rules(partition, rules, Env(ruleset, shops))
+
+
+def template_counts(partition: pd.DataFrame) -> Counter[str]:
+    """In how many conversations of this partition each human-agent reply text appears."""
+    schema.require_columns(partition, [schema.CONVERSATION_ID, schema.ROLE, schema.IS_AUTO_REPLY,
+                                       schema.NORM_TEXT], "template_counts")
+    if partition.empty:
+        return Counter()
+    auto = partition[schema.IS_AUTO_REPLY].fillna(False).astype(bool)
+    agent = partition[(partition[schema.ROLE] == "agent") & ~auto]
+    keys = agent[schema.NORM_TEXT].astype("object").fillna("").map(template_key)
+    pairs = pd.DataFrame({"c": agent[schema.CONVERSATION_ID].to_numpy(), "k": keys.to_numpy()})
+    pairs = pairs[pairs["k"] != ""].drop_duplicates()
+    return Counter(pairs["k"].value_counts().to_dict())
+
+
+def merge_template_counts(parts: Iterable[Mapping[str, int]]) -> Counter[str]:
+    """Sum per-partition counts (partitions hold whole conversations, so sums are exact)."""
+    total: Counter[str] = Counter()
+    for p in parts:
+        total.update(p)
+    return total
+
+
+def apply_template_rules(partition: pd.DataFrame, ruleset: RuleSet, counts: Mapping[str, int],
+                         shops: Mapping[str, Shop] | None = None) -> pd.DataFrame:
+    """Findings of the batch-level ``template`` rules given counts merged over the whole batch."""
+    rules = [r for r in ruleset.rules if r.type in BATCH_TYPES]
+    return run_rules(partition, rules, Env(ruleset, shops or {}, counts))

@@ -1,0 +1,172 @@
+"""Token-aware phrase and regex matching over ``norm_text``.
+
+One Aho-Corasick automaton holds every phrase of a rule set, so each distinct text is scanned
+once whatever the number of rules; each rule then filters the raw occurrences: a hit must start
+and end on token boundaries (不知道 inside 不会不知道 is still a boundary hit, so the negation
+window cancels it), must not sit inside quotes (an agent quoting the buyer), must not overlap an
+exclusion phrase, and must not follow a negator within a few tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import ahocorasick
+
+from qa_inspect.ruleengine.spec import DEFAULT_NEGATORS, MatcherSpec
+from qa_inspect.text.normalize import normalize_text, to_simplified
+
+QUOTE_RE = re.compile(r"“[^”]*”|「[^」]*」|\"[^\"]*\"|‘[^’]*’|『[^』]*』")
+CLAUSE_BREAK = set(",.!?;:，。！？；：~、\n…")
+_DEFAULT_NEGATORS = frozenset(normalize_text(n) for n in DEFAULT_NEGATORS)  # constant
+# Two-character tokens like 不让/没给/别说 negate what follows; these do not.
+_NOT_NEGATING = frozenset({"不错", "不过", "不少", "不久", "不断", "不仅", "不同", "不好", "别人", "别的", "没事",
+                           "不满", "不行", "未来"})
+
+
+def _negated_verb(tok: str) -> bool:
+    return len(tok) == 2 and tok[0] in "不没别未" and tok not in _NOT_NEGATING
+
+
+def build_automaton(phrases: Iterable[str]) -> ahocorasick.Automaton | None:
+    auto = ahocorasick.Automaton()
+    n = 0
+    for p in set(phrases):
+        if p:
+            auto.add_word(p, p)
+            n += 1
+    if not n:
+        return None
+    auto.make_automaton()
+    return auto
+
+
+@dataclass
+class TextView:
+    """Everything matching needs about one distinct normalised text (computed once)."""
+
+    norm: str
+    tokens: Sequence[str]
+    found: dict[str, list[tuple[int, int]]]
+    starts: list[int] = field(default_factory=list)
+    bounds: frozenset[int] = frozenset()
+    quoted: list[tuple[int, int]] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, norm: str, tokens: Sequence[str] | None,
+              automaton: ahocorasick.Automaton | None) -> TextView:
+        if tokens is None or "".join(tokens) != norm:
+            tokens = list(norm)  # no usable tokens: every character is a boundary
+        starts, pos = [], 0
+        for t in tokens:
+            starts.append(pos)
+            pos += len(t)
+        bounds = frozenset([*starts, pos])
+        found: dict[str, list[tuple[int, int]]] = {}
+        if automaton is not None and norm:
+            for end, phrase in automaton.iter(norm):
+                found.setdefault(phrase, []).append((end - len(phrase) + 1, end + 1))
+        if found:
+            bounds = bounds | _inner_bounds(found, tokens, starts)
+        quoted = [(m.start() + 1, m.end() - 1) for m in QUOTE_RE.finditer(norm)]
+        return cls(norm, tokens, found, starts, bounds, quoted)
+
+
+def _inner_bounds(found: dict[str, list[tuple[int, int]]], tokens: Sequence[str],
+                  starts: list[int]) -> set[int]:
+    """Boundaries of phrases nested in a token that is itself a rule phrase.
+
+    Rule phrases go into the user dictionary, so 记得付款 may become one token; the shorter
+    phrase 付款 inside it is still a real word and must stay matchable.
+    """
+    index = {s: i for i, s in enumerate(starts)}
+    whole = [(s, e) for p, spans in found.items() for s, e in spans
+             if s in index and len(tokens[index[s]]) == e - s]
+    extra: set[int] = set()
+    if not whole:
+        return extra
+    for spans in found.values():
+        for s, e in spans:
+            if any(ws <= s and e <= we for ws, we in whole):
+                extra.update((s, e))
+    return extra
+
+
+@dataclass(frozen=True)
+class Hit:
+    start: int
+    end: int
+    label: str
+
+
+class CompiledMatcher:
+    """A MatcherSpec normalised and ready to filter a TextView's occurrences."""
+
+    def __init__(self, spec: MatcherSpec, *, default_boundary: bool = True) -> None:
+        self.spec = spec
+        self.phrases = frozenset(p for p in (normalize_text(x) for x in spec.phrases) if p)
+        self.exclude = frozenset(p for p in (normalize_text(x) for x in spec.exclude) if p)
+        self.unless = frozenset(p for p in (normalize_text(x) for x in spec.unless) if p)
+        self.patterns = [re.compile(to_simplified(p)) for p in spec.patterns]
+        self.negators = (frozenset(normalize_text(n) for n in spec.negators) if spec.negators is not None
+                         else _DEFAULT_NEGATORS)
+        self.boundary = spec.token_boundary and default_boundary
+
+    def all_phrases(self) -> set[str]:
+        return set(self.phrases | self.exclude | self.unless)
+
+    def _negated(self, view: TextView, start: int) -> bool:
+        i = bisect_right(view.starts, start) - 1
+        if i >= 0 and view.starts[i] < start:  # hit starts inside a token: the token's head counts
+            head = view.tokens[i][: start - view.starts[i]]
+            if head in self.negators or head[-1:] in self.negators:
+                return True
+        seen = 0
+        j = i - 1 if i >= 0 and view.starts[i] == start else i - 1
+        while j >= 0 and seen < self.spec.negation_window:
+            tok = view.tokens[j]
+            j -= 1
+            if not tok.strip():
+                continue
+            if any(ch in CLAUSE_BREAK for ch in tok):
+                return False
+            if tok in self.negators or (self.spec.negators is None and _negated_verb(tok)):
+                return True
+            seen += 1
+        return False
+
+    def find(self, view: TextView) -> list[Hit]:
+        if not view.norm:
+            return []
+        found = view.found
+        if self.unless and not self.unless.isdisjoint(found):
+            return []
+        raw: list[Hit] = []
+        if found and self.phrases:
+            for p in self.phrases.intersection(found):
+                for s, e in found[p]:
+                    raw.append(Hit(s, e, p))
+        for rx in self.patterns:
+            for m in rx.finditer(view.norm):
+                if m.end() > m.start():
+                    raw.append(Hit(m.start(), m.end(), m.group(0)))
+        if not raw:
+            return []
+        excl = [span for p in self.exclude for span in view.found.get(p, ())]
+        out: list[Hit] = []
+        for h in sorted(raw, key=lambda h: (h.start, -(h.end - h.start))):
+            if out and h.start < out[-1].end:
+                continue  # overlaps a longer/earlier hit
+            if self.boundary and (h.start not in view.bounds or h.end not in view.bounds):
+                continue
+            if self.spec.ignore_quoted and any(qs <= h.start and h.end <= qe for qs, qe in view.quoted):
+                continue
+            if any(xs < h.end and h.start < xe for xs, xe in excl):
+                continue
+            if self.spec.negation and self._negated(view, h.start):
+                continue
+            out.append(h)
+        return out

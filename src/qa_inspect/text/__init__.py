@@ -1,0 +1,1 @@
+"""Chinese text stages: normalisation, tokenisation and PII masking."""
