@@ -61,3 +61,34 @@ def test_commands_have_help() -> None:
     for cmd in ("report", "send"):
         res = CliRunner().invoke(app, [cmd, "--help"])
         assert res.exit_code == 0 and "--run" in res.output
+
+
+def test_send_exit_code_reports_failed_and_unknown_and_resend_unknown(
+        store: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_mail_faults import FaultController, FaultHandler, _free_port
+
+    db, rules = store
+    handler, port = FaultHandler(), _free_port()
+    handler.faults = {"boss@island.example": "drop_data", "ops@chenguang.example": "rcpt_451"}
+    ctl = FaultController(handler, hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        for key, val in {"HOST": "127.0.0.1", "PORT": str(port), "SECURITY": "none", "FROM": "qa@x.example"}.items():
+            monkeypatch.setenv(f"QA_INSPECT_SMTP_{key}", val)
+        for key in ("USER", "PASSWORD"):
+            monkeypatch.delenv(f"QA_INSPECT_SMTP_{key}", raising=False)
+        runner = CliRunner()
+        args = ["send", "--run", "r1", "--db", str(db), "--rules", str(rules)]
+        res = runner.invoke(app, args)
+        assert res.exit_code == 1, res.output
+        assert "FAILED tw-island" not in res.output and "UNKNOWN tw-island -> boss@island.example" in res.output
+        assert "FAILED tmall-chenguang -> ops@chenguang.example" in res.output
+        handler.faults = {}
+        res = runner.invoke(app, args)  # the refused one is retried; the unknown one is not
+        assert res.exit_code == 1 and "sent 1," in res.output and "UNKNOWN" in res.output, res.output
+        res = runner.invoke(app, [*args, "--resend-unknown"])
+        assert res.exit_code == 0 and "sent 1," in res.output, res.output
+        assert sorted(r for r, _ in handler.received) == sorted(
+            ["owner@chenguang.example", "ops@chenguang.example", "boss@island.example"])
+    finally:
+        ctl.stop()

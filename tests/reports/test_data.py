@@ -18,23 +18,22 @@ from qa_inspect.reports.data import (
     assert_single_shop,
     for_shop,
     load_report_data,
-    safe_name,
-    safe_path,
     trend_from_conversations,
 )
+from qa_inspect.safe_io import safe_component, safe_path
 
 HOSTILE_IDS = ["../../x", "..", ".", "con", "CON.txt", "nul", "a/b", "a\\b", "晨光:小美", "", " ", "lpt1",
                "x" * 300, "a\x00b", "normal-id_1.2"]
 
 
 def test_safe_names_stay_inside_and_stay_distinct(tmp_path: Path) -> None:
-    names = [safe_name(i) for i in HOSTILE_IDS]
+    names = [safe_component(i) for i in HOSTILE_IDS]
     assert len(set(names)) == len(names)
     for ident, name in zip(HOSTILE_IDS, names, strict=True):
-        assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,80}", name), (ident, name)
+        assert re.fullmatch(r"\w[\w.\-]{0,119}", name), (ident, name)
         assert name.lower().split(".")[0] not in {"con", "nul", "lpt1", "prn", "aux"}
-        assert safe_path(tmp_path, ident, ".html").parent == tmp_path
-    assert safe_name("normal-id_1.2") == "normal-id_1.2"
+        assert safe_path(tmp_path, ident, suffix=".html").parent == tmp_path
+    assert safe_component("normal-id_1.2") == "normal-id_1.2"
 
 
 @pytest.mark.parametrize("shop", [syn.SHOP_A, syn.SHOP_B])

@@ -190,3 +190,20 @@ def test_an_empty_run_still_renders_valid_pages(report_data: ReportData, tmp_pat
     assert idx.agents == {} and idx.merchants == {}
     for path in idx.all_files():
         assert not check_html(path.read_text(encoding="utf-8")).errors
+
+
+def test_csp_directives_are_exactly_the_minimum(rendered: ReportIndex) -> None:
+    """Parse the policy: nothing beyond what the page needs, no wildcard or unsafe-* source."""
+    for path, html in _pages(rendered).items():
+        csp = check_html(html).csp or ""
+        directives = {d.split()[0]: d.split()[1:] for d in (x.strip() for x in csp.split(";")) if d}
+        script = directives.get("script-src", [])
+        assert set(directives) == {"default-src", "img-src", "style-src", "script-src", "base-uri", "form-action"}
+        assert directives["default-src"] == ["'none'"] and directives["img-src"] == ["data:"]
+        assert directives["base-uri"] == ["'none'"] and directives["form-action"] == ["'none'"]
+        assert len(directives["style-src"]) == 1 and directives["style-src"][0].startswith("'sha256-")
+        if path == rendered.index:  # the overview's table.js, by hash
+            assert len(script) == 1 and script[0].startswith("'sha256-")
+        else:
+            assert script == ["'none'"], path.name
+        assert not re.search(r"unsafe-|\*|https?:|'self'|strict-dynamic", csp), path.name

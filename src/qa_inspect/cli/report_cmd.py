@@ -42,12 +42,17 @@ def register(app: typer.Typer) -> None:
             "QA_INSPECT_SMTP_HOST/PORT/USER/PASSWORD/SECURITY/FROM override it.")] = None,
         outbox_dir: Annotated[Path | None, typer.Option(
             "--outbox-dir", help="Where --dry-run writes .eml files (default ./outbox).")] = None,
+        resend_unknown: Annotated[bool, typer.Option(
+            "--resend-unknown", help="Also resend messages whose delivery is unknown (the connection was "
+            "lost after the whole message was sent); the recipient may get them twice.")] = False,
     ) -> None:
-        """Email each merchant its report once; failed sends stay queued and are retried next time."""
+        """Email each merchant its report once; failed sends stay queued and are retried next time.
+
+        Exit code 1 if any message failed or its delivery is unknown."""
         from qa_inspect.reports.api import send_from_store
 
         res = call(send_from_store, run, db=db, rules=rules, smtp_config=smtp_config, dry_run=dry_run,
-                   outbox_dir=outbox_dir)
+                   outbox_dir=outbox_dir, resend_unknown=resend_unknown)
         typer.echo(res.summary())
-        if res.failed:
+        if not res.ok:
             raise typer.Exit(1)

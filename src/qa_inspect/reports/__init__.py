@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from qa_inspect.reports.data import ReportData, for_shop, load_report_data, safe_name
+from qa_inspect.reports.data import ReportData, for_shop, load_report_data
 from qa_inspect.reports.mail import SendResult, SmtpConfig, load_smtp_config, send_reports
 from qa_inspect.reports.render import ReportIndex, render_merchant, render_reports
 
@@ -16,6 +16,5 @@ __all__ = [
     "load_smtp_config",
     "render_merchant",
     "render_reports",
-    "safe_name",
     "send_reports",
 ]

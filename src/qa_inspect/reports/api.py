@@ -40,7 +40,7 @@ def report_from_store(run_id: str, out_dir: Path, *, db: Path | None = None, rul
 
 def send_from_store(run_id: str, *, db: Path | None = None, rules: Path | None = None,
                     smtp_config: Path | None = None, dry_run: bool = False,
-                    outbox_dir: Path | None = None) -> SendResult:
+                    outbox_dir: Path | None = None, resend_unknown: bool = False) -> SendResult:
     """Email each merchant of ``run_id``; outbox and data in the store, SMTP from file/env."""
     db_path = resolve_db(db)
     rules_dir = resolve_rules_dir(rules)
@@ -52,6 +52,7 @@ def send_from_store(run_id: str, *, db: Path | None = None, rules: Path | None =
         outbox_dir = Path("outbox")
     con = duckdb.connect(str(db_path))
     try:
-        return send_reports(con, smtp, run_id=run_id, shops=shops, dry_run=dry_run, outbox_dir=outbox_dir)
+        return send_reports(con, smtp, run_id=run_id, shops=shops, dry_run=dry_run, outbox_dir=outbox_dir,
+                            resend_unknown=resend_unknown)
     finally:
         con.close()

@@ -1,4 +1,4 @@
-"""Report inputs as plain DataFrames, per-shop filtering and safe file names.
+"""Report inputs as plain DataFrames, per-shop filtering.
 
 Reports depend only on these frames (not on the store or KPI internals) so the pipeline, the
 ``report``/``send`` commands and the tests can all build a :class:`ReportData` their own way.
@@ -9,11 +9,8 @@ and :func:`assert_single_shop` proves it.
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from pathlib import Path
 
 import pandas as pd
 
@@ -147,38 +144,6 @@ def with_buyer_aliases(data: ReportData) -> tuple[ReportData, dict[str, str]]:
 def buyer_alias(customer_id: str) -> str:
     """A stable, non-reversible alias for a buyer nickname (same buyer -> same alias in a run)."""
     return "买家-" + hashlib.sha256(customer_id.encode("utf-8")).hexdigest()[:6]
-
-
-_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)),
-                     *(f"lpt{i}" for i in range(1, 10))}
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
-
-
-def safe_name(ident: str) -> str:
-    """A file-name stem for an agent/shop id that cannot leave the output folder.
-
-    Keeps ASCII letters, digits, ``_.-``; anything else (slashes, ``..``, CJK, control chars)
-    is replaced and a short hash of the original keeps distinct ids distinct. Windows device names
-    (``con``, ``nul``...) and dot-only names are neutralised.
-    """
-    raw = str(ident)
-    norm = unicodedata.normalize("NFKC", raw)
-    stem = _UNSAFE.sub("_", norm).strip("._-")[:60]
-    digest = hashlib.sha256(raw.encode("utf-8")).hexdigest()[:8]
-    if stem.lower().split(".")[0] in _WINDOWS_RESERVED:
-        stem = f"_{stem}_{digest}"  # CON.txt is as reserved as CON on Windows
-    elif not stem or stem != raw:
-        stem = f"{stem or 'id'}_{digest}"
-    return stem
-
-
-def safe_path(folder: Path, ident: str, suffix: str) -> Path:
-    """``folder/<safe_name(ident)><suffix>``, verified to be inside ``folder``."""
-    folder = Path(folder)
-    path = folder / f"{safe_name(ident)}{suffix}"
-    if path.resolve().parent != folder.resolve():
-        raise BugError(f"report path for {ident!r} escapes {folder}")
-    return path
 
 
 def trend_from_conversations(conversations: pd.DataFrame) -> pd.DataFrame:

@@ -2,19 +2,23 @@
 
 The outbox (DuckDB table ``outbox``) makes sending idempotent: each message has a deterministic
 Message-ID from run+shop+recipient, a row reaches status ``sent`` only after the SMTP server
-accepted it, and a later call skips ``sent`` rows and retries the rest. Credentials come from a
-config file or the environment and never appear in logs, errors or reprs.
+accepted it, and a later call skips ``sent`` rows and retries ``queued`` ones. A message whose
+fate cannot be known (the whole body was handed over but no reply came, or the process died
+there: status ``unknown``) is never resent silently, only with ``resend_unknown``; see
+docs/reports.md. Credentials come from a config file or the environment and never appear in
+logs, errors, the outbox or reprs (also not base64-encoded as in an echoed AUTH line).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
 import re
 import smtplib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -29,9 +33,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from qa_inspect.config import config_error_from_validation, load_yaml
 from qa_inspect.errors import ConfigError, UsageError
-from qa_inspect.reports.data import ReportData, load_report_data, safe_name
+from qa_inspect.reports.data import ReportData, load_report_data
 from qa_inspect.reports.labels import labels_for
 from qa_inspect.reports.render import Mask, make_env, render_merchant, resolve_mask
+from qa_inspect.safe_io import safe_component, safe_path
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ class SmtpConfig(BaseModel):
 
 def load_smtp_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> SmtpConfig:
     """Settings from ``path`` (YAML with keys host, port, security, user, password, from, timeout),
-    overridden by ``QA_INSPECT_SMTP_HOST/PORT/USER/PASSWORD/SECURITY/FROM`` from the environment."""
+    overridden by ``QA_INSPECT_SMTP_HOST/PORT/USER/PASSWORD/SECURITY/FROM/TIMEOUT`` from the environment."""
     env = os.environ if env is None else env
     raw: dict[str, Any] = {}
     file = str(path) if path else "environment"
@@ -99,10 +104,10 @@ def outbox_rows(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> li
 
 
 def _outbox_get(con: duckdb.DuckDBPyConnection, run_id: str, shop_id: str, rcpt: str) -> dict[str, Any] | None:
-    cur = con.execute("SELECT status, attempts FROM outbox WHERE run_id=? AND shop_id=? AND recipient=?",
+    cur = con.execute("SELECT status, attempts, last_error FROM outbox WHERE run_id=? AND shop_id=? AND recipient=?",
                       [run_id, shop_id, rcpt])
     row = cur.fetchone()
-    return {"status": row[0], "attempts": row[1] or 0} if row else None
+    return {"status": row[0], "attempts": row[1] or 0, "last_error": row[2]} if row else None
 
 
 def _outbox_put(con: duckdb.DuckDBPyConnection, *, run_id: str, shop_id: str, rcpt: str, subject: str,
@@ -191,19 +196,33 @@ def build_message(*, smtp_from: str, recipient: str, subject: str, html: str, at
 
 @dataclass
 class SendResult:
-    """What happened, for the CLI summary. ``failed`` holds (shop, recipient, error)."""
+    """What happened, for the CLI summary.
+
+    ``failed`` holds (shop, recipient, error) of messages that were certainly NOT accepted (they
+    stay ``queued`` and are retried by the next send); ``unknown`` those the server may or may not
+    have accepted (connection lost / timed out after the whole message was handed over, or a run
+    that crashed there): they are only resent with ``resend_unknown``.
+    """
 
     sent: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str, str]] = field(default_factory=list)
+    unknown: list[tuple[str, str, str]] = field(default_factory=list)
     dry_run_files: list[Path] = field(default_factory=list)
     no_recipients: list[str] = field(default_factory=list)
     pending_other_runs: int = 0
 
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.unknown
+
     def summary(self) -> str:
         lines = [f"sent {len(self.sent)}, already sent {len(self.skipped)}, failed {len(self.failed)}"
+                 + (f", delivery unknown {len(self.unknown)}" if self.unknown else "")
                  + (f", dry-run files {len(self.dry_run_files)}" if self.dry_run_files else "")]
         lines += [f"  FAILED {s} -> {r}: {e} (queued; retried on the next send)" for s, r, e in self.failed]
+        lines += [f"  UNKNOWN {s} -> {r}: {e} (the server may have it; check with the recipient, "
+                  "then resend with --resend-unknown)" for s, r, e in self.unknown]
         lines += [f"  no recipients configured for shop {s}" for s in self.no_recipients]
         if self.pending_other_runs:
             lines.append(f"  {self.pending_other_runs} message(s) of other runs are still queued")
@@ -225,22 +244,84 @@ def _open(smtp: SmtpConfig) -> smtplib.SMTP:
     return conn
 
 
+def _secrets(smtp: SmtpConfig | None) -> list[str]:
+    """The password and the forms it travels in (AUTH PLAIN / LOGIN base64) for scrubbing."""
+    if smtp is None or smtp.password is None or not smtp.password.get_secret_value():
+        return []
+    pw = smtp.password.get_secret_value()
+    user = smtp.user or ""
+    forms = [pw, base64.b64encode(pw.encode()).decode(),
+             base64.b64encode(f"\0{user}\0{pw}".encode()).decode(),
+             base64.b64encode(f"{user}\0{user}\0{pw}".encode()).decode()]
+    return sorted({f for f in forms if f}, key=len, reverse=True)
+
+
 def _err(exc: BaseException, smtp: SmtpConfig | None) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    if smtp is not None and smtp.password is not None and smtp.password.get_secret_value():
-        text = text.replace(smtp.password.get_secret_value(), "**********")
-    return text[:500]
+    """One-line error text for the outbox, logs and the summary, with the password scrubbed.
+
+    SMTP replies arrive as bytes (``b'...'``); they are decoded so a secret echoed by a server
+    cannot hide from the scrubber inside a bytes repr.
+    """
+    args = [a.decode("utf-8", "replace") if isinstance(a, bytes) else a for a in exc.args]
+    text = f"{type(exc).__name__}: " + (" ".join(str(a) for a in args) if args else str(exc))
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        text = f"{type(exc).__name__}: " + "; ".join(
+            f"{r}: {c} {m.decode('utf-8', 'replace') if isinstance(m, bytes) else m}"
+            for r, (c, m) in exc.recipients.items())
+    for secret in _secrets(smtp):
+        text = text.replace(secret, "**********")
+    return " ".join(text.split())[:500]
+
+
+class _Unknown(Exception):
+    """The whole message was handed to the server but its reply never came (timeout/disconnect)."""
+
+
+def _payload(msg: EmailMessage) -> bytes:
+    """The DATA payload: CRLF lines, leading dots doubled, terminated by ``CRLF.CRLF``."""
+    data = re.sub(rb"(?m)^\.", b"..", msg.as_bytes(policy=SMTP_POLICY))
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+def _transmit(conn: smtplib.SMTP, from_addr: str, rcpt: str, msg: EmailMessage,
+              before_body: Callable[[], None]) -> None:
+    """MAIL, RCPT, DATA step by step (not ``send_message``) so that a failure before the body
+    was handed over (certainly not delivered) is told apart from a missing final reply (maybe
+    delivered). ``before_body`` records the 'sending' state first."""
+    payload = _payload(msg)
+    opts = ["BODY=8BITMIME"] if (not payload.isascii() and conn.has_extn("8bitmime")) else []
+    code, resp = conn.mail(from_addr, opts)
+    if code != 250:
+        raise smtplib.SMTPSenderRefused(code, resp, from_addr)
+    code, resp = conn.rcpt(rcpt)
+    if code not in (250, 251):
+        raise smtplib.SMTPRecipientsRefused({rcpt: (code, resp)})
+    code, resp = conn.docmd("DATA")
+    if code != 354:
+        raise smtplib.SMTPDataError(code, resp)
+    before_body()
+    conn.send(payload)  # OSError here -> SMTPServerDisconnected: the server never got the end
+    try:
+        code, resp = conn.getreply()
+    except (OSError, smtplib.SMTPException) as exc:
+        raise _Unknown(str(exc) or type(exc).__name__) from exc
+    if code != 250:
+        raise smtplib.SMTPDataError(code, resp)
 
 
 def send_reports(source: ReportData | duckdb.DuckDBPyConnection | Path, smtp: SmtpConfig | None, *,
                  run_id: str | None = None, shops: dict[str, Any] | None = None,
                  con: duckdb.DuckDBPyConnection | None = None, dry_run: bool = False,
-                 outbox_dir: Path | None = None, mask: Mask | None = None) -> SendResult:
+                 outbox_dir: Path | None = None, mask: Mask | None = None,
+                 resend_unknown: bool = False) -> SendResult:
     """Send every shop with recipients its masked report (HTML body + full report attached).
 
     ``source`` is a ReportData, or the store (a DuckDB connection or file) plus ``run_id`` and
     ``shops``. The outbox lives in ``con`` (default: the store). ``dry_run`` writes .eml files to
-    ``outbox_dir`` and neither contacts a server nor changes the outbox.
+    ``outbox_dir`` and neither contacts a server nor changes the outbox. Messages whose delivery
+    is unknown (see docs/reports.md) are resent only with ``resend_unknown``.
     """
     own_con = False
     if isinstance(source, ReportData):
@@ -268,6 +349,10 @@ def send_reports(source: ReportData | duckdb.DuckDBPyConnection | Path, smtp: Sm
     try:
         if con is not None:
             ensure_outbox(con)
+            if not dry_run:
+                # A previous run stopped between handing a message over and recording the reply.
+                con.execute("UPDATE outbox SET status='unknown', last_error=? WHERE status='sending' AND run_id=?",
+                            [CRASHED, data.run_id])
         todo: list[tuple[str, str, EmailMessage]] = []
         for shop_id in data.shop_ids():
             shop = data.shops.get(shop_id)
@@ -284,21 +369,25 @@ def send_reports(source: ReportData | duckdb.DuckDBPyConnection | Path, smtp: Sm
                 if row is not None and row["status"] == "sent":
                     result.skipped.append((shop_id, rcpt))
                     continue
+                if row is not None and row["status"] == "unknown" and not resend_unknown:
+                    result.unknown.append((shop_id, rcpt, row["last_error"] or CRASHED))
+                    continue
                 msg = build_message(smtp_from=from_addr, recipient=rcpt, subject=subject, html=body,
-                                    attachment=full, attachment_name=f"{safe_name(shop_id)}-{safe_name(data.run_id)}.html",
+                                    attachment=full,
+                                    attachment_name=f"{safe_component(shop_id)}-{safe_component(data.run_id)}.html",
                                     msg_id=mid)
                 if dry_run:
                     assert outbox_dir is not None
                     folder = Path(outbox_dir)
                     folder.mkdir(parents=True, exist_ok=True)
-                    path = folder / f"{safe_name(data.run_id)}__{safe_name(shop_id)}__{safe_name(rcpt)}.eml"
+                    path = safe_path(folder, f"{data.run_id}__{shop_id}__{rcpt}", suffix=".eml")
                     path.write_bytes(msg.as_bytes())
                     result.dry_run_files.append(path)
                     continue
                 assert con is not None
                 _outbox_put(con, run_id=data.run_id, shop_id=shop_id, rcpt=rcpt, subject=subject,
-                            status="queued", attempts=(row or {}).get("attempts", 0), error=None,
-                            sent_at=None, message_id=mid)
+                            status="queued", attempts=(row or {}).get("attempts", 0),
+                            error=(row or {}).get("last_error"), sent_at=None, message_id=mid)
                 todo.append((shop_id, rcpt, msg))
         if todo:
             assert smtp is not None and con is not None
@@ -312,14 +401,29 @@ def send_reports(source: ReportData | duckdb.DuckDBPyConnection | Path, smtp: Sm
     return result
 
 
+CRASHED = ("delivery unknown: a previous send stopped after handing the message to the server "
+           "and before its reply was recorded")
+
+
 def _deliver(todo: list[tuple[str, str, EmailMessage]], smtp: SmtpConfig, con: duckdb.DuckDBPyConnection,
              run_id: str, result: SendResult) -> None:
-    """One SMTP session for all messages; a connection failure marks the remaining ones failed."""
-    def fail(shop_id: str, rcpt: str, error: str) -> None:
-        row = _outbox_get(con, run_id, shop_id, rcpt) or {"attempts": 0}
-        con.execute("UPDATE outbox SET status='queued', attempts=?, last_error=? "
+    """One SMTP session for all messages.
+
+    Outbox states: ``queued`` -> ``sending`` (just before the body leaves) -> ``sent`` (server
+    replied 250) | ``queued`` (refused, or failed before the body was complete: retried next
+    time) | ``unknown`` (no reply after the complete body: maybe delivered, never resent
+    automatically). After a lost connection the remaining messages stay queued.
+    """
+    def set_status(shop_id: str, rcpt: str, status: str, error: str | None, *, attempt: bool) -> None:
+        row = _outbox_get(con, run_id, shop_id, rcpt) or {"attempts": 0, "status": None}
+        attempt = attempt and row["status"] != "sending"  # 'sending' already counted this attempt
+        con.execute("UPDATE outbox SET status=?, attempts=?, last_error=?, sent_at=? "
                     "WHERE run_id=? AND shop_id=? AND recipient=?",
-                    [row["attempts"] + 1, error, run_id, shop_id, rcpt])
+                    [status, row["attempts"] + (1 if attempt else 0), error,
+                     datetime.now(UTC) if status == "sent" else None, run_id, shop_id, rcpt])
+
+    def fail(shop_id: str, rcpt: str, error: str, *, attempt: bool = True) -> None:
+        set_status(shop_id, rcpt, "queued", error, attempt=attempt)
         result.failed.append((shop_id, rcpt, error))
         log.warning("send to %s (shop %s) failed: %s", rcpt, shop_id, error)
 
@@ -332,21 +436,34 @@ def _deliver(todo: list[tuple[str, str, EmailMessage]], smtp: SmtpConfig, con: d
     try:
         for i, (shop_id, rcpt, msg) in enumerate(todo):
             try:
-                conn.send_message(msg, from_addr=smtp.from_addr, to_addrs=[rcpt])
-            except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+                _transmit(conn, smtp.from_addr, rcpt, msg,
+                          lambda s=shop_id, r=rcpt: set_status(s, r, "sending", None, attempt=True))  # type: ignore[misc]
+            except _Unknown as exc:
+                error = f"delivery unknown: no reply after the message was sent ({_err(exc, smtp)})"
+                set_status(shop_id, rcpt, "unknown", error, attempt=False)
+                result.unknown.append((shop_id, rcpt, error))
+                log.warning("send to %s (shop %s): %s", rcpt, shop_id, error)
+                for s, r, _ in todo[i + 1:]:
+                    fail(s, r, "not attempted: the SMTP connection was lost", attempt=False)
+                return
+            except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SMTPDataError,
+                    UnicodeError) as exc:  # UnicodeError: a non-ASCII address the session cannot carry
                 fail(shop_id, rcpt, _err(exc, smtp))
+                try:
+                    conn.rset()
+                except (OSError, smtplib.SMTPException):
+                    pass  # the server dropped us (e.g. after 421); the next message fails cleanly
                 continue
             except (OSError, smtplib.SMTPException) as exc:
-                for s, r, _ in todo[i:]:
-                    fail(s, r, _err(exc, smtp))
+                fail(shop_id, rcpt, _err(exc, smtp))
+                for s, r, _ in todo[i + 1:]:
+                    fail(s, r, f"not attempted: {_err(exc, smtp)}", attempt=False)
                 return
-            row = _outbox_get(con, run_id, shop_id, rcpt) or {"attempts": 0}
-            con.execute("UPDATE outbox SET status='sent', attempts=?, last_error=NULL, sent_at=? "
-                        "WHERE run_id=? AND shop_id=? AND recipient=?",
-                        [row["attempts"] + 1, datetime.now(UTC), run_id, shop_id, rcpt])
+            set_status(shop_id, rcpt, "sent", None, attempt=False)
             result.sent.append((shop_id, rcpt))
+            log.info("sent report of shop %s to %s", shop_id, rcpt)
     finally:
         try:
             conn.quit()
         except (OSError, smtplib.SMTPException):
-            pass
+            conn.close()

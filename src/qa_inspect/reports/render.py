@@ -26,8 +26,9 @@ from markupsafe import Markup
 
 from qa_inspect import schema as S
 from qa_inspect.reports import charts
-from qa_inspect.reports.data import ReportData, for_shop, safe_path, with_buyer_aliases
+from qa_inspect.reports.data import ReportData, for_shop, with_buyer_aliases
 from qa_inspect.reports.labels import labels_for
+from qa_inspect.safe_io import safe_path
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +248,10 @@ def conversation_view(conv: pd.Series, msgs: pd.DataFrame, fnd: pd.DataFrame, *,
             "segments": segs, "auto": bool(m[S.IS_AUTO_REPLY]) if _f(m[S.IS_AUTO_REPLY]) is not None else False,
             "refs": [f["no"] for f in findings if f["seq"] == seq],
         })
+    cid = _s(conv[S.CONVERSATION_ID])
     return {
-        "id": _s(conv[S.CONVERSATION_ID]), "shop_id": _s(conv[S.SHOP_ID]),
+        # ingest's session ids embed the buyer nickname (``shop:<buyer>:<start>``): mask like text
+        "id": mask(cid) if mask else cid, "shop_id": _s(conv[S.SHOP_ID]),
         "agent_id": _s(conv[S.AGENT_ID]), "customer_id": _s(conv[S.CUSTOMER_ID]),
         "night": _s(conv[S.NIGHT]), "total": _f(conv[S.TOTAL]), "grade": _s(conv[S.GRADE]),
         "veto": bool(conv[S.VETO]) if _f(conv[S.VETO]) is not None else False,
@@ -571,12 +574,12 @@ def render_reports(data: ReportData, out_dir: Path, *, mask_pii_for_merchants: b
     root = root.resolve()
     idx = ReportIndex(out_dir=root, index=root / "index.html", coaching=root / "coaching.html")
     for agent_id in sorted(set(data.conversations[S.AGENT_ID].dropna().astype(str))):
-        path = safe_path(root / "agents", agent_id, ".html")  # distinct ids -> distinct names
+        path = safe_path(root / "agents", agent_id, suffix=".html")  # distinct ids -> distinct names
         path.write_text(env.get_template("agent.html").render(agent_context(data, agent_id, mask=pii)),
                         encoding="utf-8")
         idx.agents[agent_id] = path
     for shop_id in data.shop_ids():
-        path = safe_path(root / "merchants", shop_id, ".html")
+        path = safe_path(root / "merchants", shop_id, suffix=".html")
         html = render_merchant(data, shop_id, mask=pii if mask_pii_for_merchants else None, env=env)
         path.write_text(html, encoding="utf-8")
         idx.merchants[shop_id] = path

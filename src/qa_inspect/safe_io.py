@@ -1,0 +1,139 @@
+"""Output files that are safe to create from hostile ids and safe to open in a spreadsheet.
+
+Agent ids, shop ids and run ids come from exported chats and config; they may contain ``../``,
+absolute paths, NUL bytes, Windows device names or hundreds of bytes. :func:`safe_path` turns
+each id into one file-name component inside ``base_dir`` and keeps distinct ids distinct (a hash
+of the original is appended whenever sanitising changed anything, or the name could collide on a
+case-insensitive file system). :func:`write_csv_safe` writes CSV for Excel/WPS users: UTF-8 with
+BOM (so Chinese shows correctly), formula injection neutralised, and atomically (a crash never
+leaves a half-written file where the last good one was).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import numbers
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from qa_inspect.errors import BugError
+
+MAX_NAME_BYTES = 120  # well below the 255-byte limit of common file systems, leaves room for suffixes
+_HASH_LEN = 10
+_HASHED = re.compile(rf"_[0-9a-f]{{{_HASH_LEN}}}$")
+_SUFFIX = re.compile(r"^(\.[A-Za-z0-9]{1,10})*$")
+_WINDOWS_RESERVED = frozenset({"con", "prn", "aux", "nul", "conin$", "conout$",
+                               *(f"com{i}" for i in "0123456789¹²³"),
+                               *(f"lpt{i}" for i in "0123456789¹²³")})
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _digest(raw: str) -> str:
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_LEN]
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore")
+
+
+def safe_component(ident: object) -> str:
+    """One safe file-name component for ``ident`` (no separators, no dots-only, no device names).
+
+    Keeps letters and digits of any script plus ``_ . -``; anything else becomes ``_``. If the
+    result differs from the input, or the input has upper-case letters (``Con`` vs ``con`` on
+    Windows/macOS) or already ends like a hashed name, ``_<sha256[:10]>`` of the original is
+    appended, so two distinct ids never map to the same name.
+    """
+    raw = str(ident)
+    norm = unicodedata.normalize("NFC", raw)
+    clean = "".join(ch if (ch.isalnum() and ch.isprintable()) or ch in "_.-" else "_" for ch in norm)
+    clean = re.sub(r"[._\-]*_[._\-]*", "_", clean).strip("._ -")
+    if clean.split(".")[0].lower() in _WINDOWS_RESERVED:
+        clean = "_" + clean  # CON.txt is as reserved as CON
+    clean = _truncate_utf8(clean, MAX_NAME_BYTES - _HASH_LEN - 1)
+    if clean == raw and raw.lower() == raw and not _HASHED.search(raw) and clean:
+        return clean
+    return f"{clean or 'id'}_{_digest(raw)}"
+
+
+def safe_path(base_dir: Path | str, *parts: object, suffix: str = "") -> Path:
+    """``base_dir/<safe part>/.../<safe last part><suffix>``, guaranteed to lie inside ``base_dir``.
+
+    Each part is one component (``a/b`` does NOT create a sub-folder). ``suffix`` such as
+    ``.html`` is appended to the last component as given (it must be ``.ext`` pieces).
+    """
+    if not parts:
+        raise BugError("safe_path needs at least one name part")
+    if not _SUFFIX.match(suffix):
+        raise BugError(f"safe_path: suffix {suffix!r} is not of the form .ext")
+    base = Path(base_dir)
+    names = [safe_component(p) for p in parts]
+    names[-1] += suffix
+    path = base.joinpath(*names)
+    root = os.path.realpath(base)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise BugError(f"output path for {parts!r} escapes {base}")
+    return path
+
+
+# --- CSV -------------------------------------------------------------------------------------
+
+def neutralise_formula(value: Any) -> Any:
+    """``'`` before text a spreadsheet would run as a formula; numbers, dates, NA unchanged."""
+    if value is None or isinstance(value, (numbers.Number, _dt.date, _dt.datetime, _dt.timedelta)):
+        return value
+    if not isinstance(value, str):
+        try:
+            if pd.isna(value):
+                return value
+        except (TypeError, ValueError):
+            pass
+        value = str(value)
+    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+
+
+def _is_plain_column(s: pd.Series) -> bool:
+    return bool(pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+                or pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s))
+
+
+def write_csv_safe(df: pd.DataFrame, path: Path | str, *, index: bool = False) -> Path:
+    """Write ``df`` as UTF-8-with-BOM CSV, formula-safe, atomically (temp file + ``os.replace``).
+
+    Text cells (and header names) starting with ``= + - @``, TAB or CR get a leading apostrophe
+    so Excel/WPS/LibreOffice show them as text; numeric, boolean and date columns are written
+    unchanged. The input frame is not modified.
+    """
+    path = Path(path)
+    out = df.copy()
+    for col in out.columns:
+        if not _is_plain_column(out[col]):
+            out[col] = out[col].astype(object).map(neutralise_formula)
+    out.columns = [neutralise_formula(c) if isinstance(c, str) else c for c in out.columns]
+    if index and out.index.dtype == object:
+        out.index = out.index.map(neutralise_formula)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as fh:
+            out.to_csv(fh, index=index, lineterminator="\r\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
