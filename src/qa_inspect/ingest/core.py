@@ -184,6 +184,15 @@ def ingest_paths(paths: list[Path] | list[str] | Path | str, *, rules_dir: Path,
             staged.append(imp.messages.assign(**{F.FILE_ORDER: i}))
         if len(imp.rejects):
             rejects.append(imp.rejects)
+    if staged:
+        kept, dups = drop_duplicates(pd.concat(staged, ignore_index=True))
+        staged = [kept] if len(kept) else []
+        if len(dups):
+            rejects.append(dups)
+            per_file = dups[S.REJECT_FILE].value_counts()
+            for info in infos:
+                n = int(per_file.get(info.path, 0))
+                info.messages, info.rejects = info.messages - n, info.rejects + n
     rej = pd.concat(rejects, ignore_index=True) if rejects else S.empty_rejects()
     if not staged:
         reasons = Counter(rej[S.REJECT_REASON]) if len(rej) else Counter()
@@ -192,10 +201,54 @@ def ingest_paths(paths: list[Path] | list[str] | Path | str, *, rules_dir: Path,
         if len(rej):
             r0 = rej.iloc[0]
             example = f" First: {r0[S.REJECT_FILE]}:{r0[S.REJECT_LINE]} ({r0[S.REJECT_FIELD]}) {r0[S.REJECT_REASON]}."
-        raise UserError(f"no usable messages in {len(files)} file(s)"
+        names = ", ".join(str(f) for f in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+        raise UserError(f"no usable messages in {len(files)} file(s) ({names})"
                         + (f"; every row was rejected ({detail}).{example}" if detail else " (empty input)."))
-    messages = _assemble(pd.concat(staged, ignore_index=True), session_gap_minutes)
+    messages = _assemble(staged[0], session_gap_minutes)
     return IngestResult(messages=messages, rejects=rej.reset_index(drop=True), files=infos)
+
+
+R_DUPLICATE = "duplicate row"
+_PROVENANCE = {S.SOURCE_FILE, S.SOURCE_LINE, F.ORDER, F.FILE_ORDER, "_tz"}
+
+
+def drop_duplicates(staged: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split staged messages (file order) into (kept, rejects of exact duplicates of an earlier row).
+
+    An exact duplicate has every message value equal to an earlier row's (same shop, conversation
+    or customer, time, role, agent, text, event, amount ...): overlapping nightly exports or an
+    export tool writing a row twice. It is rejected as ``duplicate row`` with the original's
+    file and line in ``raw``, so nothing is double-counted and nothing is lost. Rows without a
+    time (JDDC, STC-3) are never duplicates: a repeated "好的" there is a genuine message.
+    """
+    keys = [c for c in staged.columns if c not in _PROVENANCE]
+    timed = staged[S.TS].notna()
+    if len(staged) < 2 or timed.sum() < 2:
+        return staged, S.empty_rejects()
+    d = staged.loc[timed, keys]
+    # Hash everything but the text first (hashing text is the slow part); the exact comparison,
+    # text included, then only runs on the few rows that share conversation, time and sender.
+    h = pd.util.hash_pandas_object(d[[c for c in keys if c != S.TEXT]], index=False)
+    cand = d[h.duplicated(keep=False).to_numpy()]
+    if cand.empty:
+        return staged, S.empty_rejects()
+    group = cand.groupby(keys, dropna=False, sort=False).ngroup()
+    first = pd.Series(cand.index, index=cand.index).groupby(group.to_numpy()).transform("first")
+    dup_idx = cand.index[group.duplicated(keep="first").to_numpy()]
+    if not len(dup_idx):
+        return staged, S.empty_rejects()
+    orig = first.loc[dup_idx].to_numpy()
+    dup = staged.loc[dup_idx]
+    o_file = staged.loc[orig, S.SOURCE_FILE].astype(str).to_numpy()
+    o_line = staged.loc[orig, S.SOURCE_LINE].astype("int64").to_numpy()
+    where = [f"line {ln}" if f == df else f"{f} line {ln}"
+             for f, ln, df in zip(o_file, o_line, dup[S.SOURCE_FILE].astype(str), strict=True)]
+    raw = [f"duplicate of {w}: {t}"[:F.RAW_MAX] for w, t in zip(where, dup[S.TEXT].astype(str), strict=True)]
+    rej = pd.DataFrame({S.REJECT_FILE: dup[S.SOURCE_FILE].astype(str).to_numpy(),
+                        S.REJECT_LINE: dup[S.SOURCE_LINE].astype("int64").to_numpy(),
+                        S.REJECT_FIELD: "(row)", S.REJECT_REASON: R_DUPLICATE, S.REJECT_RAW: raw})
+    rej = rej.astype(S.empty_rejects().dtypes.to_dict())
+    return staged.drop(index=dup_idx).reset_index(drop=True), rej
 
 
 def _assemble(df: pd.DataFrame, gap: float) -> pd.DataFrame:

@@ -17,23 +17,33 @@ AUTO_ENCODINGS: tuple[str, ...] = ("utf-8", "gbk", "gb18030")
 
 
 def _line_of(data: bytes, offset: int) -> int:
-    return data.count(b"\n", 0, offset) + 1
+    """1-based line of a byte offset; \r\n, \r and \n each end a line (see normalise_newlines)."""
+    return data.count(b"\n", 0, offset) + data.count(b"\r", 0, offset) - data.count(b"\r\n", 0, offset) + 1
+
+
+def normalise_newlines(text: str) -> str:
+    """\r\n and lone \r (old Mac tools, some IM exports) -> \n, so every importer counts lines alike.
+
+    Only these three are line breaks: str.splitlines() would also split on U+2028, \x1c, \x85 ...
+    which occur inside chat messages and JSON strings.
+    """
+    if "\r" not in text:
+        return text
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _canonical(name: str, file: str) -> str:
     try:
-        return codecs.lookup(name).name
+        info = codecs.lookup(name)
     except LookupError:
         raise InputError(f"unknown encoding '{name}' (try utf-8, gbk, gb18030, big5)", file=file) from None
+    if not getattr(info, "_is_text_encoding", True):  # rot13, base64, hex ... are bytes transforms
+        raise InputError(f"'{name}' is not a text encoding (try utf-8, gbk, gb18030, big5)", file=file)
+    return info.name
 
 
-def decode_bytes(data: bytes, *, file: str, encoding: str | None = None) -> tuple[str, str]:
-    """Return ``(text, encoding_used)``; a BOM is stripped and reported as ``utf-8-sig``.
-
-    With ``encoding`` forced, a decode error raises InputError at the offending line; so does
-    forcing a legacy codec on bytes that are valid UTF-8 (GBK/GB18030 would "decode" them into
-    mojibake without any error).
-    """
+def _decode_bytes(data: bytes, *, file: str, encoding: str | None = None) -> tuple[str, str]:
+    """Strict decoding (see decode_bytes), newlines untouched."""
     if encoding:
         enc = _canonical(encoding, file)
         has_bom = data.startswith(codecs.BOM_UTF8)
@@ -53,6 +63,8 @@ def decode_bytes(data: bytes, *, file: str, encoding: str | None = None) -> tupl
         except UnicodeDecodeError as exc:
             raise InputError(f"cannot decode as {encoding}: {exc.reason} (byte 0x{data[exc.start]:02x} "
                              f"at offset {exc.start})", file=file, line=_line_of(data, exc.start)) from None
+        except (UnicodeError, ValueError) as exc:  # idna, punycode ... fail without a position
+            raise InputError(f"cannot decode as {encoding}: {exc}", file=file) from None
     if data.startswith(codecs.BOM_UTF8):
         try:
             return data[len(codecs.BOM_UTF8):].decode("utf-8"), "utf-8-sig"
@@ -70,6 +82,18 @@ def decode_bytes(data: bytes, *, file: str, encoding: str | None = None) -> tupl
     raise InputError(f"not valid UTF-8, GBK or GB18030 text (pass --encoding if you know it; "
                      f"{furthest[1]} failed at offset {furthest[0]})", file=file,
                      line=_line_of(data, furthest[0]))
+
+
+def decode_bytes(data: bytes, *, file: str, encoding: str | None = None) -> tuple[str, str]:
+    """Return ``(text, encoding_used)`` with \r\n / \r normalised to \n; a BOM is stripped and
+    reported as ``utf-8-sig``.
+
+    With ``encoding`` forced, a decode error raises InputError at the offending line; so does
+    forcing a legacy codec on bytes that are valid UTF-8 (GBK/GB18030 would "decode" them into
+    mojibake without any error).
+    """
+    text, enc = _decode_bytes(data, file=file, encoding=encoding)
+    return normalise_newlines(text), enc
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -36,6 +36,7 @@ R_NO_CUSTOMER = "missing customer"
 R_NO_CONVERSATION = "missing conversation id"
 R_OUTSIDE = "message outside a buyer section"
 R_UNRECOGNISED = "unrecognised line"
+R_FORMULA = "formula without a cached value"
 
 
 @dataclass
@@ -121,6 +122,21 @@ def _split_cells(values: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series, pd
     return obj, is_dt.astype(bool), is_num.astype(bool), text
 
 
+# Times a nanosecond timestamp can hold, with a day of slack for the UTC shift. pandas parses
+# strings and datetime cells at microsecond resolution, so year 9999 parses fine and then blows
+# up on the cast to ns; such cells are "unparseable time" rejects instead of a crash.
+_TS_MIN = pd.Timestamp("1678-01-01")
+_TS_MAX = pd.Timestamp("2262-04-01")
+_EXCEL_MAX_DAYS = (_TS_MAX - pd.Timestamp("1899-12-30")).days
+
+
+def _ns(parsed: pd.Series, aware: bool) -> pd.Series:
+    """Cast parsed datetimes to ns resolution; values outside the ns range become NaT."""
+    lo, hi = (_TS_MIN.tz_localize("UTC"), _TS_MAX.tz_localize("UTC")) if aware else (_TS_MIN, _TS_MAX)
+    parsed = parsed.where((parsed >= lo) & (parsed <= hi))
+    return parsed.astype("datetime64[ns, UTC]" if aware else "datetime64[ns]")
+
+
 def parse_times(values: pd.Series, tz_per_row: pd.Series, fmt: str | None) -> pd.Series:
     """Cells -> datetime64[ns, UTC]. Naive values are local time of the row's zone; NaT = unparseable.
 
@@ -141,17 +157,17 @@ def parse_times(values: pd.Series, tz_per_row: pd.Series, fmt: str | None) -> pd
     if aware_mask.any():
         parsed = pd.to_datetime(text[aware_mask], utc=True, errors="coerce",
                                 format="ISO8601" if fmt is None else fmt)
-        out[aware_mask] = parsed.astype("datetime64[ns, UTC]")
+        out[aware_mask] = _ns(parsed, aware=True)
     naive = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
     str_mask = ~aware_mask & ~is_dt & ~is_num & (text != "")
     if str_mask.any():
-        naive[str_mask] = pd.to_datetime(text[str_mask], errors="coerce",
-                                         format="ISO8601" if fmt is None else fmt).astype("datetime64[ns]")
+        naive[str_mask] = _ns(pd.to_datetime(text[str_mask], errors="coerce",
+                                             format="ISO8601" if fmt is None else fmt), aware=False)
     if is_dt.any():
-        naive[is_dt] = pd.to_datetime(obj[is_dt], errors="coerce").astype("datetime64[ns]")
+        naive[is_dt] = _ns(pd.to_datetime(obj[is_dt], errors="coerce"), aware=False)
     if is_num.any():
         days = pd.to_numeric(obj[is_num], errors="coerce")
-        ok = (days > 0) & (days < 2_958_466)  # Excel's serial day range
+        ok = (days > 0) & (days < _EXCEL_MAX_DAYS)  # Excel serial days that fit a ns timestamp
         naive[is_num & ok.reindex(values.index, fill_value=False)] = (
             pd.Timestamp("1899-12-30") + pd.to_timedelta(days[ok], unit="D")).astype("datetime64[ns]")
     local = naive.notna()

@@ -61,37 +61,48 @@ def import_qianniu(path: Path, ctx: ImportContext) -> FileImport:
     recs: list[list[object]] = []  # [line, ts_text, sender, role, buyer, text_lines]
     buyer: str | None = None
     current: list[object] | None = None
+    # Continuation lines of a rejected message belong to that reject (one source record), not
+    # to the previous good message and not to separate "unrecognised line" rejects.
+    in_reject = False
     data_rows = 0
+
+    def reject(no: int, field_name: str, reason: str, ln: str) -> None:
+        nonlocal current, in_reject
+        rejects.add(no, field_name, reason, ln)
+        current, in_reject = None, True
+
     for no, ln in enumerate(lines[1:], start=2):
         sec = _SECTION.match(ln)
         if sec:
-            buyer, current = sec.group(1), None
+            buyer, current, in_reject = sec.group(1), None, False
             continue
         m = _MSG.match(ln)
         if m is None and _TIMEISH.match(ln):
             data_rows += 1
-            rejects.add(no, "time", F.R_BAD_TIME, ln)
-            current = None
+            reject(no, "time", F.R_BAD_TIME, ln)
             continue
         if m is None:
             if current is not None:
                 current[5].append(ln)  # type: ignore[union-attr]
-            elif ln.strip():
+            elif ln.strip() and not in_reject:
+                data_rows += 1  # a stray line that belongs to no message is a record of its own
                 rejects.add(no, "(line)", F.R_UNRECOGNISED, ln)
             continue
         data_rows += 1
         ts_text, rest = m.group(1), m.group(2)
         if buyer is None:
-            rejects.add(no, "buyer", F.R_OUTSIDE, ln)
-            current = None
+            reject(no, "buyer", F.R_OUTSIDE, ln)
+            continue
+        if not buyer:
+            reject(no, "buyer", F.R_NO_CUSTOMER, ln)
             continue
         sender, body = _split_sender(rest, buyer, prefixes)
         if sender is None:
-            rejects.add(no, "sender", F.R_UNKNOWN_SENDER, ln)
-            current = None
+            reject(no, "sender", F.R_UNKNOWN_SENDER, ln)
             continue
         role = "customer" if sender == buyer else "agent"
         current = [no, ts_text, sender, role, buyer, [body]]
+        in_reject = False
         recs.append(current)
     info.data_rows = data_rows
 

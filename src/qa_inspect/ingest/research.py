@@ -84,6 +84,8 @@ def _load_stc3(path: Path, encoding: str | None) -> tuple[list[dict], str]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(f"invalid JSON: {exc.msg}", file=file, line=exc.lineno) from None
+    except RecursionError:
+        raise InputError("invalid JSON: nested too deeply", file=file) from None
     if not isinstance(data, list) or not all(isinstance(d, dict) and "turns" in d for d in data):
         raise InputError("expected an STC-3 JSON array of {id, turns, annotations}", file=file, line=1)
     return data, enc
@@ -103,13 +105,25 @@ def import_stc3(path: Path, ctx: ImportContext) -> FileImport:
     n_utt = 0
     roles = {"customer": "customer", "helpdesk": "agent"}
     for i, dlg in enumerate(data, start=1):
-        did = str(dlg.get("id", "")).strip()
-        for t_no, turn in enumerate(dlg.get("turns") or []):
+        raw_id = dlg.get("id")
+        did = "" if raw_id is None or isinstance(raw_id, (dict, list)) else str(raw_id).strip()
+        turns = dlg.get("turns")
+        if not isinstance(turns, list):  # a string would otherwise be iterated character by character
+            n_utt += 1
+            rejects.add(i, "turns", F.R_BAD_JSON, f"dialogue {did or i}: turns is not a list")
+            continue
+        for t_no, turn in enumerate(turns):
+            utts = turn.get("utterances") if isinstance(turn, dict) else None
+            if not isinstance(utts, list):
+                n_utt += 1
+                rejects.add(i, "turns", F.R_BAD_JSON, f"dialogue {did or i} turn {t_no}: not an object "
+                            "with an utterances list")
+                continue
             sender = str(turn.get("sender", ""))
-            for u_no, utt in enumerate(turn.get("utterances") or []):
+            for u_no, utt in enumerate(utts):
                 n_utt += 1
                 where = f"dialogue {did or i} turn {t_no} utterance {u_no}"
-                utt = "" if utt is None else str(utt)
+                utt = "" if utt is None or isinstance(utt, (dict, list)) else str(utt)
                 if not did:
                     rejects.add(i, "id", F.R_NO_CONVERSATION, where)
                 elif sender not in roles:
@@ -132,6 +146,18 @@ def import_stc3(path: Path, ctx: ImportContext) -> FileImport:
     return FileImport(out, rejects.frame(), info)
 
 
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float, str)) and not isinstance(v, bool) and _floatable(v)
+
+
+def _floatable(v: object) -> bool:
+    try:
+        float(v)  # type: ignore[arg-type]
+    except ValueError:
+        return False
+    return True
+
+
 def stc3_labels(path: Path | str, *, encoding: str | None = None) -> pd.DataFrame:
     """Per dialogue the mean over annotators of S (satisfaction), A (accomplished), E (efficiency).
 
@@ -140,10 +166,12 @@ def stc3_labels(path: Path | str, *, encoding: str | None = None) -> pd.DataFram
     data, _ = _load_stc3(Path(path), encoding)
     rows = []
     for dlg in data:
-        qs = [a.get("quality") or {} for a in dlg.get("annotations") or []]
+        anns = dlg.get("annotations")
+        qs = [a.get("quality") for a in anns if isinstance(a, dict)] if isinstance(anns, list) else []
+        qs = [q for q in qs if isinstance(q, dict)]
         row: dict[str, object] = {S.CONVERSATION_ID: f"{STC3_SHOP}:{dlg.get('id')}"}
         for k in ("S", "A", "E"):
-            vals = [float(q[k]) for q in qs if q.get(k) is not None]
+            vals = [float(q[k]) for q in qs if _is_number(q.get(k))]
             row[k] = float(np.mean(vals)) if vals else np.nan
         rows.append(row)
     out = pd.DataFrame(rows, columns=[S.CONVERSATION_ID, "S", "A", "E"])

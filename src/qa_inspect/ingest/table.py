@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,9 @@ from qa_inspect.ingest.encoding import decode_bytes
 from qa_inspect.ingest.profiles import ImportProfile
 
 LINE = "_line"
+# One chat message may be a pasted document; the csv module's default 128 KiB cell limit would
+# fail the whole file. Cells are bounded by the file size anyway.
+csv.field_size_limit(2**31 - 1)
 
 
 class RawTable:
@@ -50,15 +55,21 @@ def _fast_delimited(path: Path, text: str, delim: str, encoding: str | None) -> 
         return None
     try:
         # Bytes, not StringIO: pandas re-encodes a text buffer chunk by chunk, which is 10x slower.
-        cells = pd.read_csv(io.BytesIO(text.encode("utf-8")), encoding="utf-8", sep=delim, dtype=str, keep_default_na=False, na_filter=True,
-                            na_values=[], skip_blank_lines=False, engine="c")
-    except (pd.errors.ParserError, ValueError):
+        # index_col=False: otherwise pandas silently turns the first column into the index when
+        # every data row has one field more than the header (a trailing delimiter).
+        # pandas warns (ParserWarning) when it drops fields: then the slow path rejects the rows.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            cells = pd.read_csv(io.BytesIO(text.encode("utf-8")), encoding="utf-8", sep=delim, dtype=str,
+                                keep_default_na=False, na_filter=True, na_values=[], skip_blank_lines=False,
+                                engine="c", index_col=False)
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError):
         return None
     header = [str(h).strip() for h in cells.columns]
     if len(set(header)) != len(header) or any(h.startswith("Unnamed: ") or h == "" for h in header):
         return None
     cells.columns = header
-    if len(cells) and cells[header[-1]].isna().any():  # a short row: pandas pads it silently
+    if not _field_counts_ok(text, delim, len(header), len(cells)):
         return None
     extra = pd.Series(0, index=cells.index, dtype="int64")
     for h in header:
@@ -68,6 +79,22 @@ def _fast_delimited(path: Path, text: str, delim: str, encoding: str | None) -> 
     lines = 2 + np.arange(len(cells), dtype="int64") + (extra.cumsum() - extra).to_numpy()
     cells[LINE] = lines
     return RawTable(header, cells, F.Rejects(str(path)), len(cells), encoding)
+
+
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+
+
+def _field_counts_ok(text: str, delim: str, n_fields: int, n_records: int) -> bool:
+    """True when every record has exactly the header's field count.
+
+    pandas pads a short row with '' (indistinguishable from empty trailing cells). Long rows make
+    it raise or warn (-> slow path) already, so with none of those, "no short row" is "the raw
+    text, quoted sections removed, has one line per record and the full delimiter count".
+    Any disagreement with pandas' reading -> slow path, which reports the row.
+    """
+    body = _QUOTED.sub("", text) if '"' in text else text
+    lines = body.count("\n") + (0 if body.endswith("\n") else 1)
+    return lines == n_records + 1 and body.count(delim) == (n_records + 1) * (n_fields - 1)
 
 
 def read_delimited(path: Path, text: str, delimiter: str | None, encoding: str | None) -> RawTable:
@@ -88,7 +115,9 @@ def read_delimited(path: Path, text: str, delimiter: str | None, encoding: str |
         for rec in reader:
             start = prev + 1
             prev = reader.line_num
-            if not rec or all(not c.strip() for c in rec):
+            # A blank line is no record; a line of bare delimiters (",,,,") is an exported empty
+            # row: a record (rejected later), as the fast path counts it.
+            if not rec or (header is None and all(not c.strip() for c in rec)):
                 continue
             if header is None:
                 header = [c.strip() for c in rec]
@@ -111,7 +140,58 @@ def read_delimited(path: Path, text: str, delimiter: str | None, encoding: str |
     return RawTable(header, cells, rejects, data_rows, encoding)
 
 
+_MERGE = re.compile(r'<(?:\w+:)?mergeCell\s+ref="([A-Za-z]+[0-9]+):([A-Za-z]+[0-9]+)"')
+
+
+def _merged_ranges(path: Path, ws: Any) -> list[tuple[int, int, int, int]]:
+    """(min_col, min_row, max_col, max_row) of the sheet's merged ranges.
+
+    Read-only worksheets do not expose merged cells, so the <mergeCell> elements are scanned in
+    the sheet XML (streamed in chunks: they follow the possibly huge <sheetData>).
+    """
+    import zipfile
+
+    from openpyxl.utils.cell import range_boundaries
+
+    member = getattr(ws, "_worksheet_path", None)
+    if not member:
+        return []
+    found: set[str] = set()
+    with zipfile.ZipFile(path) as zf, zf.open(member.lstrip("/")) as fh:
+        tail = ""
+        while chunk := fh.read(1 << 20):
+            buf = tail + chunk.decode("utf-8", errors="replace")
+            found.update(f"{a}:{b}" for a, b in _MERGE.findall(buf))
+            tail = buf[-200:]
+    out = []
+    for ref in sorted(found):
+        lo_c, lo_r, hi_c, hi_r = range_boundaries(ref.upper())
+        if None not in (lo_c, lo_r, hi_c, hi_r):
+            out.append((int(lo_c), int(lo_r), int(hi_c), int(hi_r)))  # type: ignore[arg-type]
+    return out
+
+
+def _formula_cells(path: Path, sheet_name: str, lines: set[int]) -> dict[int, list[int]]:
+    """Sheet row -> 0-based columns holding a formula, for the given rows (second, formula pass)."""
+    import openpyxl
+
+    wb = openpyxl.load_workbook(path, read_only=True, data_only=False)
+    try:
+        out: dict[int, list[int]] = {}
+        for i, rec in enumerate(wb[sheet_name].iter_rows(values_only=True), start=1):
+            if i in lines:
+                cols = [j for j, v in enumerate(rec) if isinstance(v, str) and v.startswith("=")]
+                if cols:
+                    out[i] = cols
+        return out
+    finally:
+        wb.close()
+
+
 def read_xlsx(path: Path, sheet: str | None) -> RawTable:
+    """Rows of one sheet. Merged ranges read as their top-left value in every cell (what the user
+    sees); a formula with no cached value (a workbook written by a tool, never opened in Excel)
+    is a reject naming the cell's column, not a silently empty cell."""
     import openpyxl  # imported lazily: only XLSX inputs pay for it
 
     file = str(path)
@@ -126,26 +206,58 @@ def read_xlsx(path: Path, sheet: str | None) -> RawTable:
             ws = wb[sheet]
         else:
             ws = wb[wb.sheetnames[0]]
-        header: list[str] | None = None
-        rows: list[tuple[Any, ...]] = []
-        lines: list[int] = []
-        for i, rec in enumerate(ws.iter_rows(values_only=True), start=1):
-            if all(v is None or (isinstance(v, str) and not v.strip()) for v in rec):
-                continue
-            if header is None:
-                header = ["" if v is None else str(v).strip() for v in rec]
-                continue
-            rec = tuple(rec[:len(header)]) + (None,) * (len(header) - len(rec))
-            rows.append(rec)
-            lines.append(i)
+        sheet_name = ws.title
+        try:
+            merged = _merged_ranges(path, ws)
+            grid = [list(rec) for rec in ws.iter_rows(values_only=True)]
+        except Exception as exc:  # noqa: BLE001 - a corrupt sheet part fails lazily, while iterating
+            raise InputError(f"cannot read sheet '{sheet_name}' as XLSX: {exc}", file=file) from None
     finally:
         wb.close()
+    for lo_c, lo_r, hi_c, hi_r in merged:
+        if lo_r > len(grid):
+            continue
+        anchor_row = grid[lo_r - 1]
+        value = anchor_row[lo_c - 1] if lo_c - 1 < len(anchor_row) else None
+        for r in range(lo_r, min(hi_r, len(grid)) + 1):
+            row = grid[r - 1]
+            for c in range(lo_c, hi_c + 1):
+                if c - 1 < len(row) and (r, c) != (lo_r, lo_c):
+                    row[c - 1] = value
+    header: list[str] | None = None
+    rows: list[tuple[Any, ...]] = []
+    lines: list[int] = []
+    for i, rec_list in enumerate(grid, start=1):
+        if all(v is None or (isinstance(v, str) and not v.strip()) for v in rec_list):
+            continue
+        if header is None:
+            header = ["" if v is None else str(v).strip() for v in rec_list]
+            continue
+        rec = tuple(rec_list[:len(header)]) + (None,) * (len(header) - len(rec_list))
+        rows.append(rec)
+        lines.append(i)
     rejects = F.Rejects(file)
     if header is None:
         return RawTable([], pd.DataFrame(), rejects, 0, None)
+    data_rows = len(rows)
+    with_none = {ln for ln, r in zip(lines, rows, strict=True) if any(v is None for v in r)}
+    if with_none:
+        try:
+            formulas = _formula_cells(path, sheet_name, with_none)
+        except Exception:  # noqa: BLE001 - the values pass worked; the formula pass is best effort
+            formulas = {}
+        keep = []
+        for k, (ln, r) in enumerate(zip(lines, rows, strict=True)):
+            cols = [j for j in formulas.get(ln, []) if j < len(header) and r[j] is None]
+            if cols:
+                rejects.add(ln, header[cols[0]], F.R_FORMULA,
+                            ",".join("" if v is None else str(v) for v in r))
+            else:
+                keep.append(k)
+        rows, lines = [rows[k] for k in keep], [lines[k] for k in keep]
     cells = pd.DataFrame({h: pd.Series([r[j] for r in rows], dtype=object) for j, h in enumerate(header)})
     cells[LINE] = np.asarray(lines, dtype="int64")
-    return RawTable(header, cells, rejects, len(rows), None)
+    return RawTable(header, cells, rejects, data_rows, None)
 
 
 def read_json_records(path: Path, text: str, jsonl: bool, encoding: str | None) -> RawTable:
@@ -156,7 +268,7 @@ def read_json_records(path: Path, text: str, jsonl: bool, encoding: str | None) 
     lines: list[int] = []
     data_rows = 0
     if jsonl:
-        for i, ln in enumerate(text.splitlines(), start=1):
+        for i, ln in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 is valid in JSON
             if not ln.strip():
                 continue
             data_rows += 1
@@ -164,6 +276,9 @@ def read_json_records(path: Path, text: str, jsonl: bool, encoding: str | None) 
                 obj = json.loads(ln)
             except json.JSONDecodeError as exc:
                 rejects.add(i, "(line)", F.R_BAD_JSON, f"{exc.msg}: {ln}")
+                continue
+            except RecursionError:
+                rejects.add(i, "(line)", F.R_BAD_JSON, f"nested too deeply: {ln}")
                 continue
             if not isinstance(obj, dict):
                 rejects.add(i, "(line)", F.R_BAD_JSON, f"not an object: {ln}")
@@ -175,6 +290,8 @@ def read_json_records(path: Path, text: str, jsonl: bool, encoding: str | None) 
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"invalid JSON: {exc.msg}", file=file, line=exc.lineno) from None
+        except RecursionError:
+            raise InputError("invalid JSON: nested too deeply", file=file) from None
         if isinstance(data, dict):
             data = next((v for v in data.values() if isinstance(v, list)), [data])
         if not isinstance(data, list):
