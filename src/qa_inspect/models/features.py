@@ -1,0 +1,219 @@
+"""Features shared by the act and risk models.
+
+The act model reads the shared text stages' output (``norm_text`` and jieba ``tokens``) so the
+model sees exactly what the rules see; when a caller hands raw text (training CSV, STC-3), the
+same text stages are run here. The feature-set ids are written into model cards: change the
+feature code -> bump the id -> old models refuse to load instead of scoring garbage.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.feature_extraction.text import TfidfVectorizer
+
+from qa_inspect import schema
+from qa_inspect.config import default_rules_dir
+from qa_inspect.text.normalize import normalize
+from qa_inspect.text.tokenize import Tokenizer, tokenize
+
+ACT_FEATURE_SET = "acts-v1:tokens-tfidf-1-2+chars-tfidf-1-3"
+RISK_FEATURE_SET = "risk-v1:ridge-oof-text+structure+acts"
+
+
+@lru_cache(maxsize=2)
+def _default_tokenizer(rules_dir: str) -> Tokenizer:
+    # Pure configuration object: caching it saves the jieba dictionary load, never changes tokens.
+    return Tokenizer.from_rules(rules_dir)
+
+
+def ensure_text_columns(messages: pd.DataFrame, tokenizer: Tokenizer | None = None) -> pd.DataFrame:
+    """Add ``norm_text``/``tokens`` when absent (raw training data); keep them when present."""
+    out = messages
+    if schema.NORM_TEXT not in out.columns:
+        out = normalize(out)
+    if schema.TOKENS not in out.columns:
+        out = tokenize(out, tokenizer or _default_tokenizer(str(default_rules_dir())))
+    return out
+
+
+def token_ngrams(tokens: Sequence[str]) -> list[str]:
+    """Word unigrams and bigrams; whitespace/punctuation-only tokens dropped (module-level: picklable)."""
+    words = [t for t in tokens if t.strip() and not _PUNCT.fullmatch(t)]
+    return words + [a + " " + b for a, b in zip(words, words[1:], strict=False)]
+
+
+_PUNCT = re.compile(r"[\s\W_]+")
+
+
+def act_vectorizer() -> ColumnTransformer:
+    """Word n-grams over the shared tokens plus char n-grams (robust to tokenizer misses)."""
+    return ColumnTransformer(
+        [
+            ("w", TfidfVectorizer(analyzer=token_ngrams, min_df=2, sublinear_tf=True), schema.TOKENS),
+            ("c", TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), min_df=3, sublinear_tf=True,
+                                  max_features=20000), schema.NORM_TEXT),
+        ]
+    )
+
+
+def act_inputs(messages: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        schema.TOKENS: [list(t) for t in messages[schema.TOKENS]],
+        schema.NORM_TEXT: messages[schema.NORM_TEXT].astype(str).to_numpy(),
+    })
+
+
+# --- conversation structure (risk model) -------------------------------------------------
+NEGATIVE_CUES = (
+    "投诉", "差评", "垃圾", "骗", "态度", "无语", "失望", "生气", "愤怒", "恶心", "坑", "呵呵", "还没", "怎么还",
+    "为什么", "到底", "什么时候", "多少次", "几天了", "没人", "不管", "不理", "敷衍", "退款", "退货", "赔偿",
+    "举报", "12315", "工信部", "消协", "太差", "差劲", "再也不", "不满", "怒", "抓狂", "衰", "泪", "？？", "!!",
+)
+POSITIVE_CUES = ("谢谢", "感谢", "好的", "解决了", "满意", "赞", "给力", "辛苦", "哈哈", "收到", "可以了", "好评",
+                 "ok", "OK", "嘻嘻", "爱你", "鼓掌", "好吧")
+AGENT_ACTION_CUES = ("已", "为您", "帮您", "处理", "反馈", "核实", "安排", "私信", "联系", "提供", "请您", "稍等",
+                     "马上", "尽快", "抱歉", "歉意", "不便", "理解")
+
+
+def _count(text: str, cues: Sequence[str]) -> int:
+    return sum(text.count(c) for c in cues)
+
+
+def _bigrams(text: str) -> set[str]:
+    return {text[i:i + 2] for i in range(max(len(text) - 1, 0))}
+
+
+def _max_repeat(texts: list[str]) -> float:
+    """Highest char-bigram Jaccard between two customer messages: the customer asking again."""
+    grams = [_bigrams(t) for t in texts if len(t) >= 4]
+    best = 0.0
+    for i in range(len(grams)):
+        for j in range(i + 1, len(grams)):
+            union = len(grams[i] | grams[j])
+            if union:
+                best = max(best, len(grams[i] & grams[j]) / union)
+    return best
+
+
+def turn_runs(roles: Sequence[str]) -> list[tuple[str, int, int]]:
+    """Consecutive same-role messages form one turn: (role, start, end) over positions."""
+    runs: list[tuple[str, int, int]] = []
+    for i, r in enumerate(roles):
+        if runs and runs[-1][0] == r:
+            runs[-1] = (r, runs[-1][1], i + 1)
+        else:
+            runs.append((r, i, i + 1))
+    return runs
+
+
+STRUCT_FEATURES = (
+    "n_messages", "n_turns", "n_customer", "n_agent", "customer_ratio", "has_agent", "last_is_agent",
+    "cust_len_mean", "cust_len_max", "cust_len_first", "cust_len_last", "agent_len_mean", "agent_len_last",
+    "cust_q", "cust_excl", "cust_neg", "cust_pos", "last_cust_neg", "last_cust_pos", "last_cust_q",
+    "first_cust_neg", "agent_action", "agent_q", "cust_repeat", "agent_after_last_cust",
+    "n_cust_turns_after_agent",
+)
+
+
+def conversation_structure(messages: pd.DataFrame) -> pd.DataFrame:
+    """One row per conversation with turn-structure and cue counts (index: conversation_id)."""
+    rows = []
+    for cid, g in messages.groupby(schema.CONVERSATION_ID, sort=False):
+        g = g.sort_values(schema.SEQ)
+        roles = ["agent" if r in ("agent", "bot") else str(r) for r in g[schema.ROLE]]
+        texts = [str(t) for t in g[schema.NORM_TEXT]]
+        cust = [t for t, r in zip(texts, roles, strict=True) if r == "customer"]
+        agent = [t for t, r in zip(texts, roles, strict=True) if r == "agent"]
+        runs = turn_runs(roles)
+        cruns = [" ".join(texts[s:e]) for r, s, e in runs if r == "customer"]
+        last_c = cruns[-1] if cruns else ""
+        first_c = cruns[0] if cruns else ""
+        cjoin = " ".join(cust)
+        ajoin = " ".join(agent)
+        last_cust_pos = max((i for i, r in enumerate(roles) if r == "customer"), default=-1)
+        first_agent = next((i for i, r in enumerate(roles) if r == "agent"), len(roles))
+        rows.append({
+            schema.CONVERSATION_ID: cid,
+            "n_messages": len(texts),
+            "n_turns": len(runs),
+            "n_customer": len(cust),
+            "n_agent": len(agent),
+            "customer_ratio": len(cust) / max(len(texts), 1),
+            "has_agent": float(bool(agent)),
+            "last_is_agent": float(bool(roles) and roles[-1] == "agent"),
+            "cust_len_mean": float(np.mean([len(t) for t in cust])) if cust else 0.0,
+            "cust_len_max": max((len(t) for t in cust), default=0),
+            "cust_len_first": len(first_c),
+            "cust_len_last": len(last_c),
+            "agent_len_mean": float(np.mean([len(t) for t in agent])) if agent else 0.0,
+            "agent_len_last": len(agent[-1]) if agent else 0,
+            "cust_q": cjoin.count("?") + cjoin.count("？") + cjoin.count("吗"),
+            "cust_excl": cjoin.count("!") + cjoin.count("！"),
+            "cust_neg": _count(cjoin, NEGATIVE_CUES),
+            "cust_pos": _count(cjoin, POSITIVE_CUES),
+            "last_cust_neg": _count(last_c, NEGATIVE_CUES),
+            "last_cust_pos": _count(last_c, POSITIVE_CUES),
+            "last_cust_q": last_c.count("?") + last_c.count("？"),
+            "first_cust_neg": _count(first_c, NEGATIVE_CUES),
+            "agent_action": _count(ajoin, AGENT_ACTION_CUES),
+            "agent_q": ajoin.count("?") + ajoin.count("？"),
+            "cust_repeat": _max_repeat(cust),
+            "agent_after_last_cust": float(any(r == "agent" for r in roles[last_cust_pos + 1:])),
+            "n_cust_turns_after_agent": sum(1 for r, s, _ in runs if r == "customer" and s > first_agent),
+        })
+    if not rows:
+        return pd.DataFrame(columns=[schema.CONVERSATION_ID, *STRUCT_FEATURES]).set_index(
+            schema.CONVERSATION_ID)
+    return pd.DataFrame(rows).set_index(schema.CONVERSATION_ID)
+
+
+def conversation_texts(messages: pd.DataFrame) -> pd.DataFrame:
+    """Per conversation: all text, customer text, agent text, last customer turn (for ridge stage)."""
+    rows = []
+    for cid, g in messages.groupby(schema.CONVERSATION_ID, sort=False):
+        g = g.sort_values(schema.SEQ)
+        roles = ["agent" if r in ("agent", "bot") else str(r) for r in g[schema.ROLE]]
+        texts = [str(t) for t in g[schema.NORM_TEXT]]
+        runs = turn_runs(roles)
+        cruns = [" ".join(texts[s:e]) for r, s, e in runs if r == "customer"]
+        rows.append({
+            schema.CONVERSATION_ID: cid,
+            "all": " | ".join(f"{'C' if r == 'customer' else 'A'}:{t}" for r, t in zip(roles, texts,
+                                                                                       strict=True)),
+            "customer": " ".join(t for t, r in zip(texts, roles, strict=True) if r == "customer"),
+            "agent": " ".join(t for t, r in zip(texts, roles, strict=True) if r == "agent"),
+            "last_customer": cruns[-1] if cruns else "",
+        })
+    return pd.DataFrame(rows, columns=[schema.CONVERSATION_ID, "all", "customer", "agent",
+                                       "last_customer"]).set_index(schema.CONVERSATION_ID)
+
+
+def act_aggregates(acts: pd.DataFrame | None, index: pd.Index) -> pd.DataFrame:
+    """Mean and max of each act probability over a conversation's agent messages (0 when none)."""
+    cols = [schema.act_column(a) for a in schema.ACT_LABELS]
+    names = [f"{s}_{c}" for s in ("mean", "max") for c in cols]
+    if acts is None or acts.empty:
+        return pd.DataFrame(0.0, index=index, columns=names)
+    g = acts.groupby(schema.CONVERSATION_ID)[cols]
+    agg = pd.concat([g.mean().add_prefix("mean_"), g.max().add_prefix("max_")], axis=1)
+    return agg.reindex(index).fillna(0.0)[names]
+
+
+def finding_counts(findings: pd.DataFrame | None, index: pd.Index) -> pd.DataFrame:
+    """Counts of findings per dimension and polarity, per conversation."""
+    names = [f"f_{d}_{'pos' if p == '+' else 'neg'}" for d in schema.DIMENSIONS for p in schema.POLARITIES]
+    out = pd.DataFrame(0.0, index=index, columns=names)
+    if findings is None or findings.empty:
+        return out
+    for (cid, d, p), n in findings.groupby([schema.CONVERSATION_ID, schema.DIMENSION,
+                                            schema.POLARITY]).size().items():
+        col = f"f_{d}_{'pos' if p == '+' else 'neg'}"
+        if cid in out.index and col in out.columns:
+            out.loc[cid, col] = float(n)
+    return out
