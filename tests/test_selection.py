@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from qa_inspect import schema as S
 from qa_inspect.errors import UsageError
-from qa_inspect.selection import coach_picks, review_queue, sample_conversations
+from qa_inspect.selection import (
+    coach_csv_path,
+    coach_picks,
+    review_queue,
+    sample_conversations,
+    write_coach_csv,
+)
 
 GRADES = ["优秀", "合格", "待改进", "不合格"]
 
@@ -99,3 +108,34 @@ def test_coach_picks_weakest_rules_with_evidence() -> None:
     assert picks.iloc[0]["weak_rules"] == "ATT-001"
     with pytest.raises(UsageError):
         coach_picks(c, trace, agent_id="a0", dimension="charm")
+
+
+HOSTILE_AGENTS = ["../../x", "..", "/etc/passwd", "a/b", "a\\b", "CON", "nul.txt", "客服/小美", "a\x00b", "A01", "a01",
+                  "x" * 400]
+
+
+def test_coach_csv_stays_inside_out_dir_for_hostile_agent_ids(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    picks = pd.DataFrame({S.CONVERSATION_ID: ["c1"], S.AGENT_ID: ["?"], "evidence": ["#1 ATT-001 (-10.0): 不知道"]})
+    paths = [write_coach_csv(picks.assign(**{S.AGENT_ID: a}), out, a) for a in HOSTILE_AGENTS]
+    root = os.path.realpath(out)
+    for a, p in zip(HOSTILE_AGENTS, paths, strict=True):
+        assert os.path.dirname(os.path.realpath(p)) == root, a  # directly inside, no sub-folders
+        assert p.name.startswith("coach_") and p.suffix == ".csv" and len(p.name.encode()) <= 255
+        back = pd.read_csv(p, encoding="utf-8-sig", dtype=str, keep_default_na=False)
+        if "\x00" not in a:
+            assert back[S.AGENT_ID].tolist() == [a]
+    assert len(set(paths)) == len(HOSTILE_AGENTS)  # distinct agents never share (or overwrite) a file
+    assert sorted(os.listdir(out)) == sorted(p.name for p in paths)  # nothing written anywhere else
+    assert not (tmp_path / "x").exists() and not any(tmp_path.glob("*.csv"))
+    assert coach_csv_path(out, "a01") == out / "coach_a01.csv"  # ordinary ids stay readable
+
+
+def test_coach_csv_is_formula_safe(tmp_path: Path) -> None:
+    picks = pd.DataFrame({S.CONVERSATION_ID: ["c1"], S.AGENT_ID: ["a01"], "points_lost": [-12.5],
+                          "evidence": ["=HYPERLINK(\"http://x\")"]})
+    p = write_coach_csv(picks, tmp_path, "a01")
+    raw = p.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    back = pd.read_csv(p, encoding="utf-8-sig")
+    assert back.loc[0, "evidence"] == "'=HYPERLINK(\"http://x\")" and back.loc[0, "points_lost"] == -12.5

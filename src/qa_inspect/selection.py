@@ -15,6 +15,7 @@ import pandas as pd
 
 from qa_inspect import schema as S
 from qa_inspect.errors import UsageError, UserError
+from qa_inspect.safe_io import safe_path, write_csv_safe
 
 REASON = "reason"
 DETAIL = "detail"
@@ -216,7 +217,6 @@ def sample_from_store(db: Path | str | None, *, per_agent: int, seed: int, out_d
                       nights: list[str] | None = None) -> tuple[pd.DataFrame, Path | None]:
     """抽检 from the store (latest scoring, overrides applied); writes ``sample.csv`` when out_dir."""
     from qa_inspect import store
-    from qa_inspect.pipeline import write_csv
 
     db = store.resolve_db(db, out_dir)
     with store.open_store(db, read_only=True) as con:
@@ -224,15 +224,14 @@ def sample_from_store(db: Path | str | None, *, per_agent: int, seed: int, out_d
     if conv.empty:
         raise UserError(f"no conversations in the store {db}" + (f" for nights {nights}" if nights else ""))
     picks = sample_conversations(conv, per_agent=per_agent, seed=seed)
-    path = write_csv(picks, Path(out_dir) / "sample.csv") if out_dir is not None else None
+    path = write_csv_safe(picks, safe_path(out_dir, "sample", suffix=".csv")) if out_dir is not None else None
     return picks, path
 
 
 def coach_from_store(db: Path | str | None, *, agent_id: str, dimension: str | None = None, n: int = 10,
                      out_dir: Path | str | None = None) -> tuple[pd.DataFrame, Path | None]:
-    """Coaching picks for one agent from the store; writes ``coach_<agent>.csv`` when out_dir."""
+    """Coaching picks for one agent from the store; writes :func:`coach_csv_path` when out_dir."""
     from qa_inspect import store
-    from qa_inspect.pipeline import write_csv
 
     db = store.resolve_db(db, out_dir)
     with store.open_store(db, read_only=True) as con:
@@ -244,8 +243,20 @@ def coach_from_store(db: Path | str | None, *, agent_id: str, dimension: str | N
             raise UsageError(f"no conversations for agent '{agent_id}'; agents in the store: {known}")
         trace = store.read_trace(con, conv[S.CONVERSATION_ID].tolist())
     picks = coach_picks(conv, trace, agent_id=agent_id, dimension=dimension, n=n)
-    path = None
-    if out_dir is not None:
-        safe = hashlib.sha1(agent_id.encode()).hexdigest()[:8]
-        path = write_csv(picks, Path(out_dir) / f"coach_{safe}.csv")
+    path = write_coach_csv(picks, out_dir, agent_id) if out_dir is not None else None
     return picks, path
+
+
+def coach_csv_path(out_dir: Path | str, agent_id: str) -> Path:
+    """``out_dir/coach_<agent>.csv``; agent ids come from exported chats, so the name is made safe.
+
+    ``safe_path`` keeps ordinary ids readable (``coach_a01.csv``) and appends a hash whenever it
+    had to change the id (``../../x``, ``客服/小美``, upper case), so the file always lands inside
+    ``out_dir`` and two agents never share a file.
+    """
+    return safe_path(out_dir, f"coach_{agent_id}", suffix=".csv")
+
+
+def write_coach_csv(picks: pd.DataFrame, out_dir: Path | str, agent_id: str) -> Path:
+    """Write coaching picks to :func:`coach_csv_path` as formula-safe UTF-8-BOM CSV (Excel/WPS)."""
+    return write_csv_safe(picks, coach_csv_path(out_dir, agent_id))
