@@ -45,6 +45,7 @@ def run_dir(night1: list[Path], rules_copy: Path, tmp_path_factory: pytest.TempP
     res = CliRunner().invoke(app, ["run", *map(str, night1), "--out", str(out), "-q", "--rules", str(rules_copy)])
     assert res.exit_code == 0, res.output
     assert "conversations" in res.output
+    assert "stage seconds [local, 1 partitions]: config " in res.output  # the per-stage line, even with -q
     return out
 
 
@@ -73,6 +74,8 @@ def test_run_writes_outputs_and_store(run_dir: Path) -> None:
     with store.open_store(run_dir / "qa.duckdb", read_only=True) as con:
         counts = store.count_rows(con)
     assert counts["conversations"] == len(conv) == summary["conversations"]
+    assert summary["files"] == len(NIGHT1) and summary["seconds"] > 0
+    assert {"ingest", "rules", "store", "outputs", "reports"} <= set(summary["stage_seconds"])
     assert counts["messages"] == len(msgs)
     agents = pd.read_csv(run_dir / "agents.csv", encoding="utf-8-sig")
     assert agents["conversations"].sum() == len(conv)

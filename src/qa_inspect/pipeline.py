@@ -1,8 +1,8 @@
 """The nightly audit: ingest → partitions → process_partition → store → outputs → reports.
 
 Work is split into partitions of whole conversations so the same ``process_partition`` runs in
-one process or in a process pool (each worker loads the configuration once in its
-initializer). Template rules need counts over the whole batch, hence two passes: pass 1
+one process, a process pool or on a dask cluster (engines.py; each worker loads the
+configuration once). Seconds per stage go into run_summary.json (``stage_seconds``). Template rules need counts over the whole batch, hence two passes: pass 1
 normalises/tokenises each partition and counts agent reply templates, pass 2 does the rest with
 the merged counts. Other stages are imported lazily so that a missing stage fails the run with
 a clear message instead of breaking ``import qa_inspect``.
@@ -13,14 +13,12 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import multiprocessing
 import os
 import socket
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -191,14 +189,39 @@ def split_partitions(messages: pd.DataFrame, size: int = DEFAULT_PARTITION) -> l
     return [g.reset_index(drop=True) for _, g in m.groupby(part, sort=True)]
 
 
-def prepare_partition(partition: pd.DataFrame, ctx: Context) -> tuple[pd.DataFrame, Counter[str]]:
+class StageTimer:
+    """Seconds per stage, summed over calls. Plain data (picklable) so workers can send it back."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+
+    def add(self, seconds: dict[str, float]) -> None:
+        for k, v in seconds.items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + v
+
+
+def prepare_partition(partition: pd.DataFrame, ctx: Context,
+                      timer: StageTimer | None = None) -> tuple[pd.DataFrame, Counter[str]]:
     """Pass 1: normalise + tokenise (if not yet) and count reply templates."""
+    t = timer or StageTimer()
     p = partition
     if S.NORM_TEXT not in p.columns:
-        p = stage("qa_inspect.text.normalize", "normalize")(p)
+        with t("normalize"):
+            p = stage("qa_inspect.text.normalize", "normalize")(p)
     if S.TOKENS not in p.columns:
-        p = stage("qa_inspect.text.tokenize", "tokenize")(p, ctx.tokenizer)
-    return p, Counter(stage("qa_inspect.ruleengine", "template_counts")(p))
+        with t("tokenize"):
+            p = stage("qa_inspect.text.tokenize", "tokenize")(p, ctx.tokenizer)
+    with t("template_counts"):
+        counts = Counter(stage("qa_inspect.ruleengine", "template_counts")(p))
+    return p, counts
 
 
 @dataclass
@@ -209,60 +232,58 @@ class PartitionResult:
     review_items: pd.DataFrame  # from models.combine
     stats: pd.DataFrame  # kpis.STATS_COLUMNS
     messages: pd.DataFrame  # the partition with NORM_TEXT (tokens dropped)
+    seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds spent on this partition
 
 
 def process_partition(partition: pd.DataFrame, ctx: Context,
-                      template_counts: Counter[str] | None = None) -> PartitionResult:
+                      template_counts: Counter[str] | None = None,
+                      timer: StageTimer | None = None) -> PartitionResult:
     """Every per-conversation stage on one partition of whole conversations.
 
     ``template_counts``: reply-template counts merged over the whole batch (pass 1); None uses
-    this partition's own counts (fine when the partition is the whole batch).
+    this partition's own counts (fine when the partition is the whole batch). ``timer``
+    accumulates seconds per stage (the result's ``seconds`` holds this call's share).
     """
-    p, own = prepare_partition(partition, ctx)
-    counts = template_counts if template_counts is not None else own
-    rule_f = stage("qa_inspect.ruleengine", "apply_rules")(p, ctx.ruleset, ctx.shops)
-    tmpl_f = stage("qa_inspect.ruleengine", "apply_template_rules")(p, ctx.ruleset, counts, ctx.shops)
-    kb_f = stage("qa_inspect.knowledge", "verify_knowledge")(p, ctx.kbs)
-    acts = stage("qa_inspect.models", "predict_acts")(p, ctx.models)
-    model_f = stage("qa_inspect.models", "act_findings")(p, acts, ctx.models, ctx.thresholds)
-    frames = [f for f in (rule_f, tmpl_f) if f is not None and len(f)]
-    base_f = pd.concat(frames, ignore_index=True) if frames else S.empty_findings()
-    combined, review_items = stage("qa_inspect.models.combine", "combine")(base_f, model_f, acts, ctx.thresholds)
-    # Knowledge findings are checked against the catalogue, not guessed: they bypass the
-    # rule/model combination (combine's contract: knowledge findings pass through).
-    frames = [f for f in (combined, kb_f) if f is not None and len(f)]
-    findings = pd.concat(frames, ignore_index=True) if frames else S.empty_findings()
-    risk = stage("qa_inspect.models", "predict_risk")(p, acts, findings, ctx.models)
-    conv = build_conversations(p, ctx.shops, ctx.scorecard.presale_intent_words)
-    if risk is not None and len(risk):
-        r = risk.set_index(S.CONVERSATION_ID)[S.RISK]
-        conv[S.RISK] = conv[S.CONVERSATION_ID].map(r).astype("float64")
-    veto_rules = {r.id for r in getattr(ctx.ruleset, "rules", []) if getattr(r, "veto", False)}
-    scores, trace = score_conversations(conv, findings, ctx.scorecard, ctx.shops, veto_rules=veto_rules)
-    stats = conversation_stats(p, conv, ctx.shops, slow_reply_s=ctx.scorecard.slow_reply_seconds)
+    t = StageTimer()
+    if template_counts is not None and S.NORM_TEXT in partition.columns and S.TOKENS in partition.columns:
+        p, counts = partition, template_counts  # prepared in pass 1: nothing to redo
+    else:
+        p, own = prepare_partition(partition, ctx, t)
+        counts = template_counts if template_counts is not None else own
+    with t("rules"):
+        rule_f = stage("qa_inspect.ruleengine", "apply_rules")(p, ctx.ruleset, ctx.shops)
+        tmpl_f = stage("qa_inspect.ruleengine", "apply_template_rules")(p, ctx.ruleset, counts, ctx.shops)
+    with t("knowledge"):
+        kb_f = stage("qa_inspect.knowledge", "verify_knowledge")(p, ctx.kbs)
+    with t("models"):
+        acts = stage("qa_inspect.models", "predict_acts")(p, ctx.models)
+        model_f = stage("qa_inspect.models", "act_findings")(p, acts, ctx.models, ctx.thresholds)
+    with t("combine"):
+        frames = [f for f in (rule_f, tmpl_f) if f is not None and len(f)]
+        base_f = pd.concat(frames, ignore_index=True) if frames else S.empty_findings()
+        combined, review_items = stage("qa_inspect.models.combine", "combine")(base_f, model_f, acts,
+                                                                               ctx.thresholds)
+        # Knowledge findings are checked against the catalogue, not guessed: they bypass the
+        # rule/model combination (combine's contract: knowledge findings pass through).
+        frames = [f for f in (combined, kb_f) if f is not None and len(f)]
+        findings = pd.concat(frames, ignore_index=True) if frames else S.empty_findings()
+    with t("models"):
+        risk = stage("qa_inspect.models", "predict_risk")(p, acts, findings, ctx.models)
+    with t("score"):
+        conv = build_conversations(p, ctx.shops, ctx.scorecard.presale_intent_words)
+        if risk is not None and len(risk):
+            r = risk.set_index(S.CONVERSATION_ID)[S.RISK]
+            conv[S.RISK] = conv[S.CONVERSATION_ID].map(r).astype("float64")
+        veto_rules = {r.id for r in getattr(ctx.ruleset, "rules", []) if getattr(r, "veto", False)}
+        scores, trace = score_conversations(conv, findings, ctx.scorecard, ctx.shops, veto_rules=veto_rules)
+    with t("kpis"):
+        stats = conversation_stats(p, conv, ctx.shops, slow_reply_s=ctx.scorecard.slow_reply_seconds)
     n_in = partition[S.CONVERSATION_ID].nunique()
     if len(scores) != n_in:
         raise BugError(f"process_partition: {n_in} conversations in, {len(scores)} scored")
-    return PartitionResult(scores, findings, trace, review_items, stats, _plain(p))
-
-
-# pool workers: the context is loaded once per worker process by the initializer
-_WORKER_CTX: Context | None = None
-
-
-def _init_worker(rules_dir: Path, models_dir: Path | None) -> None:
-    global _WORKER_CTX
-    _WORKER_CTX = load_context(rules_dir, models_dir)
-
-
-def _pool_prepare(partition: pd.DataFrame) -> tuple[pd.DataFrame, Counter[str]]:
-    assert _WORKER_CTX is not None
-    return prepare_partition(partition, _WORKER_CTX)
-
-
-def _pool_process(args: tuple[pd.DataFrame, Counter[str]]) -> PartitionResult:
-    assert _WORKER_CTX is not None
-    return process_partition(args[0], _WORKER_CTX, args[1])
+    if timer is not None:
+        timer.add(t.seconds)
+    return PartitionResult(scores, findings, trace, review_items, stats, _plain(p), dict(t.seconds))
 
 
 # --------------------------------------------------------------------------- progress
@@ -318,6 +339,14 @@ class RunSummary:
     mean_total: float = float("nan")
     nights: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    engine: str = "local"
+    workers: int = 1
+    partitions: int = 0
+    context_loads: int = 0  # contexts loaded inside workers (pool/dask): one per worker, not per partition
+    # seconds per stage; partition stages are summed over partitions (in a pool or on dask:
+    # worker-side time, which can exceed the wall time)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    wall_seconds: dict[str, float] = field(default_factory=dict)  # the client's clock per phase
     outputs: dict[str, str] = field(default_factory=dict)
     reports: str | None = None
 
@@ -326,6 +355,25 @@ class RunSummary:
                 f"{self.conversations} conversations, {self.findings} findings, {self.vetoes} vetoes, "
                 f"mean total {self.mean_total:.1f}, {self.review_items} review-queue rows; nights "
                 f"{', '.join(self.nights) or '-'}; {self.seconds:.1f}s; outputs in {self.out_dir}; store {self.db}")
+
+    def stage_text(self) -> str:
+        """One plain line: seconds per stage, then the wall clock per phase."""
+        stages = " ".join(f"{k} {v:.2f}" for k, v in ordered(self.stage_seconds).items())
+        wall = " ".join(f"{k} {v:.2f}" for k, v in self.wall_seconds.items())
+        where = "" if self.engine == "local" else (f" (partition stages summed over {self.workers} workers, "
+                                                   f"context loaded {self.context_loads}x)")
+        return (f"stage seconds [{self.engine}, {self.partitions} partitions]{where}: {stages}; "
+                f"wall: {wall}")
+
+
+STAGE_ORDER = ("config", "ingest", "partition", "normalize", "tokenize", "template_counts", "rules", "knowledge",
+               "models", "combine", "score", "kpis", "merge", "store", "outputs", "reports")
+
+
+def ordered(seconds: dict[str, float]) -> dict[str, float]:
+    """Stages in pipeline order (unknown ones last), rounded for the JSON summary."""
+    keys = [k for k in STAGE_ORDER if k in seconds] + sorted(k for k in seconds if k not in STAGE_ORDER)
+    return {k: round(seconds[k], 4) for k in keys}
 
 
 def _concat(frames: Sequence[pd.DataFrame], empty: pd.DataFrame) -> pd.DataFrame:
@@ -336,102 +384,115 @@ def _concat(frames: Sequence[pd.DataFrame], empty: pd.DataFrame) -> pd.DataFrame
 def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Path | str | None = None,
               models_dir: Path | str | None = None, db: Path | str | None = None, workers: int = 1,
               partition_size: int = DEFAULT_PARTITION, reporter: Reporter | None = None,
-              render: bool = True) -> RunSummary:
-    """The nightly run. Returns a summary; raises UserError (bad input) or BugError."""
+              render: bool = True, engine: str | None = None, dask_address: str | None = None) -> RunSummary:
+    """The nightly run. Returns a summary; raises UserError (bad input), UsageError (engine options
+    that contradict each other) or BugError.
+
+    ``engine``: ``local``, ``pool`` or ``dask`` (engines.ENGINES); None picks dask when
+    ``dask_address`` is given, pool when ``workers`` > 1, else local.
+    """
+    from qa_inspect.engines import EngineOptions, resolve_engine, run_engine
+
     t0 = time.monotonic()
     rep = reporter or Reporter(quiet=True)
-    if workers < 1:
-        raise UserError("--workers must be at least 1")
+    opts = EngineOptions(workers=workers, dask_address=dask_address,
+                         models_dir=Path(models_dir) if models_dir else None)
+    engine_name = resolve_engine(engine, opts)
     out = Path(out_dir)
     db_path = Path(db) if db else out / "qa.duckdb"
     started = datetime.now(UTC)
     run_id = started.strftime("%Y%m%dT%H%M%SZ") + "-" + hashlib.sha1(
         f"{os.getpid()}{time.time_ns()}".encode()).hexdigest()[:6]
+    timer = StageTimer()
+    wall: dict[str, float] = {}
     with run_lock(out, rep.log):
         rep.log("loading configuration, knowledge and models")
-        ctx = load_context(rules_dir, models_dir)
+        with timer("config"):
+            ctx = load_context(rules_dir, models_dir)
         rep.log(f"ingesting {len(paths)} path(s)")
-        ingest = stage("qa_inspect.ingest", "ingest_paths")(list(paths), rules_dir=ctx.rules_dir)
+        with timer("ingest"):
+            ingest = stage("qa_inspect.ingest", "ingest_paths")(list(paths), rules_dir=ctx.rules_dir)
         messages = ingest.messages
         if messages.empty:
             raise UserError(f"no usable messages in {', '.join(map(str, paths))} "
                             f"({len(ingest.rejects)} rejected rows)")
-        parts = split_partitions(messages, partition_size)
+        with timer("partition"):
+            parts = split_partitions(messages, partition_size)
         n = len(parts)
-        rep.log(f"{messages[S.CONVERSATION_ID].nunique()} conversations in {n} partition(s), {workers} worker(s)")
-        if workers == 1:
-            prepared = []
-            for i, p in enumerate(parts, 1):
-                prepared.append(prepare_partition(p, ctx))
-                rep.progress("prepare", i, n)
-            counts = stage("qa_inspect.ruleengine", "merge_template_counts")([c for _, c in prepared])
-            results = []
-            for i, (p, _) in enumerate(prepared, 1):
-                results.append(process_partition(p, ctx, counts))
-                rep.progress("score", i, n)
-        else:
-            mp = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=mp, initializer=_init_worker,
-                                     initargs=(ctx.rules_dir, Path(models_dir) if models_dir else None)) as pool:
-                prepared = []
-                for i, r in enumerate(pool.map(_pool_prepare, parts), 1):
-                    prepared.append(r)
-                    rep.progress("prepare", i, n)
-                counts = stage("qa_inspect.ruleengine", "merge_template_counts")([c for _, c in prepared])
-                results = []
-                for i, r in enumerate(pool.map(_pool_process, [(p, counts) for p, _ in prepared]), 1):
-                    results.append(r)
-                    rep.progress("score", i, n)
-        del prepared
-        summary = _finish(results, ingest, ctx, run_id=run_id, started=started, out=out, db_path=db_path,
-                          paths=paths, rep=rep, render=render)
-    summary.seconds = time.monotonic() - t0
-    summary.files = len(getattr(ingest, "files", []) or [])
+        wall.update(timer.seconds)
+        rep.log(f"{messages[S.CONVERSATION_ID].nunique()} conversations in {n} partition(s), engine {engine_name}"
+                + (f", {workers} worker(s)" if engine_name == "pool" else "")
+                + (f" at {dask_address}" if engine_name == "dask" else ""))
+        ran = run_engine(engine_name, parts, ctx, opts, rep)
+        del parts
+        timer.add(ran.stage_seconds)
+        wall.update(ran.wall_seconds)
+        summary = _finish(ran.results, ingest, ctx, run_id=run_id, started=started, out=out, db_path=db_path,
+                          paths=paths, rep=rep, render=render, timer=timer, wall=wall)
+        summary.files = len(getattr(ingest, "files", []) or [])
+        summary.engine, summary.workers, summary.partitions = engine_name, ran.workers, n
+        summary.context_loads = ran.context_loads
+        summary.stage_seconds = ordered(timer.seconds)
+        summary.seconds = time.monotonic() - t0
+        wall["total"] = summary.seconds
+        summary.wall_seconds = {k: round(v, 4) for k, v in wall.items()}
+        _atomic(out / "run_summary.json", lambda p: p.write_text(json.dumps(
+            {k: (str(v) if isinstance(v, Path) else v) for k, v in summary.__dict__.items()},
+            ensure_ascii=False, indent=2, default=str), encoding="utf-8"))
     return summary
 
 
 def _finish(results: list[PartitionResult], ingest: Any, ctx: Context, *, run_id: str, started: datetime,
-            out: Path, db_path: Path, paths: Sequence[Path | str], rep: Reporter, render: bool) -> RunSummary:
+            out: Path, db_path: Path, paths: Sequence[Path | str], rep: Reporter, render: bool,
+            timer: StageTimer, wall: dict[str, float]) -> RunSummary:
+    """Client side after the engine: merge partition results, store, outputs, reports (timed
+    into ``timer``; these run once on the client, so ``wall`` gets the same figures)."""
     from qa_inspect import store
 
-    conversations = _concat([r.conversations for r in results], pd.DataFrame())
-    findings = _concat([r.findings for r in results], S.empty_findings())
-    trace = _concat([r.trace for r in results], pd.DataFrame(columns=list(TRACE_COLUMNS)))
-    review_items = _concat([r.review_items for r in results], pd.DataFrame({S.CONVERSATION_ID: []}))
-    stats = _concat([r.stats for r in results], pd.DataFrame())
-    messages = _concat([r.messages for r in results], S.empty_messages())
-
-    events = events_frame(messages, ctx.shops)
-    att = attribute_events(stats, events)
-    conv_kpis = stats.merge(att, on=S.CONVERSATION_ID, how="left")
-    queue = review_queue(conversations, review_items)
-    nights = sorted(str(x) for x in conversations[S.NIGHT].dropna().unique())
+    before = dict(timer.seconds)
+    with timer("merge"):
+        conversations = _concat([r.conversations for r in results], pd.DataFrame())
+        findings = _concat([r.findings for r in results], S.empty_findings())
+        trace = _concat([r.trace for r in results], pd.DataFrame(columns=list(TRACE_COLUMNS)))
+        review_items = _concat([r.review_items for r in results], pd.DataFrame({S.CONVERSATION_ID: []}))
+        stats = _concat([r.stats for r in results], pd.DataFrame())
+        messages = _concat([r.messages for r in results], S.empty_messages())
+    with timer("kpis"):
+        events = events_frame(messages, ctx.shops)
+        att = attribute_events(stats, events)
+        conv_kpis = stats.merge(att, on=S.CONVERSATION_ID, how="left")
+        queue = review_queue(conversations, review_items)
+        nights = sorted(str(x) for x in conversations[S.NIGHT].dropna().unique())
 
     rep.log(f"writing store {db_path}")
     run = store.RunRecord(run_id=run_id, started_at=started, ruleset_version=ctx.version, qa_version=__version__,
                           inputs=[str(p) for p in paths], out_dir=str(out), n_rejects=len(ingest.rejects),
                           nights=nights)
     with store.open_store(db_path) as con:
-        # the store keeps the automatic total (calibration compares it with people) ...
-        store.write_run(con, run, conversations=conversations, messages=messages, findings=findings, trace=trace,
-                        conversation_kpis=conv_kpis, review_queue=queue)
-        eff = store.read_conversations(con).set_index(S.CONVERSATION_ID)
-        # ... while outputs, KPIs and reports use a human override where one exists
-        conversations = apply_overrides(conversations, eff[S.HUMAN_TOTAL], ctx.scorecard)
-        agents = agent_kpis(stats, events, by=(S.SHOP_ID, S.AGENT_ID), scores=conversations)
-        shops_k = agent_kpis(stats, events, by=(S.SHOP_ID,), scores=conversations)
-        store.write_run_kpis(con, run_id, agents=agents, shops=shops_k)
-        trend = store.agent_trend(con)
+        with timer("store"):
+            # the store keeps the automatic total (calibration compares it with people) ...
+            store.write_run(con, run, conversations=conversations, messages=messages, findings=findings,
+                            trace=trace, conversation_kpis=conv_kpis, review_queue=queue)
+            eff = store.read_conversations(con).set_index(S.CONVERSATION_ID)
+        with timer("kpis"):
+            # ... while outputs, KPIs and reports use a human override where one exists
+            conversations = apply_overrides(conversations, eff[S.HUMAN_TOTAL], ctx.scorecard)
+            agents = agent_kpis(stats, events, by=(S.SHOP_ID, S.AGENT_ID), scores=conversations)
+            shops_k = agent_kpis(stats, events, by=(S.SHOP_ID,), scores=conversations)
+        with timer("store"):
+            store.write_run_kpis(con, run_id, agents=agents, shops=shops_k)
+            trend = store.agent_trend(con)
 
     rep.log(f"writing outputs to {out}")
-    conv_out = conversations[[*S.CONVERSATION_COLUMNS, S.NA_REASONS, AUTO_TOTAL, S.HUMAN_TOTAL, S.OVERRIDDEN]]
-    outputs: dict[str, str] = {}
-    for name, df in (("conversations", conv_out), ("findings", findings[list(S.FINDING_COLUMNS)]),
-                     ("agents", agents), ("shops", shops_k), ("review_queue", queue), ("score_trace", trace)):
-        outputs[f"{name}.csv"] = str(write_csv(df, out / f"{name}.csv"))
-        outputs[f"{name}.parquet"] = str(write_parquet(df, out / f"{name}.parquet"))
-    outputs["messages.parquet"] = str(write_parquet(ingest.messages, out / "messages.parquet"))
-    outputs["rejects.csv"] = str(write_csv(ingest.rejects, out / "rejects.csv"))
+    with timer("outputs"):
+        conv_out = conversations[[*S.CONVERSATION_COLUMNS, S.NA_REASONS, AUTO_TOTAL, S.HUMAN_TOTAL, S.OVERRIDDEN]]
+        outputs: dict[str, str] = {}
+        for name, df in (("conversations", conv_out), ("findings", findings[list(S.FINDING_COLUMNS)]),
+                         ("agents", agents), ("shops", shops_k), ("review_queue", queue), ("score_trace", trace)):
+            outputs[f"{name}.csv"] = str(write_csv(df, out / f"{name}.csv"))
+            outputs[f"{name}.parquet"] = str(write_parquet(df, out / f"{name}.parquet"))
+        outputs["messages.parquet"] = str(write_parquet(ingest.messages, out / "messages.parquet"))
+        outputs["rejects.csv"] = str(write_csv(ingest.rejects, out / "rejects.csv"))
 
     summary = RunSummary(run_id=run_id, out_dir=out, db=db_path, ruleset_version=ctx.version,
                          messages=len(ingest.messages), rejects=len(ingest.rejects),
@@ -439,11 +500,12 @@ def _finish(results: list[PartitionResult], ingest: Any, ctx: Context, *, run_id
                          vetoes=int(conversations[S.VETO].sum()),
                          mean_total=float(conversations[S.TOTAL].mean()), nights=nights, outputs=outputs)
     if render:
-        summary.reports = _render_reports(run_id, conv_out, messages, findings, agents, shops_k, trend, queue,
-                                          ctx, out, rep)
-    _atomic(out / "run_summary.json", lambda p: p.write_text(json.dumps(
-        {k: (str(v) if isinstance(v, Path) else v) for k, v in summary.__dict__.items()},
-        ensure_ascii=False, indent=2, default=str), encoding="utf-8"))
+        with timer("reports"):
+            summary.reports = _render_reports(run_id, conv_out, messages, findings, agents, shops_k, trend, queue,
+                                              ctx, out, rep)
+    for k in ("merge", "kpis", "store", "outputs", "reports"):
+        if k in timer.seconds:
+            wall[k] = timer.seconds[k] - before.get(k, 0.0)  # kpis: only the client-side share
     return summary
 
 

@@ -38,8 +38,14 @@ def register(app: typer.Typer) -> None:
                                                     "risk/). Default: the shipped act model, no risk "
                                                     "model.")] = None,
         db: DbOpt = None,
-        workers: Annotated[int, typer.Option("--workers", "-j", help="Worker processes (1 = in this "
-                                             "process).")] = 1,
+        workers: Annotated[int, typer.Option("--workers", "-j", help="Worker processes for the pool engine "
+                                             "(1 = in this process).")] = 1,
+        engine: Annotated[str | None, typer.Option("--engine", help="Execution engine: local, pool or dask. "
+                                                   "Default: dask with --dask, pool with --workers > 1, "
+                                                   "else local.")] = None,
+        dask: Annotated[str | None, typer.Option("--dask", help="Scheduler address of an existing "
+                                                 "dask.distributed cluster (e.g. tcp://host:8786); "
+                                                 "selects the dask engine.")] = None,
         partition_size: Annotated[int, typer.Option("--partition-size", help="Conversations per "
                                                     "partition.")] = DEFAULT_PARTITION,
         no_reports: Annotated[bool, typer.Option("--no-reports", help="Skip rendering HTML "
@@ -48,10 +54,13 @@ def register(app: typer.Typer) -> None:
                                             "summary.")] = False,
     ) -> None:
         """The nightly audit: import, score, store, write outputs and reports. Exit 0 ok, 1 user error
-        (bad input/config, output folder locked), 3 internal error."""
+        (bad input/config, output folder locked), 2 contradictory or unknown engine options, 3 internal
+        error. Ends with one line of seconds per stage (also in run_summary.json)."""
         summary = call(run_audit, paths, out, rules_dir=rules, models_dir=models, db=db, workers=workers,
-                       partition_size=partition_size, reporter=Reporter(quiet=quiet), render=not no_reports)
+                       partition_size=partition_size, reporter=Reporter(quiet=quiet), render=not no_reports,
+                       engine=engine, dask_address=dask)
         typer.echo(summary.text())
+        typer.echo(summary.stage_text())
 
     @app.command("sample")
     def sample(
