@@ -17,6 +17,7 @@ from qa_inspect.config import resolve_rules_dir
 from qa_inspect.errors import ConfigError
 from qa_inspect.knowledge.faq import FaqIndex
 from qa_inspect.knowledge.kb import (
+    FAQ_FILE,
     KNOWLEDGE_DIR,
     FaqEntry,
     Policies,
@@ -127,9 +128,15 @@ class KnowledgeBase:
         self.faq_skus = [frozenset(s for _, _, skus, _ in self.find_products(normalize_text(e.question))
                                    for s in skus) for e in self.faq]
         if self.faq:
-            self.faq_index = FaqIndex.build(self.faq, extra_words=catalog_words({self.shop_id: self}),
-                                            product_names=[w for p in self.products.values()
-                                                           for w in [p.name, *p.aliases]])
+            try:
+                self.faq_index = FaqIndex.build(self.faq, extra_words=catalog_words({self.shop_id: self}),
+                                                product_names=[w for p in self.products.values()
+                                                               for w in [p.name, *p.aliases]])
+            except ValueError as exc:
+                # scikit-learn: "empty vocabulary" when no question has a single word (e.g. only "？？").
+                faq_file = next((f for f in self.files if Path(f).name == FAQ_FILE), FAQ_FILE)
+                raise ConfigError(f"cannot index the FAQ questions ({exc})", file=faq_file,
+                                  key_path="question") from None
 
     # -- lookups -------------------------------------------------------------------------
     def find_products(self, norm: str) -> list[tuple[int, int, tuple[str, ...], str]]:

@@ -99,6 +99,29 @@ BATTERY_RE = _rx(rf"(?:续航|播放|听歌|连续使用|能用|可以用|用)\s
                  rf"(?:单次)?\s*(?P<num>{NUM})\s*(?:个)?\s*小时")
 
 
+# Every claim pattern above needs a number (Arabic, Chinese numerals, 半) or one of these words;
+# a message with none of them (and no material term) has no claim, so the ~30 patterns are
+# skipped. Keep in sync when adding a pattern (tests/knowledge compares with the full scan).
+CLAIM_CUE_RE = re.compile(rf"[\d{CN_NUM_CHARS}半]|包邮|免运|免邮|运费险|当天|今天|当日|货|卖完|卖光|售罄|库存|暂时没有"
+                          r"|没有了|送|赠")
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def _gate(*words: str) -> re.Pattern[str]:
+    """"Any of these words in the text" as one compiled alternation (C speed)."""
+    return re.compile("|".join(re.escape(w) for w in words))
+
+
+# Literal words each group of claim patterns needs (constants).
+G_PROMO, G_FREE_SHIP, G_FEE, G_INSURANCE = _gate("满"), _gate("包邮", "免运", "免邮"), _gate("费"), _gate("运费险")
+G_COUPON, G_DISCOUNT, G_DISPATCH = _gate("券"), _gate("折"), _gate("发", "出货", "寄出")
+G_RETURN, G_WARRANTY, G_HOURS = _gate("退", "无理由", "鉴赏期"), _gate("保", "包换"), _gate("小时")
+G_STOCK_NEG = _gate("货", "卖完", "卖光", "售罄", "库存", "暂时没有", "没有了")
+G_STOCK_POS, G_GIFT, G_PCT = _gate("货", "库存"), _gate("送", "赠"), _gate("%")
+
+
 class _Mask:
     def __init__(self, n: int) -> None:
         self.used = [False] * n
@@ -129,22 +152,28 @@ def _dur(m: re.Match[str]) -> tuple[str, float] | None:
 
 
 def extract_claims(norm: str, blocked: list[tuple[int, int]] = (),  # type: ignore[assignment]
-                   find_materials=None) -> list[Claim]:  # noqa: ANN001 - callable from the KB
+                   find_materials=None, *, prefilter: bool = True) -> list[Claim]:  # noqa: ANN001
     """All claims in a normalised agent message, in text order.
 
     ``blocked``: spans of product mentions (a name like "60支四件套" is not a spec claim).
     ``find_materials``: the KB's material-term finder (norm -> [(start, end, term)]).
+    ``prefilter``: skip texts without any claim cue, and pattern groups whose literal words are
+    absent (same result, much faster); False scans everything (the reference the tests use).
     """
+    if prefilter and not CLAIM_CUE_RE.search(norm) and (find_materials is None or not find_materials(norm)):
+        return []
     mask = _Mask(len(norm))
     for s, e in blocked:
         mask.take(s, e)
     out: list[Claim] = []
 
     # context checks read the text with product names blanked ("四件套" is not "四件")
-    ctx = list(norm)
-    for a, b in blocked:
-        ctx[a:b] = ["□"] * (b - a)
-    ctx_norm = "".join(ctx)
+    ctx_norm = norm
+    if blocked:
+        ctx = list(norm)
+        for a, b in blocked:
+            ctx[a:b] = ["□"] * (b - a)
+        ctx_norm = "".join(ctx)
 
     def add(kind: str, m_s: int, m_e: int, value: object, check: tuple[int, int] | None = None,
             **extra: object) -> None:
@@ -153,31 +182,38 @@ def extract_claims(norm: str, blocked: list[tuple[int, int]] = (),  # type: igno
             out.append(Claim(kind, m_s, m_e, value, dict(extra)))
             mask.take(m_s, m_e)
 
-    for m in PROMO_RE.finditer(norm):
+    # Each group of patterns below needs one of its literal words; testing those with ``in`` first
+    # skips most regex scans (tests/knowledge/test_kb_speed_paths.py checks the result is unchanged).
+    def has(gate: re.Pattern[str]) -> bool:
+        return not prefilter or gate.search(norm) is not None
+
+    for m in PROMO_RE.finditer(norm) if has(G_PROMO) else ():
         t, a = parse_number(m.group("t")), parse_number(m.group("a"))
         if t is not None and a is not None and a < t:
             add("promo", m.start(), m.end(), a, threshold=t)
-    for m in FREE_SHIP_RE.finditer(norm):
+    free_ship = has(G_FREE_SHIP)
+    for m in FREE_SHIP_RE.finditer(norm) if free_ship else ():
         t = parse_number(m.group("t") or m.group("t2"))
         if m.group("t2") and PRICE_CUE_END.search(clause_prefix(norm, m.start(), 6)):
             continue  # "活动价299元包邮": a price with free shipping, not a threshold
         if t is not None:
             add("free_shipping", m.start(), m.end(), t)
-    for m in FREE_ALL_RE.finditer(norm):
+    for m in FREE_ALL_RE.finditer(norm) if free_ship else ():
         add("free_shipping", m.start(), m.end(), 0.0)
-    for m in SHIP_FEE_RE.finditer(norm):
+    for m in SHIP_FEE_RE.finditer(norm) if has(G_FEE) else ():
         n = parse_number(m.group("n"))
         if n is not None and not clause_prefix(norm, m.start(), 3).endswith(("免", "不要", "没有", "无")):
             add("shipping_fee", m.start(), m.end(), n)
-    for m in INSURANCE_NEG_RE.finditer(norm):
+    insurance = has(G_INSURANCE)
+    for m in INSURANCE_NEG_RE.finditer(norm) if insurance else ():
         add("freight_insurance", m.start(), m.end(), False)
-    for m in INSURANCE_POS_RE.finditer(norm):
+    for m in INSURANCE_POS_RE.finditer(norm) if insurance else ():
         add("freight_insurance", m.start(), m.end(), True)
-    for m in COUPON_RE.finditer(norm):
+    for m in COUPON_RE.finditer(norm) if has(G_COUPON) else ():
         a = parse_number(m.group("a"))
         if a is not None and norm[max(0, m.start() - 1):m.start()] not in ("满", "减"):
             add("coupon", m.start(), m.end(), a)
-    for m in DISCOUNT_RE.finditer(norm):
+    for m in DISCOUNT_RE.finditer(norm) if has(G_DISCOUNT) else ():
         r = m.group("r").replace("点", ".")
         v = parse_number(r) if "." not in r or r[0].isdigit() else None
         if "." in r and not r[0].isdigit():
@@ -188,37 +224,38 @@ def extract_claims(norm: str, blocked: list[tuple[int, int]] = (),  # type: igno
             continue
         rate = v / 10 if v < 10 else v / 100
         add("discount", m.start(), m.end(), rate)
-    for rx in DISPATCH_RES:
+    dispatch = has(G_DISPATCH)
+    for rx in DISPATCH_RES if dispatch else ():
         for m in rx.finditer(norm):
             d = _dur(m)
             if d and d[0] == "hours":
                 add("dispatch", m.start(), m.end(), d[1])
-    for m in DISPATCH_SAME_DAY_RE.finditer(norm):
+    for m in DISPATCH_SAME_DAY_RE.finditer(norm) if dispatch else ():
         add("dispatch", m.start(), m.end(), 24.0, same_day=True)
-    for rx in RETURN_RES:
+    for rx in RETURN_RES if has(G_RETURN) else ():
         for m in rx.finditer(norm):
             n = parse_number(m.group("num"))
             if n is not None:
                 add("return", m.start(), m.end(), n)
-    for rx in WARRANTY_RES:
+    for rx in WARRANTY_RES if has(G_WARRANTY) else ():
         for m in rx.finditer(norm):
             d = _dur(m)
             if d and d[0] == "months":
                 add("warranty", m.start(), m.end(), d[1])
-    for m in BATTERY_RE.finditer(norm):
+    for m in BATTERY_RE.finditer(norm) if has(G_HOURS) else ():
         n = parse_number(m.group("num"))
         if n is not None:
             add("spec", m.start(), m.end(), n, unit="续航小时")
-    _prices(norm, ctx_norm, mask, add)
-    for m in STOCK_NEG_RE.finditer(norm):
+    _prices(norm, ctx_norm, mask, add, gated=prefilter)
+    for m in STOCK_NEG_RE.finditer(norm) if has(G_STOCK_NEG) else ():
         if STOCK_PAST_RE.search(clause_prefix(norm, m.start(), 12)):
             continue  # "补货几次都卖光了": popularity, not a statement that it is out of stock now
         add("stock", m.start(), m.end(), False)
-    for m in STOCK_POS_RE.finditer(norm):
+    for m in STOCK_POS_RE.finditer(norm) if has(G_STOCK_POS) else ():
         pre = clause_prefix(norm, m.start(), 2)
         if not pre.endswith(("没", "不", "无")):
             add("stock", m.start(), m.end(), True)
-    for m in GIFT_RE.finditer(norm):
+    for m in GIFT_RE.finditer(norm) if has(G_GIFT) else ():
         g = m.group("g")
         stop = GIFT_STOP.search(g)
         if stop:
@@ -240,13 +277,13 @@ def extract_claims(norm: str, blocked: list[tuple[int, int]] = (),  # type: igno
             if not (MATERIAL_CUE.search(clause) or norm[e:e + 1] == "的"):
                 continue
             out.append(Claim("material", s, e, term))
-    for m in PCT_RE.finditer(norm):
+    for m in PCT_RE.finditer(norm) if has(G_PCT) else ():
         p = m.group("p") or m.group("p2")
         t = m.group("t") or m.group("t2")
         pe = m.end("p") if m.group("p") else m.end()
         ps = m.start() if m.group("p") else m.start("p2")
         add("material_pct", m.start(), m.end(), float(p), check=(ps, pe), term=t)
-    for m in SPEC_RE.finditer(norm):
+    for m in SPEC_RE.finditer(norm) if not prefilter or _DIGIT.search(norm) else ():
         n = m.group("n") or m.group("n2")
         u = m.group("u") or m.group("u2")
         add("spec", m.start(), m.end(), float(n), unit=u)
@@ -254,9 +291,20 @@ def extract_claims(norm: str, blocked: list[tuple[int, int]] = (),  # type: igno
     return out
 
 
-def _prices(norm: str, ctx_norm: str, mask: _Mask, add) -> None:  # noqa: ANN001
+# The literal words each PRICE_RES pattern needs (currency, unit, "到手"-verbs, price cue word).
+_PRICE_GATES: tuple[re.Pattern[str], ...] = (
+    _gate("$", "¥", "rmb"),
+    _gate("元", "块", "圆", "rmb"),
+    _gate("带回家", "拿下", "到手", "入手", "带走"),
+    _gate("价", "到手", "券后", "折后", "只要", "仅需", "才", "卖", "现在", "目前", "活动期间"),
+)
+
+
+def _prices(norm: str, ctx_norm: str, mask: _Mask, add, gated: bool = True) -> None:  # noqa: ANN001
     seen: list[tuple[int, int]] = []
-    for rx in PRICE_RES:
+    for rx, gate in zip(PRICE_RES, _PRICE_GATES, strict=True):
+        if gated and gate.search(norm) is None:
+            continue
         for m in rx.finditer(norm):
             s, e = m.start(), m.end()
             if any(not (e <= a or s >= b) for a, b in seen) or not mask.free(s, e):

@@ -93,6 +93,16 @@ class FaqIndex:
         """
         if not norms:
             return []
+        # Each distinct (text, tokens) once: buyers repeat the same questions a lot.
+        toks_in = list(tokens) if tokens is not None else [None] * len(norms)
+        keys = [(n, tuple(t) if t is not None else None) for n, t in zip(norms, toks_in, strict=True)]
+        first: dict[tuple[str, tuple[str, ...] | None], int] = {}
+        for k in keys:
+            first.setdefault(k, len(first))
+        if len(first) < len(keys):
+            uniq = list(first)
+            res = self.match_many([n for n, _ in uniq], [list(t) if t is not None else None for _, t in uniq])
+            return [res[first[k]] for k in keys]
         blanked = [_blank(n, self.names) for n in norms]
         toks = [list(t) if t is not None and b == n else self.tokenizer.lcut(b)
                 for n, b, t in zip(norms, blanked, tokens or [None] * len(norms), strict=True)]

@@ -58,7 +58,7 @@ def _empty_to_none(v: Any) -> Any:
 class Product(BaseModel):
     """One catalog row. Empty cell = unknown (None / empty list): never checked."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     sku: str = Field(min_length=1)
     name: str = Field(min_length=1)
     aliases: list[str] = Field(default_factory=list)
@@ -121,7 +121,7 @@ class Product(BaseModel):
 class Promotion(BaseModel):
     """Shop-wide 满减 / coupon / discount, valid between dates (inclusive)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str
     kind: Literal["full_reduction", "coupon", "discount"]
     threshold: float | None = Field(default=None, ge=0)
@@ -147,7 +147,7 @@ class Promotion(BaseModel):
 
 
 class Policies(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     return_days: int | None = Field(default=None, ge=0)
     return_kind: str | None = None
     return_exclusions: list[str] = Field(default_factory=list)
@@ -158,7 +158,7 @@ class Policies(BaseModel):
 
 
 class FaqEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     question: str = Field(min_length=1)
     answer: str = Field(min_length=1)
     key_facts: list[str] = Field(default_factory=list)
@@ -248,7 +248,7 @@ def _validate_rows(path: Path, rows: list[tuple[int, dict[str, Any]]], model: ty
             field = ".".join(str(p) for p in err["loc"]) or "(row)"
             rid = row.get("sku") if what == "catalog" else None
             raise ConfigError(f"{err['msg']} (value {row.get(err['loc'][0]) if err['loc'] else ''!r})",
-                              file=str(path), rule_id=str(rid) if rid else None,
+                              file=str(path), rule_id=str(rid)[:40] if rid else None,
                               key_path=f"row {line}.{field}") from None
     return out
 
@@ -302,8 +302,10 @@ def _check_unique(path: Path, products: list[Product]) -> list[Product]:
 
 def read_policies(path: Path) -> Policies:
     data = load_yaml(path)
+    if data is None:  # an empty (e.g. truncated) file would silently switch the policy checks off
+        raise ConfigError("empty file; delete it if the shop has no policies to check", file=str(path))
     try:
-        return Policies.model_validate(data or {})
+        return Policies.model_validate(data)
     except ValidationError as exc:
         raise config_error_from_validation(exc, file=str(path)) from None
 

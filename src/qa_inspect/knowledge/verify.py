@@ -322,16 +322,23 @@ def _candidates(m: Mention, context: list[str]) -> list[str]:
 
 
 def analyse_message(kb: KnowledgeBase, text: str, norm: str | None, day: dt.date | None,
-                    context: list[str], implied: Iterable[Claim] = ()) -> tuple[list[ClaimResult], list[str]]:
+                    context: list[str], implied: Iterable[Claim] = (),
+                    cache: dict | None = None) -> tuple[list[ClaimResult], list[str]]:
     """Claims of one agent message with verdicts, and the products this message named last.
 
     ``context``: candidate products of the conversation so far; ``implied``: claims the message
-    makes by answering a yes/no question ("是纯棉的吗" -> "是的").
+    makes by answering a yes/no question ("是纯棉的吗" -> "是的"). ``cache``: a dict owned by
+    the caller (one per partition) for the text-only part: mentions and extracted claims.
     """
     norm = norm if norm is not None and len(norm) == len(text) else normalize_text(text)
-    ms = mentions(kb, norm)
-    blocked = [(m.start, m.end) for m in ms]
-    claims = extract_claims(norm, blocked, kb.find_materials)
+    key = ("c", kb.shop_id, norm)
+    got = cache.get(key) if cache is not None else None
+    if got is None:
+        ms0 = _cached_mentions(kb, norm, cache) if cache is not None else mentions(kb, norm)
+        got = (ms0, extract_claims(norm, [(m.start, m.end) for m in ms0], kb.find_materials))
+        if cache is not None:
+            cache[key] = got
+    ms, claims = got[0], list(got[1])
     gifts = [(c.start, c.end) for c in claims if c.kind == "gift"]
     ms = [m for m in ms if not any(a <= m.start and m.end <= b for a, b in gifts)]  # a gift is no switch
     taken = {c.kind for c in claims}
@@ -456,18 +463,41 @@ def conversation_day(ts: pd.Series, tz: str) -> dt.date | None:
     valid = ts.dropna()
     if valid.empty:
         return None
-    t = valid.iloc[0]
+    return _local_day(valid.iloc[0], tz)
+
+
+def _local_day(t: pd.Timestamp, tz: str) -> dt.date:
     return t.tz_convert(ZoneInfo(tz)).date() if t.tzinfo else t.date()
 
 
-def _record(row: pd.Series, rule_id: str, polarity: str, severity: str, points: float, start: int, end: int,
+def _na(v: object) -> bool:
+    return v is None or (not isinstance(v, str) and bool(pd.isna(v)))
+
+
+@dataclass
+class _Msgs:
+    """Column lists of one sorted partition: read by position, never row by row from pandas
+    (``iterrows`` and per-conversation ``iloc`` were most of this stage's time)."""
+
+    texts: list[str]
+    norms: list[str]
+    roles: list
+    cids: list
+    shops: list
+    agents: list
+    seqs: list[int]
+    skus: list
+    auto: list
+
+
+def _record(m: _Msgs, i: int, rule_id: str, polarity: str, severity: str, points: float, start: int, end: int,
             explanation: str, confidence: float) -> dict:
-    text = str(row[schema.TEXT]) if not pd.isna(row[schema.TEXT]) else ""
+    text = m.texts[i]
     return {
-        schema.CONVERSATION_ID: row[schema.CONVERSATION_ID],
-        schema.SHOP_ID: row[schema.SHOP_ID],
-        schema.AGENT_ID: row[schema.AGENT_ID] if not pd.isna(row[schema.AGENT_ID]) else None,
-        schema.MESSAGE_INDEX: int(row[schema.SEQ]),
+        schema.CONVERSATION_ID: m.cids[i],
+        schema.SHOP_ID: m.shops[i],
+        schema.AGENT_ID: m.agents[i],
+        schema.MESSAGE_INDEX: m.seqs[i],
         schema.RULE_ID: rule_id,
         schema.DIMENSION: DIMENSION,
         schema.POLARITY: polarity,
@@ -480,6 +510,14 @@ def _record(row: pd.Series, rule_id: str, polarity: str, severity: str, points: 
         schema.SOURCE: SOURCE,
         schema.CONFIDENCE: confidence,
     }
+
+
+def _cached_mentions(kb: KnowledgeBase, norm: str, cache: dict) -> list[Mention]:
+    key = ("m", kb.shop_id, norm)
+    ms = cache.get(key)
+    if ms is None:
+        ms = cache[key] = mentions(kb, norm)
+    return ms
 
 
 def verify_knowledge(partition: pd.DataFrame, kbs: dict[str, KnowledgeBase]) -> pd.DataFrame:
@@ -496,6 +534,7 @@ def verify_knowledge(partition: pd.DataFrame, kbs: dict[str, KnowledgeBase]) -> 
     if partition.empty:
         return schema.empty_findings()
     df = partition.sort_values([schema.CONVERSATION_ID, schema.SEQ], kind="stable")
+    n = len(df)
     texts = df[schema.TEXT].astype("object").where(df[schema.TEXT].notna(), "").astype(str).tolist()
     if schema.NORM_TEXT in df.columns:
         raw = df[schema.NORM_TEXT].astype("object").tolist()
@@ -503,7 +542,7 @@ def verify_knowledge(partition: pd.DataFrame, kbs: dict[str, KnowledgeBase]) -> 
                                                                                                      strict=True)]
     else:
         norms = [normalize_text(t) for t in texts]
-    tokens = df[schema.TOKENS].tolist() if schema.TOKENS in df.columns else [None] * len(df)
+    tokens = df[schema.TOKENS].tolist() if schema.TOKENS in df.columns else [None] * n
     roles = df[schema.ROLE].astype("object").tolist()
     shops = df[schema.SHOP_ID].astype("object").tolist()
     # FAQ matching for every buyer message of a shop in one batch (per-message sklearn calls are slow)
@@ -516,45 +555,65 @@ def verify_knowledge(partition: pd.DataFrame, kbs: dict[str, KnowledgeBase]) -> 
         toks = [tokens[i] if isinstance(tokens[i], list) else None for i in idx]
         for i, hit in zip(idx, kb.faq_index.match_many([norms[i] for i in idx], toks), strict=True):
             faq_hits[i] = hit
-    records: list[dict] = []
     cids = df[schema.CONVERSATION_ID].astype("object").tolist()
+    msgs = _Msgs(
+        texts=texts, norms=norms, roles=roles, cids=cids, shops=shops,
+        agents=[None if _na(a) else a for a in df[schema.AGENT_ID].astype("object").tolist()],
+        seqs=[int(x) for x in df[schema.SEQ].tolist()],
+        skus=df[schema.SKU].astype("object").tolist() if schema.SKU in df.columns else [None] * n,
+        auto=df[schema.IS_AUTO_REPLY].tolist() if schema.IS_AUTO_REPLY in df.columns else [False] * n,
+    )
+    ts = df[schema.TS].tolist()
+    # conversation bounds, and each conversation's FAQ hits, in one pass each
+    bounds: list[tuple[int, int]] = []
     start = 0
-    while start < len(df):
-        end = start
-        while end < len(df) and cids[end] == cids[start]:
-            end += 1
-        kb = kbs.get(str(shops[start]))
-        if kb is not None:
-            records.extend(_verify_conversation(df.iloc[start:end], texts[start:end], norms[start:end],
-                                                {i - start: h for i, h in faq_hits.items() if start <= i < end}, kb))
-        start = end
+    for i in range(1, n + 1):
+        if i == n or cids[i] != cids[start]:
+            bounds.append((start, i))
+            start = i
+    conv_faq: list[dict[int, tuple[int, float] | None]] = [{} for _ in bounds]
+    if faq_hits:
+        conv_of = [0] * n
+        for k, (a, b) in enumerate(bounds):
+            conv_of[a:b] = [k] * (b - a)
+        for i, h in faq_hits.items():
+            k = conv_of[i]
+            conv_faq[k][i - bounds[k][0]] = h
+    cache: dict = {}  # per call: mentions and claims of a text (chat logs repeat a lot)
+    records: list[dict] = []
+    for k, (a, b) in enumerate(bounds):
+        kb = kbs.get(str(shops[a]))
+        if kb is None:
+            continue
+        first = next((t for t in ts[a:b] if not _na(t)), None)
+        day = _local_day(first, kb.timezone) if first is not None else None
+        records.extend(_verify_conversation(msgs, a, b, day, conv_faq[k], kb, cache))
     return schema.findings_frame(records)
 
 
-def _verify_conversation(conv: pd.DataFrame, texts: list[str], norms: list[str],
-                         faq_hits: dict[int, tuple[int, float] | None], kb: KnowledgeBase) -> list[dict]:
-    """Walk one conversation in order, tracking the products under discussion.
+def _verify_conversation(msgs: _Msgs, a: int, b: int, day: dt.date | None,
+                         faq_hits: dict[int, tuple[int, float] | None], kb: KnowledgeBase,
+                         cache: dict) -> list[dict]:
+    """Walk one conversation (rows ``a:b`` of ``msgs``) in order, tracking the products under discussion.
 
     The buyer's focus (products the buyer names, or the export's sku) and the products the agent
     named last are both candidates; an agent recommending another product does not make the
-    buyer's next question about it.
+    buyer's next question about it. Positions ``i`` are relative to ``a``.
     """
-    day = conversation_day(conv[schema.TS], kb.timezone)
+    texts, norms, roles = msgs.texts[a:b], msgs.norms[a:b], msgs.roles[a:b]
+    skus, auto = msgs.skus[a:b], msgs.auto[a:b]
     out: list[dict] = []
     focus: list[str] = []
     agent_recent: list[str] = []
     last_sku_field: str | None = None
     q_block: list[int] = []  # buyer messages since the last agent message that answered something
-    rows = [r for _, r in conv.iterrows()]
-    skus = conv[schema.SKU].tolist() if schema.SKU in conv.columns else [None] * len(rows)
-    auto = conv[schema.IS_AUTO_REPLY].tolist() if schema.IS_AUTO_REPLY in conv.columns else [False] * len(rows)
     # No product named yet (Qianniu exports have no sku)? Chats are mostly about one product, so
     # fall back to the first product the buyer (else the agent) names later in the conversation.
     later: list[str] = []
     for want in ("customer", "agent"):
-        for j, r in enumerate(rows):
-            if r[schema.ROLE] == want and not (want == "agent" and UPSELL_RE.search(norms[j])):
-                ms = mentions(kb, norms[j])
+        for j, role in enumerate(roles):
+            if role == want and not (want == "agent" and UPSELL_RE.search(norms[j])):
+                ms = _cached_mentions(kb, norms[j], cache)
                 if ms:
                     later = list(ms[0].skus)
                     break
@@ -563,13 +622,13 @@ def _verify_conversation(conv: pd.DataFrame, texts: list[str], norms: list[str],
     confirmed_at: set[int] = set()
     contradicted_at: set[int] = set()
     faq_pending: list[tuple[int, tuple[int, float]]] = []
-    for i, row in enumerate(rows):
-        text, norm, role = texts[i], norms[i], row[schema.ROLE]
+    for i, role in enumerate(roles):
+        text, norm = texts[i], norms[i]
         sku = skus[i]
         if sku is not None and not pd.isna(sku) and str(sku) in kb.products and str(sku) != last_sku_field:
             focus, last_sku_field = [str(sku)], str(sku)
         if role == "customer":
-            ms = mentions(kb, norm)
+            ms = _cached_mentions(kb, norm, cache)
             if ms:
                 focus = _candidates(ms[-1], focus + agent_recent)
                 agent_recent = []
@@ -587,19 +646,19 @@ def _verify_conversation(conv: pd.DataFrame, texts: list[str], norms: list[str],
         context = focus + [s for s in agent_recent if s not in focus] or later
         question = " ".join(norms[j] for j in q_block)
         implied = implied_claims(kb, norms[q_block[-1]], norm) if q_block else []
-        results, mentioned = analyse_message(kb, text, norm, day, context, implied)
+        results, mentioned = analyse_message(kb, text, norm, day, context, implied, cache=cache)
         if mentioned:
             agent_recent = mentioned
         for r in results:
             v = r.verdict
             if v.status == "contradicted":
                 pts = POINTS_MAJOR if v.severity == "major" else POINTS_MINOR
-                out.append(_record(row, r.rule_id, "-", v.severity, pts, r.claim.start, r.claim.end,
+                out.append(_record(msgs, a + i, r.rule_id, "-", v.severity, pts, r.claim.start, r.claim.end,
                                    v.explanation, 0.9))
             elif v.status == "confirmed":
                 confirmed_at.add(i)
-                out.append(_record(row, r.rule_id, "+", "info", POINTS_CONFIRMED, r.claim.start, r.claim.end,
-                                   v.explanation, 0.9))
+                out.append(_record(msgs, a + i, r.rule_id, "+", "info", POINTS_CONFIRMED, r.claim.start,
+                                   r.claim.end, v.explanation, 0.9))
         if any(r.verdict.status == "contradicted" for r in results):
             contradicted_at.add(i)
         m = find_deflection(norm)
@@ -610,14 +669,14 @@ def _verify_conversation(conv: pd.DataFrame, texts: list[str], norms: list[str],
                 answers.append(("faq", kb.faq[hits[-1][0]].answer))  # type: ignore[index]
             if answers:
                 asked = " / ".join(texts[j][:30] for j in q_block)
-                out.append(_record(row, "KB-DEFLECT", "-", "major", POINTS_DEFLECT, m.start(), m.end(),
+                out.append(_record(msgs, a + i, "KB-DEFLECT", "-", "major", POINTS_DEFLECT, m.start(), m.end(),
                                    f"买家问「{asked}」，客服推托「{text[m.start():m.end()]}」；知识库可答: "
                                    + "；".join(a for _, a in answers[:2]), 0.8))
                 q_block = []
         if results:
             q_block = []  # answered; later deflections refer to later questions
     for qi, hit in faq_pending:
-        out.extend(_faq_check(kb, rows, texts, norms, auto, qi, hit, confirmed_at | contradicted_at))
+        out.extend(_faq_check(kb, msgs, a, b, qi, hit, confirmed_at | contradicted_at))
     return out
 
 
@@ -626,8 +685,8 @@ GREETING_RE = re.compile(r"[^0-9]{0,40}(?:您好|你好|在的|在呢|欢迎光�
 Q_BLOCK = 3  # buyer messages kept as "the question" until an agent message answers something
 
 
-def _faq_check(kb: KnowledgeBase, rows: list[pd.Series], texts: list[str], norms: list[str], auto: list,
-               i: int, hit: tuple[int, float], checked_at: set[int]) -> list[dict]:
+def _faq_check(kb: KnowledgeBase, msgs: _Msgs, a: int, b: int, i: int, hit: tuple[int, float],
+               checked_at: set[int]) -> list[dict]:
     """Do the agent replies to FAQ question ``i`` state the FAQ's key facts?
 
     Greetings are not answers. Missing all key facts is a finding only when the replies contain
@@ -637,9 +696,10 @@ def _faq_check(kb: KnowledgeBase, rows: list[pd.Series], texts: list[str], norms
     entry = kb.faq[hit[0]]
     if not entry.key_facts:
         return []
+    texts, norms, roles, auto = msgs.texts[a:b], msgs.norms[a:b], msgs.roles[a:b], msgs.auto[a:b]
     replies: list[int] = []
-    for j in range(i + 1, len(rows)):
-        role = rows[j][schema.ROLE]
+    for j in range(i + 1, len(roles)):
+        role = roles[j]
         if role == "customer":
             break
         reply = norms[j].strip()
@@ -655,13 +715,12 @@ def _faq_check(kb: KnowledgeBase, rows: list[pd.Series], texts: list[str], norms
         return []  # KB-DEFLECT covers it
     covered = [f for f in entry.key_facts if fact_covered(f, answer)]
     missing = [f for f in entry.key_facts if f not in covered]
-    row = rows[replies[0]]
     text = texts[replies[0]]
     expl = (f"买家问题匹配 FAQ「{entry.question}」(相似度 {hit[1]:.2f})；关键信息 {'、'.join(entry.key_facts)}；"
             f"已答 {'、'.join(covered) or '无'}；缺少 {'、'.join(missing) or '无'}")
     if not covered:
         if any(j in checked_at for j in replies):
             return []
-        return [_record(row, "KB-FAQ", "-", "minor", POINTS_FAQ_MISS, 0, len(text), expl, 0.7)]
-    return [_record(row, "KB-FAQ", "+", "info", round(POINTS_FAQ_OK * len(covered) / len(entry.key_facts), 2),
+        return [_record(msgs, a + replies[0], "KB-FAQ", "-", "minor", POINTS_FAQ_MISS, 0, len(text), expl, 0.7)]
+    return [_record(msgs, a + replies[0], "KB-FAQ", "+", "info", round(POINTS_FAQ_OK * len(covered) / len(entry.key_facts), 2),
                     0, len(text), expl, 0.7)]

@@ -84,7 +84,10 @@ def example_messages(rule: RuleBase, example: Example, conversation_id: str = "e
         if m.group(1):
             last = float(m.group(1))
         role, auto, event = ROLE_WORDS[m.group(2)]
-        ts = pd.Timestamp(t0 + timedelta(seconds=last)).tz_convert("UTC") if timed else pd.NaT
+        try:
+            ts = pd.Timestamp(t0 + timedelta(seconds=last)).tz_convert("UTC") if timed else pd.NaT
+        except (OverflowError, ValueError):  # "@99999999999 客服: ..." is past any real date
+            raise ExampleError(f"line {j}: @{m.group(1)} seconds is too large") from None
         rows.append({
             schema.PLATFORM: ex.platform, schema.SHOP_ID: example_shop_id(ex.platform),
             schema.CONVERSATION_ID: f"{example_shop_id(ex.platform)}:{conversation_id}", schema.SEQ: j, schema.TS: ts,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import ahocorasick
 
@@ -44,35 +44,68 @@ def build_automaton(phrases: Iterable[str]) -> ahocorasick.Automaton | None:
     return auto
 
 
-@dataclass
 class TextView:
-    """Everything matching needs about one distinct normalised text (computed once)."""
+    """Everything matching needs about one distinct normalised text (computed once).
 
-    norm: str
-    tokens: Sequence[str]
-    found: dict[str, list[tuple[int, int]]]
-    starts: list[int] = field(default_factory=list)
-    bounds: frozenset[int] = frozenset()
-    quoted: list[tuple[int, int]] = field(default_factory=list)
+    ``found`` (the automaton pass) is computed at once; token starts, boundaries and quoted
+    spans only when a rule actually has a candidate hit to check (most texts never need them).
+    """
+
+    __slots__ = ("norm", "found", "_raw_tokens", "_tokens", "_starts", "_bounds", "_quoted")
+
+    def __init__(self, norm: str, tokens: Sequence[str] | None,
+                 found: dict[str, list[tuple[int, int]]]) -> None:
+        self.norm = norm
+        self.found = found
+        self._raw_tokens = tokens
+        self._tokens: Sequence[str] | None = None
+        self._starts: list[int] | None = None
+        self._bounds: frozenset[int] | None = None
+        self._quoted: list[tuple[int, int]] | None = None
 
     @classmethod
     def build(cls, norm: str, tokens: Sequence[str] | None,
               automaton: ahocorasick.Automaton | None) -> TextView:
-        if tokens is None or "".join(tokens) != norm:
-            tokens = list(norm)  # no usable tokens: every character is a boundary
-        starts, pos = [], 0
-        for t in tokens:
-            starts.append(pos)
-            pos += len(t)
-        bounds = frozenset([*starts, pos])
         found: dict[str, list[tuple[int, int]]] = {}
         if automaton is not None and norm:
             for end, phrase in automaton.iter(norm):
                 found.setdefault(phrase, []).append((end - len(phrase) + 1, end + 1))
-        if found:
-            bounds = bounds | _inner_bounds(found, tokens, starts)
-        quoted = [(m.start() + 1, m.end() - 1) for m in QUOTE_RE.finditer(norm)]
-        return cls(norm, tokens, found, starts, bounds, quoted)
+        return cls(norm, tokens, found)
+
+    @property
+    def tokens(self) -> Sequence[str]:
+        if self._tokens is None:
+            toks = self._raw_tokens
+            if toks is None or "".join(toks) != self.norm:
+                toks = list(self.norm)  # no usable tokens: every character is a boundary
+            self._tokens = toks
+        return self._tokens
+
+    @property
+    def starts(self) -> list[int]:
+        if self._starts is None:
+            starts, pos = [], 0
+            for t in self.tokens:
+                starts.append(pos)
+                pos += len(t)
+            self._starts = starts
+        return self._starts
+
+    @property
+    def bounds(self) -> frozenset[int]:
+        if self._bounds is None:
+            starts = self.starts
+            bounds = frozenset([*starts, len(self.norm)])
+            if self.found:
+                bounds = bounds | _inner_bounds(self.found, self.tokens, starts)
+            self._bounds = bounds
+        return self._bounds
+
+    @property
+    def quoted(self) -> list[tuple[int, int]]:
+        if self._quoted is None:
+            self._quoted = [(m.start() + 1, m.end() - 1) for m in QUOTE_RE.finditer(self.norm)]
+        return self._quoted
 
 
 def _inner_bounds(found: dict[str, list[tuple[int, int]]], tokens: Sequence[str],
@@ -95,6 +128,23 @@ def _inner_bounds(found: dict[str, list[tuple[int, int]]], tokens: Sequence[str]
     return extra
 
 
+def _alternation(patterns: Sequence[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One regex that matches somewhere iff one of ``patterns`` does (a one-pass reject test).
+
+    None when the patterns cannot be joined safely (backreferences or group names would change
+    meaning, inline flags must lead): then every pattern is scanned as before.
+    """
+    if not patterns:
+        return None
+    srcs = [p.pattern for p in patterns]
+    if any(re.search(r"\\[1-9]|\(\?P[=<]|\(\?<[^=!]|\(\?[aiLmsux]", src) for src in srcs):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{src})" for src in srcs))
+    except re.error:
+        return None
+
+
 @dataclass(frozen=True)
 class Hit:
     start: int
@@ -114,6 +164,7 @@ class CompiledMatcher:
         self.negators = (frozenset(normalize_text(n) for n in spec.negators) if spec.negators is not None
                          else _DEFAULT_NEGATORS)
         self.boundary = spec.token_boundary and default_boundary
+        self.any_pattern = _alternation(self.patterns)
 
     def all_phrases(self) -> set[str]:
         return set(self.phrases | self.exclude | self.unless)
@@ -142,6 +193,9 @@ class CompiledMatcher:
         if not view.norm:
             return []
         found = view.found
+        if self.phrases.isdisjoint(found) and (
+                not self.patterns or (self.any_pattern is not None and self.any_pattern.search(view.norm) is None)):
+            return []  # the common case: none of this rule's phrases or patterns in the text
         if self.unless and not self.unless.isdisjoint(found):
             return []
         raw: list[Hit] = []

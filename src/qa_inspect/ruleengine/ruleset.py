@@ -60,6 +60,8 @@ def ruleset_version(files: list[Path], rules_dir: Path) -> str:
     h = hashlib.sha256()
     extra = sorted((Path(rules_dir) / "dict").glob("*.txt")) if (Path(rules_dir) / "dict").is_dir() else []
     for p in [*files, *extra]:
+        if not p.is_file():  # a folder named x.yaml: load_yaml reports it, do not crash hashing it
+            continue
         h.update(p.relative_to(rules_dir).as_posix().encode())
         h.update(b"\0")
         h.update(p.read_bytes())

@@ -9,6 +9,7 @@ they are normalised like messages when the rule set is compiled.
 
 from __future__ import annotations
 
+import string
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -26,8 +27,28 @@ DEFAULT_NEGATORS: tuple[str, ...] = (
 )
 
 
+def check_template(text: str) -> None:
+    """Raise ValueError unless ``text`` is a format string with plain named fields only.
+
+    ``{name}`` is fine; ``{``, ``{0}``, ``{name.x}``, ``{name[0]}`` and ``{n:d}`` are not (they fail
+    or misbehave when findings are rendered). Literal braces are written ``{{`` and ``}}``.
+    """
+    try:
+        parts = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ValueError(f"not a valid template ({exc}); write literal braces as {{{{ and }}}}") from None
+    for _lit, field, spec, conv in parts:
+        if field is None:
+            continue
+        if not field.isidentifier():
+            raise ValueError(f"template field '{{{field}}}' must be a plain name such as {{name}} or {{evidence}}")
+        if spec or conv:
+            raise ValueError(f"template field '{{{field}}}' must not have a format spec or conversion")
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf/nan (YAML .inf, 1e999) are never meant: they would turn scores into NaN.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class AppliesTo(Strict):
@@ -83,7 +104,7 @@ class Examples(Strict):
                                  description="inputs on which the rule must NOT fire")
     fail: list[Example] = Field(default_factory=list, description="inputs on which the rule must fire")
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
 
 
 class RuleBase(Strict):
@@ -110,6 +131,14 @@ class RuleBase(Strict):
         if isinstance(data, dict) and data.get("polarity") == [None]:
             data = {**data, "polarity": "-"}
         return data
+
+    @field_validator("explanation")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        # Rendered with str.format_map at run time: a stray brace would crash every run.
+        if v is not None:
+            check_template(v)
+        return v
 
     @model_validator(mode="after")
     def _examples_present(self) -> RuleBase:

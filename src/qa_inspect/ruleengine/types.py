@@ -70,9 +70,11 @@ class _MatchRule(RuleBase, MatcherSpec):
         cands = self.candidates(conv)
         if not cands:
             return []  # nothing to judge: N/A
+        # None of the rule's phrases anywhere in the chat (one set test): no candidate can hit.
+        hopeless = not matcher.patterns and matcher.phrases.isdisjoint(env.conversation_found(conv))
         hits: list[RuleHit] = []
-        for i in cands:
-            found = matcher.find(env.view(conv.norm[i], conv.tokens[i]))
+        for i in () if hopeless else cands:
+            found = env.find(matcher, conv.norm[i], conv.tokens[i])
             if not found:
                 continue
             if self.match == "absent":
@@ -171,7 +173,15 @@ class TimingRule(RuleBase):
         return float(self.threshold_s)
 
     def _delays(self, conv: Conversation, env: Env) -> list[tuple[int, float]]:
-        """(agent position, seconds waited) for every human reply to a customer turn."""
+        """(agent position, seconds waited) for every human reply to a customer turn.
+
+        Depends only on the conversation, the shop clock and ``business_hours_only``, so it is
+        computed once per conversation for all timing rules (clock_start is the costly part).
+        """
+        key = ("delays", self.business_hours_only)
+        got = conv.extra.get(key)
+        if got is not None:
+            return got
         tz, hours = _shop_clock(conv, env.shops)
         out: list[tuple[int, float]] = []
         waiting: int | None = None
@@ -179,16 +189,18 @@ class TimingRule(RuleBase):
             if conv.role[i] == "customer" and waiting is None:
                 waiting = i
             elif conv.is_human_agent(i) and waiting is not None:
-                t0, t1 = conv.ts[waiting], conv.ts[i]
+                t0, t1 = conv.ts_ns[waiting], conv.ts_ns[i]
                 if t0 is not None and t1 is not None:
-                    start = clock_start(t0, tz, hours) if self.business_hours_only else t0
-                    out.append((i, max(0.0, (t1 - start).total_seconds())))
+                    start = (clock_start(pd.Timestamp(t0, tz="UTC"), tz, hours).value
+                             if self.business_hours_only else t0)
+                    out.append((i, max(0.0, (t1 - start) / 1e9)))
                 waiting = None
+        conv.extra[key] = out
         return out
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
         limit = self.threshold(conv.platform)
-        if limit is None or all(t is None for t in conv.ts):
+        if limit is None or all(t is None for t in conv.ts_ns):
             return []  # N/A: no standard for this platform, or no timestamps (JDDC)
         delays = self._delays(conv, env)
         if not delays:
@@ -340,12 +352,14 @@ class SequenceRule(RuleBase):
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
         trig, resp = env.matcher(self.trigger), env.matcher(self.response)
+        if not trig.patterns and trig.phrases.isdisjoint(env.conversation_found(conv)):
+            return []  # no trigger phrase anywhere in the chat
         hits: list[RuleHit] = []
         covered = -1
         for i in conv.customer:
             if i <= covered:
                 continue
-            t = trig.find(env.view(conv.norm[i], conv.tokens[i]))
+            t = env.find(trig, conv.norm[i], conv.tokens[i])
             if not t:
                 continue
             replies = [j for j in conv.human_agent if j > i][: self.within_turns]
@@ -354,7 +368,7 @@ class SequenceRule(RuleBase):
             covered = replies[-1]
             answer = None
             for j in replies:
-                r = resp.find(env.view(conv.norm[j], conv.tokens[j]))
+                r = env.find(resp, conv.norm[j], conv.tokens[j])
                 if r:
                     answer = (j, r[0])
                     break
