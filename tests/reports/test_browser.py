@@ -31,20 +31,30 @@ def _run(tmp_path: Path, page: Path, *extra: str) -> subprocess.CompletedProcess
     return subprocess.run(args, capture_output=True, text=True, timeout=90, check=False)
 
 
-def _dom(tmp_path: Path, page: Path) -> str:
-    res = _run(tmp_path, page, "--dump-dom")
+def _dom(tmp_path: Path, page: Path, shot: Path | None = None) -> str:
+    """The DOM after scripts ran; with ``shot``, the same launch also writes a screenshot
+    (one Chromium start per page keeps these tests fast)."""
+    extra = (f"--screenshot={shot}", "--window-size=1280,2000") if shot else ()
+    res = _run(tmp_path, page, "--dump-dom", *extra)
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stdout
 
 
+def _assert_png(shot: Path) -> None:
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
 def test_planted_script_does_not_run_and_text_shows_literally(rendered: ReportIndex, tmp_path: Path) -> None:
-    dom = _dom(tmp_path, rendered.agents[syn.AGENT_A1])
+    shot = tmp_path / "agent.png"
+    dom = _dom(tmp_path, rendered.agents[syn.AGENT_A1], shot)
     assert "<title>客服质检报告 · 晨光:小美</title>" in dom
     assert 'document.title="PW"+"NED"' in dom  # the planted text is there, as text ...
     assert "pwned" not in dom and "PWNED" not in dom  # ... but it did not execute
     assert "&lt;script&gt;document.title" in dom
     assert "{{ 7*7 }}" in dom
     assert '<mark class="neg">这款现在是199元<sup>1</sup></mark>' in dom
+    _assert_png(shot)  # the agent report also renders to a real screenshot
 
 
 def test_long_lines_and_markup_in_chat_render_as_text(rendered: ReportIndex, tmp_path: Path) -> None:
@@ -59,10 +69,8 @@ def test_overview_script_runs_under_its_csp(rendered: ReportIndex, tmp_path: Pat
     assert 'class="sortable"' in dom and "<th class=\"sortable\"" in dom.replace('class="num sortable"', 'class="sortable"')
 
 
-def test_screenshots_of_agent_and_merchant_reports(rendered: ReportIndex, tmp_path: Path) -> None:
-    for name, page in (("agent", rendered.agents[syn.AGENT_A1]), ("merchant", rendered.merchants[syn.SHOP_B])):
-        shot = tmp_path / f"{name}.png"
-        res = _run(tmp_path, page, f"--screenshot={shot}", "--window-size=1280,2000")
-        assert res.returncode == 0, res.stderr[-2000:]
-        data = shot.read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+def test_screenshot_of_merchant_report(rendered: ReportIndex, tmp_path: Path) -> None:
+    shot = tmp_path / "merchant.png"
+    res = _run(tmp_path, rendered.merchants[syn.SHOP_B], f"--screenshot={shot}", "--window-size=1280,2000")
+    assert res.returncode == 0, res.stderr[-2000:]
+    _assert_png(shot)

@@ -93,3 +93,41 @@ def test_trend_is_the_mean_total_per_night_and_agent(report_data: ReportData) ->
     assert row["mean_total"] == 0.0 and row["n"] == 1
     row = t[(t[S.AGENT_ID] == syn.AGENT_B2) & (t[S.NIGHT] == "2026-11-25")].iloc[0]
     assert row["mean_total"] == 88.0
+
+
+def test_report_from_store_shows_effective_totals_and_marks_overrides(report_data: ReportData, tmp_path: Path) -> None:
+    """A supervisor's override (reviews.override) replaces the automatic total on every page."""
+    from datetime import UTC, datetime
+
+    from qa_inspect import store
+    from qa_inspect.reports.data import AUTO_TOTAL
+    from qa_inspect.reports.render import render_reports
+
+    con = store.connect(tmp_path / "qa.duckdb")
+    store.write_run(con, store.RunRecord(run_id="r1", started_at=datetime(2026, 11, 27, tzinfo=UTC),
+                                         ruleset_version="v1"),
+                    conversations=report_data.conversations, messages=report_data.messages,
+                    findings=report_data.findings, trace=pd.DataFrame(), conversation_kpis=pd.DataFrame(),
+                    review_queue=report_data.review_queue)
+    a1, a2 = f"{syn.SHOP_A}:a1", f"{syn.SHOP_A}:a2"  # both AGENT_A1's; a1 automatic total 52
+    con.execute("INSERT INTO reviews (conversation_id, reviewer, total, override, imported_at) VALUES "
+                "(?, 'lead', 85.0, true, '2026-11-27 08:00+00'), (?, 'lead', 81.0, false, '2026-11-27 08:00+00'),"
+                "(?, 'qa2', 10.0, true, '2026-11-26 08:00+00')", [a1, a2, a1])  # latest override wins
+    d = load_report_data(con, "r1", report_data.shops, grade=lambda t: "良好" if t >= 80 else "不合格")
+    con.close()
+    c = d.conversations.set_index(S.CONVERSATION_ID)
+    assert (c.loc[a1, S.TOTAL], c.loc[a1, AUTO_TOTAL], c.loc[a1, S.GRADE]) == (85.0, 52.0, "良好")
+    assert bool(c.loc[a1, S.OVERRIDDEN]) and not bool(c.loc[a2, S.OVERRIDDEN])
+    assert c.loc[a2, S.TOTAL] == 93.0  # a review without override changes nothing
+    assert int(c[S.OVERRIDDEN].sum()) == 1
+    t = d.trend[(d.trend[S.AGENT_ID] == syn.AGENT_A1) & (d.trend[S.NIGHT] == "2026-11-24")]
+    assert t["mean_total"].tolist() == [85.0]  # the trend follows the effective total
+
+    idx = render_reports(d, tmp_path / "out")  # one render (charts are the slow part) for all pages
+    html = idx.agents[syn.AGENT_A1].read_text(encoding="utf-8")
+    assert '<div class="v">89.0</div>' in html  # mean of the effective totals (85 + 93) / 2, not 72.5
+    head = html[html.index('id="c-' + a1):]
+    head = head[:head.index("</header>")]
+    assert ">85.0<" in head and "人工复核 · 自动评分 52.0" in head
+    assert "人工复核" not in idx.agents[syn.AGENT_A2].read_text(encoding="utf-8")
+    assert "人工复核 1" in idx.index.read_text(encoding="utf-8")

@@ -13,6 +13,7 @@ from qa_inspect.errors import UsageError
 from qa_inspect.reports.data import load_report_data
 from qa_inspect.reports.mail import SMTP_FILE, SendResult, load_smtp_config, send_reports
 from qa_inspect.reports.render import ReportIndex, render_reports
+from qa_inspect.scoring.scorecard import SCORECARD_FILE, load_scorecard
 
 DB_ENV = "QA_INSPECT_DB"
 
@@ -29,10 +30,13 @@ def resolve_db(db: Path | None) -> Path:
 def report_from_store(run_id: str, out_dir: Path, *, db: Path | None = None, rules: Path | None = None,
                       mask_pii_for_merchants: bool = True) -> ReportIndex:
     """Render the reports of ``run_id`` read from the DuckDB store into ``out_dir/reports``."""
-    shops = load_shops(resolve_rules_dir(rules))
+    rules_dir = resolve_rules_dir(rules)
+    shops = load_shops(rules_dir)
+    # overridden totals get the scorecard's grade; without a scorecard their grade is left blank
+    grade = load_scorecard(rules_dir).grade if (rules_dir / SCORECARD_FILE).is_file() else None
     con = duckdb.connect(str(resolve_db(db)), read_only=True)
     try:
-        data = load_report_data(con, run_id, shops)
+        data = load_report_data(con, run_id, shops, grade=grade)
     finally:
         con.close()
     return render_reports(data, out_dir, mask_pii_for_merchants=mask_pii_for_merchants)

@@ -9,6 +9,7 @@ and :func:`assert_single_shop` proves it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -35,6 +36,9 @@ AGENT_KPI_COLUMNS: tuple[str, ...] = (S.AGENT_ID, S.SHOP_ID, *KPI_COLUMNS)
 SHOP_KPI_COLUMNS: tuple[str, ...] = (S.SHOP_ID, *KPI_COLUMNS)
 TREND_COLUMNS: tuple[str, ...] = (S.NIGHT, S.AGENT_ID, "mean_total", "n")
 REVIEW_COLUMNS: tuple[str, ...] = (S.CONVERSATION_ID, "reason", "priority")
+# Optional conversation columns (pipeline.AUTO_TOTAL, schema.HUMAN_TOTAL / OVERRIDDEN): where a
+# supervisor's review overrode a total, TOTAL is the human one and AUTO_TOTAL the scorecard's.
+AUTO_TOTAL = "auto_total"
 
 
 def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
@@ -167,13 +171,51 @@ def _table(con: object, name: str, run_id: str) -> pd.DataFrame | None:
     return con.execute(f'SELECT * FROM "{name}"').df()  # type: ignore[attr-defined]
 
 
+def _overrides(con: object) -> pd.DataFrame | None:
+    """``conversation_id, human_total`` of every override in the store (``v_conversations``, so the
+    rule "latest review with override wins" lives in one place), or None without the view."""
+    views = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}  # type: ignore[attr-defined]
+    if "v_conversations" not in views:
+        return None
+    return con.execute(  # type: ignore[attr-defined]
+        f"SELECT DISTINCT conversation_id, {S.HUMAN_TOTAL} FROM v_conversations WHERE {S.OVERRIDDEN}").df()
+
+
+def apply_overrides(conv: pd.DataFrame, overrides: pd.DataFrame | None,
+                    grade: Callable[[float], str] | None = None) -> pd.DataFrame:
+    """TOTAL becomes the supervisor's total where a review overrode it (the store keeps the
+    automatic one), AUTO_TOTAL keeps the automatic total, OVERRIDDEN marks the rows.
+
+    ``grade`` (the scorecard's) re-grades overridden rows; without it their grade is blanked
+    rather than left showing the automatic grade next to the human total.
+    """
+    out = conv.drop(columns=[c for c in (S.HUMAN_TOTAL, S.OVERRIDDEN, AUTO_TOTAL) if c in conv.columns])
+    out[AUTO_TOTAL] = pd.to_numeric(out[S.TOTAL], errors="coerce").astype("float64")
+    human: dict[str, float] = {}
+    if overrides is not None and not overrides.empty:
+        human = {str(c): float(t) for c, t in zip(overrides[S.CONVERSATION_ID], overrides[S.HUMAN_TOTAL], strict=True)
+                 if pd.notna(t)}
+    out[S.HUMAN_TOTAL] = out[S.CONVERSATION_ID].astype(str).map(human).astype("float64")
+    ov = out[S.HUMAN_TOTAL].notna()
+    out[S.OVERRIDDEN] = ov.to_numpy(dtype=bool)
+    out[S.TOTAL] = out[AUTO_TOTAL].where(~ov, out[S.HUMAN_TOTAL])
+    if ov.any():
+        out[S.GRADE] = out[S.GRADE].astype(object)
+        out.loc[ov, S.GRADE] = [grade(float(t)) if grade else None for t in out.loc[ov, S.HUMAN_TOTAL]]
+    return out
+
+
 def load_report_data(con: object, run_id: str, shops: dict[str, Shop],
-                     generated_at: datetime | None = None) -> ReportData:
+                     generated_at: datetime | None = None, *,
+                     grade: Callable[[float], str] | None = None) -> ReportData:
     """Read one run from the DuckDB store (tables conversations, messages, findings, review_queue,
     and agent_kpis/shop_kpis/trend when the store keeps them).
 
+    Totals are the EFFECTIVE ones: where a supervisor's review overrode a conversation
+    (``v_conversations``), TOTAL is the human total, AUTO_TOTAL the automatic one and OVERRIDDEN
+    True (the pages mark it "人工复核"); ``grade`` (the scorecard's) re-grades those rows.
     Missing KPI tables give empty KPI frames (the reports show "no data") and the trend is derived
-    from the conversations. An unknown run is a user error listing the runs that exist.
+    from the (effective) totals. An unknown run is a user error listing the runs that exist.
     """
     from qa_inspect.errors import UserError
 
@@ -186,6 +228,7 @@ def load_report_data(con: object, run_id: str, shops: dict[str, Shop],
         except Exception:  # noqa: BLE001 - the table may not exist at all
             known = ""
         raise UserError(f"run '{run_id}' has no conversations in the store; known runs: {known or '(none)'}")
+    conv = apply_overrides(conv, _overrides(con), grade)
     msgs = _table(con, "messages", run_id)
     fnd = _table(con, "findings", run_id)
     rq = _table(con, "review_queue", run_id)

@@ -70,6 +70,8 @@ ZH_CN: Mapping[str, str] = MappingProxyType({
     "system": "系统",
     "grade": "等级",
     "veto": "一票否决",
+    "human_review": "人工复核",
+    "auto_total": "自动评分",
     "review_queue": "待复核队列",
     "reason": "原因",
     "priority": "优先级",

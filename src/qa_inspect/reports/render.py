@@ -16,8 +16,10 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pandas as pd
@@ -26,7 +28,7 @@ from markupsafe import Markup
 
 from qa_inspect import schema as S
 from qa_inspect.reports import charts
-from qa_inspect.reports.data import ReportData, for_shop, with_buyer_aliases
+from qa_inspect.reports.data import AUTO_TOTAL, ReportData, for_shop, with_buyer_aliases
 from qa_inspect.reports.labels import labels_for
 from qa_inspect.safe_io import safe_path
 
@@ -163,6 +165,7 @@ def _sha(text: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
 
 
+@lru_cache(maxsize=2)
 def page_assets(*, script: bool) -> dict[str, str]:
     """Inline CSS/JS and a CSP that allows exactly them (by hash) and data: images, nothing else."""
     css = _asset("report.css")
@@ -170,7 +173,8 @@ def page_assets(*, script: bool) -> dict[str, str]:
     csp = ("default-src 'none'; img-src data:; style-src " + _sha(css) + "; script-src "
            + (_sha(js) if script else "'none'") + "; base-uri 'none'; form-action 'none'")
     # Markup: these are our own package files, and escaping would corrupt CSS/JS and its hash.
-    return {"css": Markup(css), "js": Markup(js), "csp": csp}
+    # Cached: the files are part of the installed package and do not change while it runs.
+    return MappingProxyType({"css": Markup(css), "js": Markup(js), "csp": csp})  # type: ignore[return-value]
 
 
 def _locale_for(shop_ids: Iterable[str], data: ReportData) -> str:
@@ -211,17 +215,27 @@ def segments(text: str, spans: list[tuple[int, int, str, int]], mask: Mask | Non
     return out
 
 
-def _findings_by_conv(findings: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    return {str(k): g for k, g in findings.groupby(S.CONVERSATION_ID, sort=False)}
+def _nan_last(v: Any) -> tuple[int, Any]:
+    x = _f(v)
+    return (1, 0.0) if x is None else (0, x)
 
 
-def conversation_view(conv: pd.Series, msgs: pd.DataFrame, fnd: pd.DataFrame, *,
+def _records(df: pd.DataFrame | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return df.to_dict("records") if isinstance(df, pd.DataFrame) else df
+
+
+def conversation_view(conv: pd.Series, msgs: pd.DataFrame | list[dict[str, Any]],
+                      fnd: pd.DataFrame | list[dict[str, Any]], *,
                       kb_answers: dict[str, str], mask: Mask | None) -> dict[str, Any]:
-    """A conversation as the templates need it: messages with highlighted spans, numbered findings."""
-    fnd = fnd.sort_values([S.MESSAGE_INDEX, S.EVIDENCE_START, S.RULE_ID], kind="stable")
+    """A conversation as the templates need it: messages with highlighted spans, numbered findings.
+
+    ``msgs``/``fnd`` may be frames or plain records (see :meth:`RunLookups.records`): per-row
+    pandas access dominated the agent pages."""
+    fnd_rows = sorted(_records(fnd), key=lambda f: (_nan_last(f[S.MESSAGE_INDEX]), _nan_last(f[S.EVIDENCE_START]),
+                                                   _s(f[S.RULE_ID])))
     findings: list[dict[str, Any]] = []
     spans: dict[int, list[tuple[int, int, str, int]]] = {}
-    for no, (_, f) in enumerate(fnd.iterrows(), start=1):
+    for no, f in enumerate(fnd_rows, start=1):
         seq = int(f[S.MESSAGE_INDEX]) if _f(f[S.MESSAGE_INDEX]) is not None else -1
         start, end = _f(f[S.EVIDENCE_START]), _f(f[S.EVIDENCE_END])
         if seq >= 0 and start is not None and end is not None and start >= 0:
@@ -238,7 +252,7 @@ def conversation_view(conv: pd.Series, msgs: pd.DataFrame, fnd: pd.DataFrame, *,
             "kb_answer": kb,
         })
     messages = []
-    for _, m in msgs.sort_values(S.SEQ, kind="stable").iterrows():
+    for m in sorted(_records(msgs), key=lambda m: _nan_last(m[S.SEQ])):
         seq = int(m[S.SEQ])
         text = _s(m[S.TEXT])
         segs = segments(text, spans.get(seq, []), mask)
@@ -249,11 +263,14 @@ def conversation_view(conv: pd.Series, msgs: pd.DataFrame, fnd: pd.DataFrame, *,
             "refs": [f["no"] for f in findings if f["seq"] == seq],
         })
     cid = _s(conv[S.CONVERSATION_ID])
+    overridden = bool(conv.get(S.OVERRIDDEN)) if _f(conv.get(S.OVERRIDDEN)) is not None else False
     return {
         # ingest's session ids embed the buyer nickname (``shop:<buyer>:<start>``): mask like text
         "id": mask(cid) if mask else cid, "shop_id": _s(conv[S.SHOP_ID]),
         "agent_id": _s(conv[S.AGENT_ID]), "customer_id": _s(conv[S.CUSTOMER_ID]),
         "night": _s(conv[S.NIGHT]), "total": _f(conv[S.TOTAL]), "grade": _s(conv[S.GRADE]),
+        # a supervisor's review replaced the automatic total (TOTAL is already the human one)
+        "overridden": overridden, "auto_total": _f(conv.get(AUTO_TOTAL)) if overridden else None,
         "veto": bool(conv[S.VETO]) if _f(conv[S.VETO]) is not None else False,
         "veto_rule": _s(conv[S.VETO_RULE]),
         "scores": {d: _f(conv[S.score_column(d)]) for d in S.DIMENSIONS},
@@ -262,19 +279,108 @@ def conversation_view(conv: pd.Series, msgs: pd.DataFrame, fnd: pd.DataFrame, *,
     }
 
 
+def _positions(df: pd.DataFrame, key: str) -> dict[str, Any]:
+    """Row positions per key value, so a lookup is ``df.take(pos)`` instead of a full-frame filter."""
+    if df.empty:
+        return {}
+    return {str(k): v for k, v in df.groupby(key, sort=False, dropna=True).indices.items()}
+
+
+_VIEW_COLUMNS = frozenset({
+    S.SEQ, S.ROLE, S.TS, S.AGENT_ID, S.CUSTOMER_ID, S.TEXT, S.IS_AUTO_REPLY,  # messages
+    S.MESSAGE_INDEX, S.RULE_ID, S.SOURCE, S.DIMENSION, S.POLARITY, S.SEVERITY, S.POINTS, S.CONFIDENCE,
+    S.EVIDENCE, S.EVIDENCE_START, S.EVIDENCE_END, S.EXPLANATION,  # findings
+})
+
+
+@dataclass
+class RunLookups:
+    """Per-run lookups built once per :func:`render_reports` call (never module state): row
+    positions of every frame by agent / conversation and the team aggregates each agent page
+    compares against. Filtering the full frames per agent made 500 agents O(n²)."""
+
+    conv_pos: dict[str, Any]  # conversation id -> position in conversations (first row)
+    msgs_by_conv: dict[str, Any]
+    finds_by_conv: dict[str, Any]
+    conv_by_agent: dict[str, Any]
+    finds_by_agent: dict[str, Any]
+    kpis_by_agent: dict[str, Any]
+    trend_by_agent: dict[str, Any]
+    msg_text: dict[tuple[str, int], str]
+    selling: list[dict[str, Any]]  # other agents' good selling, best first
+    team_dims: dict[str, float | None]
+    team_totals: list[float]
+    team_total: float | None
+    team_kpis: dict[str, Any]
+    nights: list[str]
+    team_by_night: dict[str, float | None]
+    charts: charts.AgentCharts | None = None
+    _arrays: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, data: ReportData, *, with_charts: bool = True) -> RunLookups:
+        conv, fnd, tr = data.conversations, data.findings, data.trend
+        ids = conv[S.CONVERSATION_ID].astype(str).tolist()
+        conv_pos: dict[str, int] = {}
+        for i, cid in enumerate(ids):
+            conv_pos.setdefault(cid, i)
+        nights = sorted(set(tr[S.NIGHT].astype(str)))
+        n_tr = pd.to_numeric(tr["n"], errors="coerce").fillna(0)
+        mt = pd.to_numeric(tr["mean_total"], errors="coerce")
+        tn = tr[S.NIGHT].astype(str)
+        team_by_night: dict[str, float | None] = {}
+        for night in nights:
+            sel = tn == night
+            w = n_tr[sel]
+            team_by_night[night] = _f((mt[sel] * w).sum() / w.sum()) if w.sum() else _f(mt[sel].mean())
+        sel = fnd[(fnd[S.POLARITY] == "+") & (fnd[S.DIMENSION] == "selling") & (fnd[S.MESSAGE_INDEX] >= 0)]
+        sel = sel.assign(_p=pd.to_numeric(sel[S.POINTS], errors="coerce").fillna(0)).sort_values(
+            ["_p", S.CONVERSATION_ID], ascending=[False, True], kind="stable")
+        selling = sel.to_dict("records")
+        m = data.messages
+        msg_text = dict(zip(zip(m[S.CONVERSATION_ID].astype(str), m[S.SEQ].tolist(), strict=True),
+                            m[S.TEXT].tolist(), strict=True))
+        team_dims, team_totals = _dim_means(conv), _totals(conv)
+        out = cls(
+            conv_pos=conv_pos, msgs_by_conv=_positions(m, S.CONVERSATION_ID),
+            finds_by_conv=_positions(fnd, S.CONVERSATION_ID), conv_by_agent=_positions(conv, S.AGENT_ID),
+            finds_by_agent=_positions(fnd, S.AGENT_ID), kpis_by_agent=_positions(data.agent_kpis, S.AGENT_ID),
+            trend_by_agent=_positions(tr, S.AGENT_ID), msg_text=msg_text, selling=selling,
+            team_dims=team_dims, team_totals=team_totals,
+            team_total=_f(pd.to_numeric(conv[S.TOTAL], errors="coerce").mean()),
+            team_kpis=_team_kpis(data.agent_kpis), nights=nights, team_by_night=team_by_night)
+        if with_charts:
+            per_agent = [_totals(conv.take(p)) for p in out.conv_by_agent.values()]
+            out.charts = charts.AgentCharts(team_dims, team_totals, nights, [team_by_night[n] for n in nights],
+                                            dist_ymax=charts.dist_ymax(per_agent, team_totals))
+        return out
+
+    def rows(self, df: pd.DataFrame, index: dict[str, Any], key: str) -> pd.DataFrame:
+        pos = index.get(key)
+        return df.iloc[0:0] if pos is None else df.take(pos)
+
+    def records(self, df: pd.DataFrame, index: dict[str, Any], key: str) -> list[dict[str, Any]]:
+        """Rows of ``df`` at ``index[key]`` as plain dicts, from column arrays converted once."""
+        pos = index.get(key)
+        if pos is None:
+            return []
+        arrays = self._arrays.get(id(df))
+        if arrays is None:  # only the columns conversation_view reads: object arrays cost memory
+            cols = [c for c in df.columns if c in _VIEW_COLUMNS]
+            arrays = self._arrays[id(df)] = {c: df[c].to_numpy(dtype=object) for c in cols}
+        return [{c: a[i] for c, a in arrays.items()} for i in pos]
+
+
 def _views(data: ReportData, conv_ids: list[str], mask: Mask | None,
-           kb_answers: dict[str, str]) -> list[dict[str, Any]]:
-    convs = data.conversations.set_index(S.CONVERSATION_ID, drop=False)
-    msgs = data.messages[data.messages[S.CONVERSATION_ID].isin(conv_ids)]
-    fnd = data.findings[data.findings[S.CONVERSATION_ID].isin(conv_ids)]
-    m_by = {str(k): g for k, g in msgs.groupby(S.CONVERSATION_ID, sort=False)}
-    f_by = _findings_by_conv(fnd)
+           kb_answers: dict[str, str], look: RunLookups | None = None) -> list[dict[str, Any]]:
+    look = look or RunLookups.build(data, with_charts=False)
     out = []
     for cid in conv_ids:
-        if cid not in convs.index:
+        if cid not in look.conv_pos:
             continue
-        out.append(conversation_view(convs.loc[cid], m_by.get(cid, data.messages.iloc[0:0]),
-                                     f_by.get(cid, data.findings.iloc[0:0]),
+        out.append(conversation_view(data.conversations.iloc[look.conv_pos[cid]],
+                                     look.records(data.messages, look.msgs_by_conv, cid),
+                                     look.records(data.findings, look.finds_by_conv, cid),
                                      kb_answers=kb_answers, mask=mask))
     return out
 
@@ -304,45 +410,54 @@ def _team_kpis(agent_kpis: pd.DataFrame) -> dict[str, Any]:
 
 
 def _rule_table(findings: pd.DataFrame, polarity: str | None = "-", limit: int | None = None) -> list[dict[str, Any]]:
+    """Hits per (rule, source, dimension, polarity): count, points lost/won, first explanation;
+    most points first. Plain Python over records: a pandas groupby per agent page cost ~25 ms."""
     f = findings if polarity is None else findings[findings[S.POLARITY] == polarity]
     if f.empty:
         return []
-    pts = pd.to_numeric(f[S.POINTS], errors="coerce").fillna(0.0)
-    g = (f.assign(_pts=pts).groupby([S.RULE_ID, S.SOURCE, S.DIMENSION, S.POLARITY], dropna=False)
-         .agg(count=(S.RULE_ID, "size"), points=("_pts", "sum"), example=(S.EXPLANATION, "first"))
-         .reset_index().sort_values(["points", "count", S.RULE_ID], ascending=[False, False, True]))
-    rows = [{"rule_id": _s(r[S.RULE_ID]), "source": _s(r[S.SOURCE]), "dimension": _s(r[S.DIMENSION]),
-             "polarity": _s(r[S.POLARITY]), "count": int(r["count"]), "points": float(r["points"]),
-             "example": _s(r["example"])} for _, r in g.iterrows()]
+    groups: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    pts = pd.to_numeric(f[S.POINTS], errors="coerce").fillna(0.0).tolist()
+    cols = [f[c].tolist() for c in (S.RULE_ID, S.SOURCE, S.DIMENSION, S.POLARITY, S.EXPLANATION)]
+    for rid, src, dim, pol, expl, p in zip(*cols, pts, strict=True):
+        key = (_s(rid), _s(src), _s(dim), _s(pol))
+        g = groups.get(key)
+        if g is None:
+            g = groups[key] = {"rule_id": key[0], "source": key[1], "dimension": key[2], "polarity": key[3],
+                               "count": 0, "points": 0.0, "example": ""}
+        g["count"] += 1
+        g["points"] += float(p)
+        if not g["example"] and _s(expl):
+            g["example"] = _s(expl)
+    rows = sorted((groups[k] for k in sorted(groups)), key=lambda r: (-r["points"], -r["count"], r["rule_id"]))
     return rows[:limit] if limit else rows
 
 
 def _worst_best(conv: pd.DataFrame) -> tuple[list[str], list[str]]:
-    c = conv.assign(_t=pd.to_numeric(conv[S.TOTAL], errors="coerce")).dropna(subset=["_t"])
-    c = c.sort_values(["_t", S.CONVERSATION_ID])
+    pairs = [(t, str(c)) for t, c in zip(pd.to_numeric(conv[S.TOTAL], errors="coerce").tolist(),
+                                         conv[S.CONVERSATION_ID].tolist(), strict=True) if _f(t) is not None]
+    ids = [c for _, c in sorted(pairs)]
     # With few conversations keep some for the "best" list: at most half are shown as worst.
-    worst = [str(x) for x in c[S.CONVERSATION_ID].head(min(WORST_N, math.ceil(len(c) / 2)))]
-    best = [str(x) for x in c[S.CONVERSATION_ID].iloc[::-1] if str(x) not in worst][:BEST_N]
+    worst = ids[:min(WORST_N, math.ceil(len(ids) / 2))]
+    best = [x for x in reversed(ids) if x not in worst][:BEST_N]
     return worst, best
 
 
-def _good_selling(data: ReportData, agent_id: str, mask: Mask) -> list[dict[str, Any]]:
-    """Positive selling findings of OTHER agents with the message they praise (PII masked)."""
-    f = data.findings[(data.findings[S.AGENT_ID] != agent_id) & (data.findings[S.POLARITY] == "+")
-                      & (data.findings[S.DIMENSION] == "selling") & (data.findings[S.MESSAGE_INDEX] >= 0)]
-    if f.empty:
-        return []
-    f = f.assign(_p=pd.to_numeric(f[S.POINTS], errors="coerce").fillna(0)).sort_values(
-        ["_p", S.CONVERSATION_ID], ascending=[False, True]).head(3)
+def _good_selling(look: RunLookups, agent_id: str, mask: Mask) -> list[dict[str, Any]]:
+    """The 3 best positive selling findings of OTHER agents with the message they praise (PII masked)."""
+    picked: list[dict[str, Any]] = []
+    for r in look.selling:
+        if len(picked) == 3:
+            break
+        if r[S.AGENT_ID] != agent_id:
+            picked.append(r)
     out = []
-    for _, r in f.iterrows():
-        m = data.messages[(data.messages[S.CONVERSATION_ID] == r[S.CONVERSATION_ID])
-                          & (data.messages[S.SEQ] == r[S.MESSAGE_INDEX])]
-        if m.empty:
+    for r in picked:
+        text = look.msg_text.get((str(r[S.CONVERSATION_ID]), int(r[S.MESSAGE_INDEX])))
+        if text is None:
             continue
         span = [(int(r[S.EVIDENCE_START]), int(r[S.EVIDENCE_END]), "+", 1)]
         out.append({"agent_id": _s(r[S.AGENT_ID]), "rule_id": _s(r[S.RULE_ID]),
-                    "explanation": _s(r[S.EXPLANATION]), "segments": segments(_s(m.iloc[0][S.TEXT]), span, mask)})
+                    "explanation": _s(r[S.EXPLANATION]), "segments": segments(_s(text), span, mask)})
     return out
 
 
@@ -350,13 +465,16 @@ def _coaching_suggestions(data: ReportData, agent_f: pd.DataFrame) -> list[dict[
     """One suggestion per wrong-knowledge claim (with the KB answer) or frequent deduction."""
     out: list[dict[str, str]] = []
     seen: set[tuple[str, str]] = set()
+    if not data.kb_answers:
+        return out
     neg = agent_f[agent_f[S.POLARITY] == "-"]
-    for _, r in neg.iterrows():
-        ev, rid = _s(r[S.EVIDENCE]), _s(r[S.RULE_ID])
+    for ev_, rid_, expl in zip(neg[S.EVIDENCE].tolist(), neg[S.RULE_ID].tolist(), neg[S.EXPLANATION].tolist(),
+                               strict=True):
+        ev, rid = _s(ev_), _s(rid_)
         ans = data.kb_answers.get(ev) or data.kb_answers.get(rid)
         if ans and (ev, rid) not in seen:
             seen.add((ev, rid))
-            out.append({"rule_id": rid, "said": ev, "explanation": _s(r[S.EXPLANATION]), "answer": ans})
+            out.append({"rule_id": rid, "said": ev, "explanation": _s(expl), "answer": ans})
     return out[:10]
 
 
@@ -368,49 +486,54 @@ def _base_ctx(data: ReportData, locale: str, title: str, *, script: bool, root: 
             "dims": list(S.DIMENSIONS), **page_assets(script=script)}
 
 
-def agent_context(data: ReportData, agent_id: str, *, mask: Mask) -> dict[str, Any]:
-    conv = data.conversations[data.conversations[S.AGENT_ID] == agent_id]
+def agent_context(data: ReportData, agent_id: str, *, mask: Mask, look: RunLookups | None = None) -> dict[str, Any]:
+    """Context of one agent's page. Pass ``look`` (built once per run) when rendering many agents."""
+    look = look or RunLookups.build(data)
+    conv = look.rows(data.conversations, look.conv_by_agent, agent_id)
     shop_ids = sorted(set(conv[S.SHOP_ID].astype(str)))
     locale = _locale_for(shop_ids, data)
     L = labels_for(locale)
-    agent_f = data.findings[data.findings[S.AGENT_ID] == agent_id]
-    me_dims, team_dims = _dim_means(conv), _dim_means(data.conversations)
-    tr = data.trend
-    nights = sorted(set(tr[S.NIGHT].astype(str)))
-    n_tr = pd.to_numeric(tr["n"], errors="coerce").fillna(0)
-    mt = pd.to_numeric(tr["mean_total"], errors="coerce")
-    team_by_night = {}
-    for night in nights:
-        sel = tr[S.NIGHT].astype(str) == night
-        w = n_tr[sel]
-        team_by_night[night] = _f((mt[sel] * w).sum() / w.sum()) if w.sum() else _f(mt[sel].mean())
-    mine = {str(r[S.NIGHT]): _f(r["mean_total"]) for _, r in tr[tr[S.AGENT_ID] == agent_id].iterrows()}
+    agent_f = look.rows(data.findings, look.finds_by_agent, agent_id)
+    me_dims = _dim_means(conv)
+    nights = look.nights
+    mine = {str(n): _f(v) for n, v in zip(look.rows(data.trend, look.trend_by_agent, agent_id)[S.NIGHT],
+                                          look.rows(data.trend, look.trend_by_agent, agent_id)["mean_total"],
+                                          strict=True)}
+    kit = look.charts
+    assert kit is not None, "RunLookups.build(with_charts=True) is needed for agent pages"
+    trend_png = kit.trend([mine.get(n) for n in nights])
     charts_ = {
-        "dims": charts.data_uri(charts.dimension_chart(me_dims, team_dims)),
-        "dist": charts.data_uri(charts.distribution_chart(_totals(conv), _totals(data.conversations))),
-        "trend": charts.data_uri(charts.trend_chart(nights, [mine.get(n) for n in nights],
-                                                    [team_by_night[n] for n in nights])) if nights else None,
+        "dims": charts.data_uri(kit.dimensions(me_dims)),
+        "dist": charts.data_uri(kit.distribution(_totals(conv))),
+        "trend": charts.data_uri(trend_png) if trend_png is not None else None,
     }
     worst, best = _worst_best(conv)
     ctx = _base_ctx(data, locale, f"{L['agent_report']} · {agent_id}", script=False, root="../")
-    ak = data.agent_kpis
     ctx.update({
         "agent_id": agent_id,
         "shops": [{"id": s, "name": _shop_name(data, s)} for s in shop_ids],
-        "kpis": _kpi_rows(ak[ak[S.AGENT_ID] == agent_id]),
-        "team_kpis": _team_kpis(ak),
+        "kpis": _kpi_rows(look.rows(data.agent_kpis, look.kpis_by_agent, agent_id)),
+        "team_kpis": look.team_kpis,
         "n_conv": len(conv), "mean_total": _f(pd.to_numeric(conv[S.TOTAL], errors="coerce").mean()),
-        "team_total": _f(pd.to_numeric(data.conversations[S.TOTAL], errors="coerce").mean()),
-        "me_dims": me_dims, "team_dims": team_dims, "charts": charts_,
-        "trend_rows": [{"night": n, "me": mine.get(n), "team": team_by_night[n]} for n in nights],
+        "team_total": look.team_total,
+        "me_dims": me_dims, "team_dims": look.team_dims, "charts": charts_,
+        "trend_rows": [{"night": n, "me": mine.get(n), "team": look.team_by_night[n]} for n in nights],
         "deductions": _rule_table(agent_f, "-", 10),
-        "worst": _views(data, worst, None, data.kb_answers),
-        "best": _views(data, best, None, data.kb_answers),
+        "worst": _views(data, worst, None, data.kb_answers, look),
+        "best": _views(data, best, None, data.kb_answers, look),
         "suggestions": _coaching_suggestions(data, agent_f),
-        "good_selling": _good_selling(data, agent_id, mask),
+        "good_selling": _good_selling(look, agent_id, mask),
         "veto_count": int(conv[S.VETO].fillna(False).astype(bool).sum()),
+        "overridden_count": int(_overridden(conv).sum()),
     })
     return ctx
+
+
+def _overridden(conv: pd.DataFrame) -> pd.Series:
+    """Which conversations' totals a supervisor's review replaced (False without the column)."""
+    if S.OVERRIDDEN not in conv.columns:
+        return pd.Series(False, index=conv.index)
+    return conv[S.OVERRIDDEN].astype("boolean").fillna(False).astype(bool)
 
 
 _ISSUES = {
@@ -474,24 +597,26 @@ def merchant_context(shop_data: ReportData, shop_id: str, *, mask: Mask | None, 
     return ctx
 
 
-def index_context(data: ReportData, idx: ReportIndex) -> dict[str, Any]:
+def index_context(data: ReportData, idx: ReportIndex, look: RunLookups | None = None) -> dict[str, Any]:
     locale = _locale_for(data.shop_ids(), data)
     L = labels_for(locale)
+    look = look or RunLookups.build(data, with_charts=False)
     conv = data.conversations
     rows = []
     for agent_id, g in conv.groupby(S.AGENT_ID, sort=True):
-        k = data.agent_kpis[data.agent_kpis[S.AGENT_ID] == agent_id]
+        k = look.rows(data.agent_kpis, look.kpis_by_agent, str(agent_id))
         num = {c: _f(pd.to_numeric(k[c], errors="coerce").mean()) for c in ("first_response_avg_s", "reply_rate")}
         if len(k) and "conversations" in k:
             w = pd.to_numeric(k["conversations"], errors="coerce").fillna(0)
             if w.sum():
                 for c in num:
                     num[c] = _f((pd.to_numeric(k[c], errors="coerce") * w).sum() / w.sum())
-        fa = data.findings[data.findings[S.AGENT_ID] == agent_id]
+        fa = look.rows(data.findings, look.finds_by_agent, str(agent_id))
         rows.append({
             "agent_id": str(agent_id), "shops": ", ".join(sorted(set(g[S.SHOP_ID].astype(str)))),
             "n": len(g), "mean_total": _f(pd.to_numeric(g[S.TOTAL], errors="coerce").mean()),
             "dims": _dim_means(g), "veto": int(g[S.VETO].fillna(False).astype(bool).sum()),
+            "overridden": int(_overridden(g).sum()),
             "neg": int((fa[S.POLARITY] == "-").sum()), **num,
             "href": idx.agents[str(agent_id)].relative_to(idx.out_dir).as_posix(),
         })
@@ -534,6 +659,7 @@ def coaching_picks(data: ReportData) -> list[str]:
 
 
 def coaching_context(data: ReportData, mask: Mask) -> dict[str, Any]:
+    """The printed coaching pack: the picked conversations, buyers aliased and PII masked."""
     locale = _locale_for(data.shop_ids(), data)
     L = labels_for(locale)
     ctx = _base_ctx(data, locale, f"{L['coaching_pack']} · {data.run_id}", script=False, root="")
@@ -573,17 +699,19 @@ def render_reports(data: ReportData, out_dir: Path, *, mask_pii_for_merchants: b
     (root / "merchants").mkdir(parents=True, exist_ok=True)
     root = root.resolve()
     idx = ReportIndex(out_dir=root, index=root / "index.html", coaching=root / "coaching.html")
+    look = RunLookups.build(data)  # grouped once: per-agent pages must not filter the full frames
+    agent_tpl = env.get_template("agent.html")
     for agent_id in sorted(set(data.conversations[S.AGENT_ID].dropna().astype(str))):
         path = safe_path(root / "agents", agent_id, suffix=".html")  # distinct ids -> distinct names
-        path.write_text(env.get_template("agent.html").render(agent_context(data, agent_id, mask=pii)),
-                        encoding="utf-8")
+        path.write_text(agent_tpl.render(agent_context(data, agent_id, mask=pii, look=look)), encoding="utf-8")
         idx.agents[agent_id] = path
     for shop_id in data.shop_ids():
         path = safe_path(root / "merchants", shop_id, suffix=".html")
         html = render_merchant(data, shop_id, mask=pii if mask_pii_for_merchants else None, env=env)
         path.write_text(html, encoding="utf-8")
         idx.merchants[shop_id] = path
+    idx.index.write_text(env.get_template("index.html").render(index_context(data, idx, look)), encoding="utf-8")
+    del look  # the coaching pack builds its own lookups over the aliased copy: keep the peak down
     idx.coaching.write_text(env.get_template("coaching.html").render(coaching_context(data, pii)),
                             encoding="utf-8")
-    idx.index.write_text(env.get_template("index.html").render(index_context(data, idx)), encoding="utf-8")
     return idx
