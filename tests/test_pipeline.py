@@ -199,3 +199,17 @@ def test_overrides_replace_total_and_grade_in_outputs(rules_dir: Path) -> None:
     assert out.loc["a", S.TOTAL] == 70 and out.loc["a", S.GRADE] == "待改进" and out.loc["a", S.OVERRIDDEN]
     assert out.loc["a", AUTO_TOTAL] == 95
     assert out.loc["b", S.TOTAL] == 50 and not out.loc["b", S.OVERRIDDEN] and pd.isna(out.loc["b", S.HUMAN_TOTAL])
+
+
+def test_lock_is_held_by_the_open_file_not_only_by_its_contents(tmp_path: Path) -> None:
+    """Rewriting the lock file's JSON (e.g. someone "fixing" it) does not let a second run in while the
+    first holds it; after release the file is gone and the next run takes it without a takeover log."""
+    logs: list[str] = []
+    with run_lock(tmp_path, logs.append) as path:
+        path.write_text(json.dumps({"pid": 999999999, "host": "x"}), encoding="utf-8")
+        with pytest.raises(LockError, match="locked by another qa-inspect run"), run_lock(tmp_path):
+            pass
+    assert not (tmp_path / LOCK_FILE).exists()
+    with run_lock(tmp_path, logs.append):
+        pass
+    assert logs == []

@@ -127,3 +127,38 @@ def test_missing_store_is_a_user_error(tmp_path: Path) -> None:
 
     with pytest.raises(UserError, match="store not found"):
         store.connect(tmp_path / "none.duckdb", read_only=True)
+
+
+@pytest.mark.parametrize("fail_at", ["deleted", "inserted:conversations", "inserted:findings", "commit"])
+def test_failure_at_each_step_of_write_run_leaves_the_previous_night(con: duckdb.DuckDBPyConnection,
+                                                                     fail_at: str) -> None:
+    """The checkpoints the crash tests kill at: an error there must roll back to the previous run."""
+    write(con, "r1", night_frames("2026-11-23", total=70.0))
+    before = store.count_rows(con)
+
+    def boom(step: str) -> None:
+        if step == fail_at:
+            raise RuntimeError(step)
+
+    run = store.RunRecord(run_id="r2", started_at=datetime.now(UTC), ruleset_version="v1")
+    with pytest.raises(RuntimeError, match=fail_at):
+        store.write_run(con, run, **night_frames("2026-11-23", total=90.0), checkpoint=boom)
+    assert store.count_rows(con) == before
+    assert set(store.read_conversations(con)[S.RUN_ID]) == {"r1"}
+
+
+def test_run_status_is_stored_until_marked_ok(con: duckdb.DuckDBPyConnection) -> None:
+    run = store.RunRecord(run_id="r1", started_at=datetime.now(UTC), ruleset_version="v1", status="stored")
+    store.write_run(con, run, **night_frames("2026-11-23"))
+    assert con.execute("SELECT status FROM runs").fetchall() == [("stored",)]
+    store.set_run_status(con, "r1", "ok")
+    assert con.execute("SELECT status FROM runs").fetchall() == [("ok",)]
+
+
+def test_a_file_that_is_not_a_store_is_a_user_error(tmp_path: Path) -> None:
+    from qa_inspect.errors import UserError
+
+    bad = tmp_path / "qa.duckdb"
+    bad.write_bytes(b"this is not a duckdb file" * 100)
+    with pytest.raises(UserError, match="qa.duckdb"):
+        store.connect(bad)

@@ -14,6 +14,7 @@ Engines are looked up by name in ``ENGINES`` (an explicit registry): unknown nam
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import tempfile
 import threading
@@ -33,6 +34,7 @@ from qa_inspect.pipeline import (
     PartitionResult,
     Reporter,
     StageTimer,
+    crash_point,
     load_context,
     prepare_partition,
     process_partition,
@@ -122,6 +124,7 @@ def run_local(parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions, 
     results = []
     for i, (p, _) in enumerate(prepared, 1):
         results.append(process_partition(p, ctx, counts, timer))
+        crash_point("partition", i)
         rep.progress("score", i, n)
     return EngineRun(results, timer.seconds, {"pass1": t1 - t0, "pass2": time.perf_counter() - t1})
 
@@ -144,8 +147,23 @@ def _one_thread_per_worker() -> None:
     threadpool_limits(1)
 
 
-def _init_worker(rules_dir: Path, models_dir: Path | None) -> None:
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """A pool worker whose client was killed (SIGKILL, OOM killer) is never told to stop: it waits
+    for work forever, holding a whole loaded context, and every crashed nightly run leaks N such
+    processes. A daemon thread ends the worker once its parent is gone (re-parented)."""
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="qa-inspect-parent-watch", daemon=True).start()
+
+
+def _init_worker(rules_dir: Path, models_dir: Path | None, parent: int | None = None) -> None:
     global _WORKER_CTX
+    if parent is not None:
+        _exit_with_parent(parent)
     _one_thread_per_worker()
     t = time.perf_counter()
     _WORKER_CTX = load_context(rules_dir, models_dir)
@@ -200,7 +218,7 @@ def run_pool(parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions, r
     run = EngineRun([], workers=workers)
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(ctx.rules_dir, opts.models_dir)) as pool:
+                             initializer=_init_worker, initargs=(ctx.rules_dir, opts.models_dir, os.getpid())) as pool:
         prepared: list[Prepared] = []
         for i, r in enumerate(pool.map(_pool_prepare, [(p, ctx.version) for p in parts]), 1):
             prepared.append(r)
@@ -212,6 +230,7 @@ def run_pool(parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions, r
         del prepared
         for i, res in enumerate(pool.map(_pool_process, jobs), 1):
             run.results.append(res)
+            crash_point("pool_partition", i)
             _count_loads(run, res.seconds)
             rep.progress("score", i, n)
     run.wall_seconds = {"pass1": t1 - t0, "pass2": time.perf_counter() - t1}

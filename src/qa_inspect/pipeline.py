@@ -14,6 +14,8 @@ import hashlib
 import importlib
 import json
 import os
+import shutil
+import signal
 import socket
 import sys
 import time
@@ -32,11 +34,18 @@ from qa_inspect import schema as S
 from qa_inspect.config import Shop, load_shops, resolve_rules_dir
 from qa_inspect.errors import BugError, LockError, UserError
 from qa_inspect.kpis import agent_kpis, attribute_events, conversation_stats, events_frame
+from qa_inspect.safe_io import write_csv_safe
 from qa_inspect.scoring.conversations import build_conversations
 from qa_inspect.scoring.scorecard import TRACE_COLUMNS, Scorecard, load_scorecard, score_conversations
 from qa_inspect.selection import review_queue
 
 LOCK_FILE = ".qa-inspect.lock"
+CRASH_ENV = "QA_INSPECT_CRASH_AT"  # test-only fault injection, see crash_point
+REPORTS_DIR = "reports"
+_STAGING_PREFIXES = (".reports-staging.", ".reports-old.")
+OUTPUT_FILES = tuple(f"{n}.{ext}" for n in ("conversations", "findings", "agents", "shops", "review_queue",
+                                              "score_trace") for ext in ("csv", "parquet")) + (
+    "messages.parquet", "rejects.csv", "run_summary.json")
 AUTO_TOTAL = "auto_total"  # the scorecard's total when a human override replaced TOTAL in outputs
 DEFAULT_PARTITION = 2000
 
@@ -57,13 +66,39 @@ def stage(module: str, name: str) -> Any:
     return fn
 
 
+# --------------------------------------------------------------------------- crash hook
+def crash_point(point: str, key: object = None) -> None:
+    """Test-only fault injection: SIGKILL this process at a named stage boundary.
+
+    ``QA_INSPECT_CRASH_AT="<point>"`` kills at the first time ``point`` is reached,
+    ``"<point>:<key>"`` only where the caller passes that key (a file name, a partition number), so
+    tests hit every boundary deterministically without counters (no global state). Unset (always,
+    outside tests) it costs one environment lookup.
+    """
+    want = os.environ.get(CRASH_ENV)
+    if not want:
+        return
+    name, sep, k = want.partition(":")
+    if name == point and (not sep or (key is not None and str(key) == k)):
+        sys.stderr.flush()
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+        os._exit(137)  # pragma: no cover - only where SIGKILL does not exist
+
+
 # --------------------------------------------------------------------------- files
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write to a hidden temp file beside ``path``, then rename: readers see the old file or the new
+    one, never half of one. A killed writer's temp file is removed by the next run (clean_stale)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _tmp_name(path)
     try:
         write(tmp)
+        crash_point("before_rename", path.name)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -77,15 +112,58 @@ def _plain(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
-    """UTF-8 with BOM (Excel shows Chinese), written to a temp file then renamed."""
-    return _atomic(path, lambda p: _plain(df).to_csv(p, index=False, encoding="utf-8-sig"))
+    """UTF-8 with BOM (Excel shows Chinese), spreadsheet formulas neutralised (chat text and ids
+    come from customers), written to a temp file then renamed (safe_io.write_csv_safe)."""
+    out = write_csv_safe(_plain(df), path)
+    os.chmod(out, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs are shared like the parquet ones
+    return out
+
+
+def _umask() -> int:
+    """The process umask without changing it (os.umask sets it, racing other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> Path:
     return _atomic(path, lambda p: _plain(df).to_parquet(p, index=False))
 
 
+def clean_stale(out_dir: Path, names: Sequence[str], log: LogFn | None = None) -> list[Path]:
+    """Remove what killed runs left behind in ``out_dir``: temp files of the run's outputs
+    (``.<name>.*.tmp``, from _atomic or safe_io) and report staging folders. Call under the run
+    lock only, so no live run's temp file is touched; other commands' files are left alone."""
+    removed: list[Path] = []
+    if not out_dir.is_dir():
+        return removed
+    for entry in out_dir.iterdir():
+        n = entry.name
+        if entry.is_dir() and n.startswith(_STAGING_PREFIXES):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.is_file() and n.endswith(".tmp") and any(n.startswith(f".{x}.") for x in names):
+            entry.unlink(missing_ok=True)
+        else:
+            continue
+        removed.append(entry)
+    if removed and log:
+        log(f"removed {len(removed)} temp file(s)/folder(s) left by an interrupted run in {out_dir}")
+    return removed
+
+
 # --------------------------------------------------------------------------- lock
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: O_EXCL lock file and pid check only
+    fcntl = None  # type: ignore[assignment]
+
+_START_SLACK_S = 2.0  # /proc start times have clock-tick/1 s resolution
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -96,38 +174,118 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _process_started(pid: int) -> float | None:
+    """Epoch seconds when ``pid`` started (Linux /proc), None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        btime = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                     if line.startswith("btime "))
+        return btime + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def holder_alive(info: dict[str, Any], host: str) -> bool:
+    """Whether the run named in a lock file may still be running. Another host cannot be checked
+    (assume alive); on this host the pid must exist AND have started before the lock was written,
+    otherwise the pid was reused by an unrelated process after the run died."""
+    if info.get("host") != host:
+        return True
+    try:
+        pid = int(info.get("pid", -1) or -1)
+    except (TypeError, ValueError):
+        return False
+    if pid <= 0 or not _pid_alive(pid):
+        return False
+    started = _process_started(pid)
+    try:
+        locked = datetime.fromisoformat(str(info.get("started"))).timestamp()
+    except ValueError:
+        return True
+    return started is None or started <= locked + _START_SLACK_S
+
+
+def _read_lock(path: Path) -> dict[str, Any]:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _locked_error(out_dir: Path, path: Path, info: dict[str, Any]) -> LockError:
+    return LockError(f"{out_dir} is locked by another qa-inspect run (pid {info.get('pid', '?')} on "
+                     f"{info.get('host', '?')}, since {info.get('started', '?')}); wait for it to finish. "
+                     f"If that run is dead on another host, remove {path}")
+
+
 @contextmanager
 def run_lock(out_dir: Path, log: LogFn | None = None) -> Iterator[Path]:
-    """``DIR/.qa-inspect.lock`` so two runs never write one folder; a stale lock (its pid is gone
-    on this host) is taken over."""
+    """``DIR/.qa-inspect.lock`` so two runs never write one folder.
+
+    The file holds pid, host and start time (for the message and for stale-lock detection). Where
+    the OS has flock, the kernel lock on the open file is what excludes other runs: it dies with
+    the process however the process dies (SIGKILL, OOM), so a crashed run's lock is simply taken
+    over, and two runs racing to take over one stale lock cannot both win (an unlink-and-recreate
+    scheme lets the slower one delete the faster one's fresh lock). Without flock, a lock whose pid
+    is dead (or reused) on this host is taken over.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LOCK_FILE
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now(UTC).isoformat()}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                info = json.loads(path.read_text(encoding="utf-8") or "{}")
-            except (OSError, ValueError):
-                info = {}
-            pid, host = int(info.get("pid", -1) or -1), info.get("host")
-            if host == me["host"] and (pid <= 0 or not _pid_alive(pid)):
-                if log:
-                    log(f"taking over stale lock {path} (pid {pid} is not running)")
-                path.unlink(missing_ok=True)
-                continue
-            raise LockError(f"{out_dir} is locked by another run (pid {pid} on {host}, since "
-                            f"{info.get('started')}); remove {path} if that run is dead") from None
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(me, fh)
-        break
-    else:  # pragma: no cover - lost a race twice
-        raise LockError(f"could not take the lock {path}")
+    host = socket.gethostname()
+    me = {"pid": os.getpid(), "host": host, "started": datetime.now(UTC).isoformat()}
+    fd = _acquire_flock(out_dir, path, host, log) if fcntl is not None else _acquire_excl(out_dir, path, host, log)
     try:
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, json.dumps(me).encode("utf-8"))
+        os.fsync(fd)
         yield path
     finally:
-        path.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)  # while still holding the flock: a waiter re-checks the inode
+        os.close(fd)
+
+
+def _acquire_flock(out_dir: Path, path: Path, host: str, log: LogFn | None) -> int:
+    assert fcntl is not None
+    for _ in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise _locked_error(out_dir, path, _read_lock(path)) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # the holder finished and unlinked it between our open and flock: retry
+            os.close(fd)
+            continue
+        info = _read_lock(path)
+        if info and info.get("host") == host and holder_alive(info, host):
+            os.close(fd)  # a live run that does not use flock (older qa-inspect): respect its lock
+            raise _locked_error(out_dir, path, info)
+        if info and log:
+            log(f"taking over stale lock {path} (pid {info.get('pid')} on {info.get('host')}, started "
+                f"{info.get('started')}, is not running)")
+        return fd
+    raise LockError(f"could not take the lock {path}: other runs keep replacing it")  # pragma: no cover
+
+
+def _acquire_excl(out_dir: Path, path: Path, host: str, log: LogFn | None) -> int:  # pragma: no cover
+    for _ in range(2):
+        try:
+            return os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        except FileExistsError:
+            info = _read_lock(path)
+            if holder_alive(info, host) and info:
+                raise _locked_error(out_dir, path, info) from None
+            if log:
+                log(f"taking over stale lock {path} (pid {info.get('pid')} is not running)")
+            path.unlink(missing_ok=True)
+    raise LockError(f"could not take the lock {path}")
 
 
 # --------------------------------------------------------------------------- context
@@ -406,12 +564,17 @@ def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Pa
     timer = StageTimer()
     wall: dict[str, float] = {}
     with run_lock(out, rep.log):
+        crash_point("locked")
+        clean_stale(out, OUTPUT_FILES, rep.log)
+        _check_store_writable(db_path)  # fail before the scoring work, not after it
         rep.log("loading configuration, knowledge and models")
         with timer("config"):
             ctx = load_context(rules_dir, models_dir)
+        crash_point("config")
         rep.log(f"ingesting {len(paths)} path(s)")
         with timer("ingest"):
             ingest = stage("qa_inspect.ingest", "ingest_paths")(list(paths), rules_dir=ctx.rules_dir)
+        crash_point("ingest")
         messages = ingest.messages
         if messages.empty:
             raise UserError(f"no usable messages in {', '.join(map(str, paths))} "
@@ -424,6 +587,7 @@ def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Pa
                 + (f", {workers} worker(s)" if engine_name == "pool" else "")
                 + (f" at {dask_address}" if engine_name == "dask" else ""))
         ran = run_engine(engine_name, parts, ctx, opts, rep)
+        crash_point("engine")
         del parts
         timer.add(ran.stage_seconds)
         wall.update(ran.wall_seconds)
@@ -439,7 +603,22 @@ def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Pa
         _atomic(out / "run_summary.json", lambda p: p.write_text(json.dumps(
             {k: (str(v) if isinstance(v, Path) else v) for k, v in summary.__dict__.items()},
             ensure_ascii=False, indent=2, default=str), encoding="utf-8"))
+        crash_point("summary")
+        from qa_inspect import store
+
+        with store.open_store(db_path) as con:
+            store.set_run_status(con, run_id, "ok")  # outputs and reports are complete
+        crash_point("done")
     return summary
+
+
+def _check_store_writable(db_path: Path) -> None:
+    """Open and close the store once: a store another process holds open fails the run now, with
+    the store's message (UserError), instead of after all the scoring."""
+    from qa_inspect import store
+
+    with store.open_store(db_path):
+        pass
 
 
 def _finish(results: list[PartitionResult], ingest: Any, ctx: Context, *, run_id: str, started: datetime,
@@ -465,23 +644,29 @@ def _finish(results: list[PartitionResult], ingest: Any, ctx: Context, *, run_id
         nights = sorted(str(x) for x in conversations[S.NIGHT].dropna().unique())
 
     rep.log(f"writing store {db_path}")
+    # status "stored" until outputs and reports are written too (run_audit sets "ok" at the end), so
+    # a run killed after the store commit is not recorded as a complete one
     run = store.RunRecord(run_id=run_id, started_at=started, ruleset_version=ctx.version, qa_version=__version__,
                           inputs=[str(p) for p in paths], out_dir=str(out), n_rejects=len(ingest.rejects),
-                          nights=nights)
+                          nights=nights, status="stored")
     with store.open_store(db_path) as con:
         with timer("store"):
             # the store keeps the automatic total (calibration compares it with people) ...
             store.write_run(con, run, conversations=conversations, messages=messages, findings=findings,
-                            trace=trace, conversation_kpis=conv_kpis, review_queue=queue)
+                            trace=trace, conversation_kpis=conv_kpis, review_queue=queue,
+                            checkpoint=lambda step: crash_point("store", step))
             eff = store.read_conversations(con).set_index(S.CONVERSATION_ID)
+        crash_point("store", "committed")
         with timer("kpis"):
             # ... while outputs, KPIs and reports use a human override where one exists
             conversations = apply_overrides(conversations, eff[S.HUMAN_TOTAL], ctx.scorecard)
             agents = agent_kpis(stats, events, by=(S.SHOP_ID, S.AGENT_ID), scores=conversations)
             shops_k = agent_kpis(stats, events, by=(S.SHOP_ID,), scores=conversations)
         with timer("store"):
-            store.write_run_kpis(con, run_id, agents=agents, shops=shops_k)
+            store.write_run_kpis(con, run_id, agents=agents, shops=shops_k,
+                                 checkpoint=lambda step: crash_point("store", step))
             trend = store.agent_trend(con)
+    crash_point("store", "closed")
 
     rep.log(f"writing outputs to {out}")
     with timer("outputs"):
@@ -490,9 +675,12 @@ def _finish(results: list[PartitionResult], ingest: Any, ctx: Context, *, run_id
         for name, df in (("conversations", conv_out), ("findings", findings[list(S.FINDING_COLUMNS)]),
                          ("agents", agents), ("shops", shops_k), ("review_queue", queue), ("score_trace", trace)):
             outputs[f"{name}.csv"] = str(write_csv(df, out / f"{name}.csv"))
+            crash_point("output", f"{name}.csv")
             outputs[f"{name}.parquet"] = str(write_parquet(df, out / f"{name}.parquet"))
+            crash_point("output", f"{name}.parquet")
         outputs["messages.parquet"] = str(write_parquet(ingest.messages, out / "messages.parquet"))
         outputs["rejects.csv"] = str(write_csv(ingest.rejects, out / "rejects.csv"))
+        crash_point("output", "rejects.csv")
 
     summary = RunSummary(run_id=run_id, out_dir=out, db=db_path, ruleset_version=ctx.version,
                          messages=len(ingest.messages), rejects=len(ingest.rejects),
@@ -537,5 +725,18 @@ def _render_reports(run_id: str, conversations: pd.DataFrame, messages: pd.DataF
                                agent_kpis=agents, shop_kpis=shops_k, trend=trend, review_queue=queue,
                                shops=ctx.shops)
     rep.log("rendering reports")
-    idx = render_mod.render_reports(data, out)
-    return str(getattr(idx, "index", out / "reports"))
+    # Render into a staging folder and swap it in: a killed run never leaves a half-written report
+    # set where the last good one was (render_reports writes <dir>/reports/ file by file).
+    staging = out / f"{_STAGING_PREFIXES[0]}{run_id}"
+    old = out / f"{_STAGING_PREFIXES[1]}{run_id}"
+    final = out / REPORTS_DIR
+    idx = render_mod.render_reports(data, staging)
+    crash_point("reports", "rendered")
+    if final.exists():
+        os.replace(final, old)
+    crash_point("reports", "swapping")
+    os.replace(staging / REPORTS_DIR, final)
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    index = Path(getattr(idx, "index", staging / REPORTS_DIR / "index.html"))
+    return str(final / index.relative_to(index.parent))

@@ -9,7 +9,7 @@ scoring of each conversation, with human overrides applied).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -106,10 +106,20 @@ def connect(db_path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyC
     try:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.IOException as exc:
-        raise UserError(f"cannot open store {path}: {exc}") from None
+        if "lock" in str(exc).lower():
+            # DuckDB allows one writing process per file: another run, sample, report... has it open
+            raise UserError(f"store {path} is in use by another process; wait for it to finish or use another "
+                            f"--db ({_first_line(exc)})") from None
+        raise UserError(f"cannot open store {path}: {_first_line(exc)}") from None
+    except duckdb.Error as exc:
+        raise UserError(f"cannot open store {path} (not a DuckDB file, or damaged): {_first_line(exc)}") from None
     if not read_only:
         con.execute(DDL)
     return con
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def resolve_db(db: Path | str | None, out_dir: Path | str | None) -> Path:
@@ -180,10 +190,20 @@ class RunRecord:
     nights: list[str] = field(default_factory=list)
 
 
+Checkpoint = Callable[[str], None]
+
+
 def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: pd.DataFrame,
               messages: pd.DataFrame, findings: pd.DataFrame, trace: pd.DataFrame,
-              conversation_kpis: pd.DataFrame, review_queue: pd.DataFrame) -> dict[str, int]:
-    """Replace this run's conversations (by id + rule-set version) and record the run, atomically."""
+              conversation_kpis: pd.DataFrame, review_queue: pd.DataFrame,
+              checkpoint: Checkpoint | None = None) -> dict[str, int]:
+    """Replace this run's conversations (by id + rule-set version) and record the run, atomically.
+
+    ``checkpoint(step)`` is called inside the transaction after the deletes (``deleted``), after
+    each table's insert (``inserted:<table>``) and before COMMIT (``commit``): the crash-safety
+    tests kill the process there to prove a crash leaves the previous state.
+    """
+    step = checkpoint or (lambda _s: None)
     if conversations[S.CONVERSATION_ID].duplicated().any():
         raise BugError("write_run: duplicate conversation ids in one run")
     ids = pd.DataFrame({S.CONVERSATION_ID: conversations[S.CONVERSATION_ID].astype(str).unique()})
@@ -199,10 +219,13 @@ def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: 
             con.execute("DELETE FROM messages WHERE conversation_id IN (SELECT conversation_id FROM _run_ids)")
         finally:
             con.unregister("_run_ids")
+        step("deleted")
         common = {S.RUN_ID: run.run_id, RULESET_VERSION: rv}
         counts["conversations"] = insert_frame(con, "conversations", conversations, **common, scored_at=now)
+        step("inserted:conversations")
         counts["messages"] = insert_frame(con, "messages", messages, run_id=run.run_id)
         counts["findings"] = insert_frame(con, "findings", findings, **common)
+        step("inserted:findings")
         counts["score_trace"] = insert_frame(con, "score_trace", trace, **common)
         counts["conversation_kpis"] = insert_frame(con, "conversation_kpis", conversation_kpis, **common)
         counts["review_queue"] = insert_frame(con, "review_queue", review_queue, **common)
@@ -213,16 +236,25 @@ def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: 
              ensure_ascii=False), run.out_dir, counts["conversations"], counts["messages"],
              counts["findings"], run.n_rejects, counts["review_queue"], ",".join(run.nights)],
         )
+        step("commit")
     return counts
 
 
+def set_run_status(con: duckdb.DuckDBPyConnection, run_id: str, status: str) -> None:
+    """Mark a recorded run (``stored`` → ``ok`` once its outputs and reports are written)."""
+    con.execute("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, datetime.now(UTC), run_id])
+
+
 def write_run_kpis(con: duckdb.DuckDBPyConnection, run_id: str, *, agents: pd.DataFrame,
-                   shops: pd.DataFrame) -> None:
-    """The run's agent and shop KPI tables (replaced when the same run id is written again)."""
+                   shops: pd.DataFrame, checkpoint: Checkpoint | None = None) -> None:
+    """The run's agent and shop KPI tables (replaced when the same run id is written again).
+    ``checkpoint("kpis")`` is called inside the transaction, before COMMIT (crash tests)."""
     with transaction(con):
         for table, df in (("agent_kpis", agents), ("shop_kpis", shops)):
             con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
             insert_frame(con, table, df, run_id=run_id)
+        if checkpoint is not None:
+            checkpoint("kpis")
 
 
 def count_rows(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
