@@ -316,7 +316,7 @@ def test_csv_outputs_neutralise_formulas_but_keep_numbers(night: Path, frozen_ru
     findings = pd.read_csv(out / "findings.csv", encoding="utf-8-sig", dtype=str)
     mine = findings[findings[S.AGENT_ID].str.contains("SUM", na=False)]
     assert len(mine) and set(mine[S.AGENT_ID]) == {"'@SUM(1)"}
-    assert not findings.stack().str.match(r"^[=+@\t\r]").any()
+    assert not findings.stack().str.match(r"^[=+@\t\r].").any()  # a lone polarity sign is not a formula
     # numbers stay numbers: signed trace points (negative for "−" findings) are not prefixed
     trace = pd.read_csv(out / "score_trace.csv", encoding="utf-8-sig")
     assert pd.api.types.is_float_dtype(trace[S.POINTS]) and (trace[S.POINTS] < 0).any()
@@ -337,7 +337,7 @@ def test_write_csv_neutralises_chat_text_and_keeps_negative_points(tmp_path: Pat
     back = pd.read_csv(path, encoding="utf-8-sig", keep_default_na=False)
     row = back.iloc[0]
     assert row[S.EVIDENCE] == "'=HYPERLINK(\"http://x\")" and row[S.AGENT_ID] == "'@SUM(1)"
-    assert row[S.RULE_ID] == "'-R1" and row[S.POLARITY] == "'-" and row[S.EXPLANATION] == "'+1 tab\tx"
+    assert row[S.RULE_ID] == "'-R1" and row[S.POLARITY] == "-" and row[S.EXPLANATION] == "'+1 tab\tx"
     assert back[S.POINTS].dtype.kind == "f" and row[S.POINTS] == -2.5  # numbers are not prefixed
     assert (path.stat().st_mode & 0o777) != 0o600  # readable like the parquet outputs, not mkstemp's 0600
     assert [p.name for p in tmp_path.iterdir()] == ["findings.csv"]  # no temp file left

@@ -115,3 +115,14 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
         write_csv_safe(pd.DataFrame({"a": ["new", Boom()]}), target)
     assert _read(target) == [["a"], ["old"]]  # the last good file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_lone_sign_is_not_a_formula_but_signed_text_is(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from qa_inspect.safe_io import write_csv_safe
+
+    path = write_csv_safe(pd.DataFrame({"polarity": ["-", "+", "-1+1", "+cmd"]}), tmp_path / "p.csv")
+    rows = path.read_text(encoding="utf-8-sig").splitlines()[1:]
+    assert rows == ["-", "+", "'-1+1", "'+cmd"]
+    assert path.stat().st_mode & 0o044, "CSV outputs must be readable like the other outputs"

@@ -114,20 +114,7 @@ def _plain(df: pd.DataFrame) -> pd.DataFrame:
 def write_csv(df: pd.DataFrame, path: Path) -> Path:
     """UTF-8 with BOM (Excel shows Chinese), spreadsheet formulas neutralised (chat text and ids
     come from customers), written to a temp file then renamed (safe_io.write_csv_safe)."""
-    out = write_csv_safe(_plain(df), path)
-    os.chmod(out, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs are shared like the parquet ones
-    return out
-
-
-def _umask() -> int:
-    """The process umask without changing it (os.umask sets it, racing other threads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
+    return write_csv_safe(_plain(df), path)
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> Path:

@@ -99,6 +99,8 @@ def neutralise_formula(value: Any) -> Any:
         except (TypeError, ValueError):
             pass
         value = str(value)
+    if value in ("+", "-"):  # a lone sign (finding polarity) is not a formula in any spreadsheet
+        return value
     return "'" + value if value.startswith(FORMULA_PREFIXES) else value
 
 
@@ -129,6 +131,7 @@ def write_csv_safe(df: pd.DataFrame, path: Path | str, *, index: bool = False) -
             out.to_csv(fh, index=index, lineterminator="\r\n")
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are shared like other files
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -137,3 +140,14 @@ def write_csv_safe(df: pd.DataFrame, path: Path | str, *, index: bool = False) -
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    """The process umask without changing it (os.umask sets it, racing other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
