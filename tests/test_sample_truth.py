@@ -3,9 +3,7 @@
 scripts/eval_sample_truth.py holds the mapping planted kind -> expected rules and computes the
 figures; here we assert the ones the system can defend. Thresholds were set from what a QA
 supervisor would require, not from the measured values; `pytest -s` prints the tables.
-Known gaps (not asserted): partial_answer (MEC-002 only sees very short replies), template_reply
-(MEC-004 disabled until the template rule can exclude greeting/closing templates), no_selling
-(model and the generator's coupon tails).
+Known gaps (not asserted): no_selling (model and the generator's coupon tails).
 """
 
 from __future__ import annotations
@@ -70,6 +68,8 @@ def test_truth_rows_map_onto_messages(ev) -> None:
     ("proactive_selling", 0.9),
     ("cuifu", 0.9),
     ("empathy_apology", 0.9),
+    ("template_reply", 0.9),
+    ("partial_answer", 0.85),
 ])
 def test_planted_problems_and_good_practice_are_found(ev, kinds, minimum: float) -> None:
     rate, hit, n = _rate(ev, kinds)
@@ -107,7 +107,7 @@ def test_rule_precision_on_labelled_messages(ev) -> None:
     # findings of the message rules on truth-labelled messages: supported vs conflicting
     r = ev.rules.set_index("rule_id")
     for rule in ("ATT-001", "ATT-002", "ATT-003", "KB-DEFLECT", "KB-PRICE", "KB-MATERIAL", "SEL-001", "SEL-004",
-                 "SEL-006", "SEL-008", "RSP-004"):
+                 "SEL-006", "SEL-008", "RSP-004", "MEC-002", "MEC-004"):
         row = r.loc[rule]
         assert row["supported"] >= 5, f"{rule} hardly fires on planted items"
         assert row["precision"] >= 0.9, f"{rule}: {row.to_dict()}"
@@ -132,3 +132,14 @@ def test_expectations_cover_every_assertable_kind(ev_mod: ModuleType) -> None:
     unmapped = set(truth["kind"]) - set(ev_mod.EXPECT) - set(ev_mod.PROBLEM_KINDS) - {
         "auto_reply", "returning_buyer", "bad_row_empty_text", "bad_row_bad_time", "bad_row_unknown_role"}
     assert not unmapped, f"truth kinds without an expectation: {unmapped}"
+
+
+def test_mechanical_rules_stay_quiet_where_nothing_was_planted(ev) -> None:
+    # the generator plants every pasted blurb; partial answers also happen by chance in its
+    # unlabelled chats (成分是什么，敏感肌可以用吗 answered with the ingredients only), so a few
+    # MEC-002 findings outside planted conversations are allowed, MEC-004 none
+    r = ev.rules.set_index("rule_id")
+    assert r.loc["MEC-004", "outside"] == 0
+    planted = ev.truth.loc[ev.truth["kind"] == "partial_answer", "conversation_id"].nunique()
+    others = len(ev.conversations) - planted
+    assert r.loc["MEC-002", "outside"] <= 0.05 * others, r.loc["MEC-002"].to_dict()

@@ -20,6 +20,7 @@ from qa_inspect.ruleengine import (
     rule_stats,
     template_counts,
 )
+from qa_inspect.ruleengine.engine import shop_template_key
 from qa_inspect.ruleengine.types import clock_start
 from qa_inspect.text.normalize import normalize
 from qa_inspect.text.tokenize import Tokenizer, tokenize
@@ -167,10 +168,14 @@ def test_price_objection_sequence(prep, default_ruleset: RuleSet) -> None:
 
 # --- batch templates ------------------------------------------------------------------------------
 
+TEMPLATE_SCRIPT = [("customer", "在吗"), ("agent", "您好，欢迎光临本店，有什么可以帮您"), ("customer", "有货吗"),
+                   ("agent", "亲，页面显示有货的都可以直接拍哦"), ("customer", "什么时候发"),
+                   ("agent", "亲，付款后按付款顺序尽快发出的哦"), ("customer", "能便宜点吗"),
+                   ("agent", "亲，价格都是公司统一定的哦"), ("customer", "好"), ("agent", "感谢您的支持，祝您生活愉快")]
+
+
 def _template_batch(n: int) -> list[pd.DataFrame]:
-    script = [("customer", "在吗"), ("agent", "您好，欢迎光临本店，有什么可以帮您"), ("customer", "有货吗"),
-              ("agent", "亲，页面显示有货的都可以直接拍哦"), ("customer", "好"), ("agent", "感谢您的支持，祝您生活愉快")]
-    chats = [chat(f"t{i}", script) for i in range(n)]
+    chats = [chat(f"t{i}", TEMPLATE_SCRIPT) for i in range(n)]
     chats.append(chat("own", [("customer", "在吗"), ("agent", "您好，欢迎光临本店，有什么可以帮您"),
                               ("customer", "有蓝色吗"), ("agent", "蓝色今天刚到货，库存二十件左右"),
                               ("customer", "好"), ("agent", "那我给您备注蓝色，明天一早发顺丰")]))
@@ -183,11 +188,12 @@ def test_template_counts_merge_across_partitions(prep, default_ruleset: RuleSet)
     p1, p2 = prep(*chats[:10]), prep(*chats[10:])
     merged = merge_template_counts([template_counts(p1), template_counts(p2)])
     assert merged == template_counts(whole)
-    assert merged["您好,欢迎光临本店,有什么可以帮您"] == 25
+    assert merged[shop_template_key("tm", "您好,欢迎光临本店,有什么可以帮您")] == 25
     split = pd.concat([apply_template_rules(p, default_ruleset, merged) for p in (p1, p2)], ignore_index=True)
     together = apply_template_rules(whole, default_ruleset, merged)
     assert sorted(split[schema.CONVERSATION_ID]) == sorted(together[schema.CONVERSATION_ID])
-    assert len(together) == 24 and "tm:own" not in set(together[schema.CONVERSATION_ID])
+    mec1 = fired(together, "MEC-001")
+    assert len(mec1) == 24 and "tm:own" not in set(mec1[schema.CONVERSATION_ID])
     # per partition alone, no text reaches 20 conversations in p1: batch counts matter
     assert apply_template_rules(p1, default_ruleset, template_counts(p1)).empty
 

@@ -34,6 +34,15 @@ def template_key(norm: str) -> str:
     return _WS.sub("", norm or "")
 
 
+SHOP_SEP = "\x1f"  # whitespace, so template_key never leaves it inside a text: keys are unambiguous
+
+
+def shop_template_key(shop_id: str, key: str) -> str:
+    """The count key of reply ``key`` in shop ``shop_id``: counts are kept per shop (a shop's
+    agents share one quick-phrase library; the same blurb in two shops is a coincidence)."""
+    return f"{shop_id}{SHOP_SEP}{key}"
+
+
 class Env:
     """Per-call state: shops, batch template counts, compiled matchers and per-text views."""
 
@@ -42,6 +51,8 @@ class Env:
         self.ruleset = ruleset
         self.shops = dict(shops)
         self.template_counts = template_counts
+        self._batch_counts: dict[str, int] | None = None
+        self._memo: dict[tuple[int, str, str], Any] = {}
         self._matchers: dict[int, CompiledMatcher] = {}
         self._views: dict[str, TextView] = {}
         self._finds: dict[tuple[int, str], list[Hit]] = {}
@@ -58,7 +69,33 @@ class Env:
         """The same compiled rule set and caches with other batch counts (cheap)."""
         other = copy.copy(self)
         other.template_counts = template_counts
+        other._batch_counts = None
+        other._memo = {}
         return other
+
+    def template_count(self, key: str, shop_id: str, scope: str = "shop") -> int:
+        """In how many conversations of this shop (``scope: shop``) or of the whole batch
+        (``scope: batch``, summed over shops once per call) the reply ``key`` appears."""
+        counts = self.template_counts
+        if not counts:
+            return 0
+        if scope == "shop":
+            return counts.get(shop_template_key(shop_id, key), 0)
+        if self._batch_counts is None:
+            total: Counter[str] = Counter()
+            for k, n in counts.items():
+                total[k.split(SHOP_SEP, 1)[-1]] += n
+            self._batch_counts = total
+        return self._batch_counts.get(key, 0)
+
+    def memo(self, owner: object, kind: str, text: str = "") -> Any:
+        """A per-call cache slot for what ``owner`` (a rule) computed (``kind``) about one
+        distinct text; None when not computed yet."""
+        return self._memo.get((id(owner), kind, text))
+
+    def remember(self, owner: object, kind: str, text: str, value: Any) -> Any:
+        self._memo[(id(owner), kind, text)] = value
+        return value
 
     def customer_words(self, rule: RuleBase) -> frozenset[str]:
         """The rule's ``when.customer_says`` phrases, normalised once per call."""
@@ -221,16 +258,25 @@ def apply_rules(partition: pd.DataFrame, ruleset: RuleSet, shops: Mapping[str, S
 
 
 def template_counts(partition: pd.DataFrame) -> Counter[str]:
-    """In how many conversations of this partition each human-agent reply text appears."""
-    schema.require_columns(partition, [schema.CONVERSATION_ID, schema.ROLE, schema.IS_AUTO_REPLY,
-                                       schema.NORM_TEXT], "template_counts")
+    """In how many conversations of each shop each human-agent reply text appears.
+
+    Keys are ``shop_template_key(shop_id, template_key(norm_text))``; auto-replies never count.
+    A conversation belongs to one shop, so per-partition counts add up exactly (merge) and the
+    batch-wide count of a text is the sum over shops (``Env.template_count(scope="batch")``).
+    """
+    schema.require_columns(partition, [schema.CONVERSATION_ID, schema.SHOP_ID, schema.ROLE,
+                                       schema.IS_AUTO_REPLY, schema.NORM_TEXT], "template_counts")
     if partition.empty:
         return Counter()
     auto = partition[schema.IS_AUTO_REPLY].fillna(False).astype(bool)
     agent = partition[(partition[schema.ROLE] == "agent") & ~auto]
-    keys = agent[schema.NORM_TEXT].astype("object").fillna("").map(template_key)
-    pairs = pd.DataFrame({"c": agent[schema.CONVERSATION_ID].to_numpy(), "k": keys.to_numpy()})
-    pairs = pairs[pairs["k"] != ""].drop_duplicates()
+    texts = agent[schema.NORM_TEXT].astype("object").fillna("")
+    uniq = {t: template_key(t) for t in pd.unique(texts)}  # chat logs repeat: strip each text once
+    keys = [uniq[t] for t in texts]
+    shops = agent[schema.SHOP_ID].astype("object").fillna("").astype(str)
+    full = (shops + SHOP_SEP).to_numpy(dtype=object) + pd.Series(keys, dtype=object).to_numpy()
+    pairs = pd.DataFrame({"c": agent[schema.CONVERSATION_ID].to_numpy(), "k": full, "e": [k == "" for k in keys]})
+    pairs = pairs[~pairs["e"]].drop_duplicates(["c", "k"])
     return Counter(pairs["k"].value_counts().to_dict())
 
 

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from qa_inspect.config import BusinessHours, Shop
 from qa_inspect.registry import Registry
 from qa_inspect.ruleengine.conversation import Conversation
-from qa_inspect.ruleengine.spec import MatcherSpec, RuleBase
+from qa_inspect.ruleengine.spec import MatcherSpec, RuleBase, Strict
 
 if TYPE_CHECKING:
     from qa_inspect.ruleengine.engine import Env
@@ -259,6 +259,17 @@ class _QuestionRule(RuleBase):
                 return m.start(), m.end()
         return None
 
+    def is_question(self, env: Env, text: str) -> bool:
+        """``question_span(...) is not None`` with one joined regex (hot in partial_answer)."""
+        rx = env.memo(self, "question")
+        if rx is None:
+            from qa_inspect.ruleengine.matching import _alternation
+
+            rx = env.remember(self, "question", "", (_alternation(env.regexes(self.question_patterns)),))
+        if rx[0] is None:
+            return self.question_span(env, text) is not None
+        return rx[0].search(text) is not None
+
 
 class UnansweredRule(_QuestionRule):
     """A customer question with no agent reply before the conversation ends."""
@@ -280,25 +291,145 @@ class UnansweredRule(_QuestionRule):
         return []
 
 
-_CLAUSE_RE = re.compile(r"[^?。!,;\n ]+\??")
+_CLAUSE_RE = re.compile(r"[^?!,;:~\n 。、…]+\?*")  # on norm_text: full-width punctuation is folded
+_GROUPED = re.compile(r"\\[1-9]|\(\?P[=<]|\(\?<[^=!]|\(\?[aiLmsux]")
+
+
+class Topic(Strict):
+    """What a buyer can ask about (价格, 材质, 发货...): regexes on ``norm_text``."""
+
+    label: str = Field(min_length=1, description="shown in explanations, e.g. 价格")
+    ask: list[str] = Field(min_length=1, description="a question clause matching one asks about this topic")
+    answer: list[str] = Field(default_factory=list,
+                              description="extra patterns that count as covering it in a reply (¥99, 48小时)")
+
+    @field_validator("ask", "answer")
+    @classmethod
+    def _compile(cls, v: list[str]) -> list[str]:
+        for i, p in enumerate(v):
+            if _GROUPED.search(p):
+                raise ValueError(f"pattern {i}: backreferences, named groups and inline flags are not "
+                                 "supported in topic patterns (they are joined into one regex)")
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"pattern {i} is not a valid regular expression: {exc}") from None
+        return v
+
+
+class _TopicIndex:
+    """All topics of a rule in one regex each for asking and covering: one scan per text."""
+
+    def __init__(self, topics: dict[str, Topic]) -> None:
+        self.names = list(topics)
+        self.ask = re.compile("|".join(
+            f"(?P<t{k}>{'|'.join(f'(?:{p})' for p in t.ask)})" for k, t in enumerate(topics.values())))
+        self.cover = re.compile("|".join(
+            f"(?P<t{k}>{'|'.join(f'(?:{p})' for p in [*t.ask, *t.answer])})"
+            for k, t in enumerate(topics.values())))
+
+    def topics(self, rx: re.Pattern[str], text: str) -> frozenset[str]:
+        return frozenset(self.names[int(m.lastgroup[1:])] for m in rx.finditer(text) if m.lastgroup)
 
 
 class PartialAnswerRule(_QuestionRule):
-    """A multi-part question answered by a very short reply (likely only one part answered)."""
+    """多问只答一部分: the buyer asked about two or more topics, the agent's replies covered some
+    but not all of them before the buyer asked something new."""
 
     type: Literal["partial_answer"]
-    min_questions: int = Field(2, ge=2)
-    max_reply_chars: int = Field(8, ge=1)
-    ignore_clauses: list[str] = Field(
-        default_factory=lambda: ["你好", "您好", "在吗", "在不在", "亲", "人呢", "有人吗", "客服"],
-        description="greetings that look like questions but ask nothing")
+    topics: dict[str, Topic] = Field(description="topic name -> {label, ask, answer} keyword regexes")
+    min_questions: int = Field(2, ge=2, description="questions (clauses about different topics) in the buyer's turn")
+    max_replies: int = Field(5, ge=1, description="human replies after the question searched for answers")
+    joiners: list[str] = Field(
+        default_factory=lambda: ["另外", "以及", "顺便问", "还想问", "再问"],
+        description="words that join two questions in one clause (split there)")
     open_patterns: list[str] = Field(
-        default_factory=lambda: [r"什么|怎么|多少|哪|几|为什么|为啥|如何|还是|多久|多长"],
-        description="at least one clause must be an open question; yes/no-only pairs are usually "
-                    "one question asked twice, which 是的 fully answers")
+        default_factory=lambda: [r"什么|怎么|多少|哪|几|为什么|为啥|如何|多久|多快|多长|多大|啥|咋"],
+        description="an open question (多少钱/什么时候) needs an explicit answer; a yes/no one (包邮吗) "
+                    "is answered by a bare 是的/有的")
+    yes_no_patterns: list[str] = Field(
+        default_factory=lambda: [r"^(?:亲+|您好|你好)?[,~\s]*(?:是|有|可以|对|嗯|恩|没|不|会|能|行|支持|当然|肯定)"],
+        description="a reply naming no topic that matches one answers every yes/no question of the turn")
     hold_phrases: list[str] = Field(
         default_factory=lambda: ["稍等", "等一下", "查询", "核实", "查一下", "看一下", "查看"],
         description="a reply that puts the buyer on hold is not an answer yet")
+
+    @field_validator("topics")
+    @classmethod
+    def _enough_topics(cls, v: dict[str, Topic]) -> dict[str, Topic]:
+        if len(v) < 2:
+            raise ValueError("a partial_answer rule needs at least two topics")
+        return v
+
+    @field_validator("joiners", "hold_phrases")
+    @classmethod
+    def _no_empty(cls, v: list[str]) -> list[str]:
+        if any(not w.strip() for w in v):
+            raise ValueError("empty phrase")
+        return v
+
+    @field_validator("open_patterns", "yes_no_patterns")
+    @classmethod
+    def _regexes(cls, v: list[str]) -> list[str]:
+        for i, p in enumerate(v):
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"pattern {i} is not a valid regular expression: {exc}") from None
+        return v
+
+    def _compiled(self, env: Env) -> tuple[_TopicIndex, re.Pattern[str] | None, list[str]]:
+        got = env.memo(self, "compiled")
+        if got is None:
+            from qa_inspect.text.normalize import normalize_text
+
+            joiners = [normalize_text(j) for j in self.joiners]
+            split = re.compile("|".join(map(re.escape, sorted(joiners, key=len, reverse=True)))) if joiners else None
+            holds = [normalize_text(h) for h in self.hold_phrases]
+            got = env.remember(self, "compiled", "", (_TopicIndex(self.topics), split, holds))
+        return got
+
+    def asked(self, env: Env, norm: str) -> tuple[tuple[frozenset[str], int, int, bool], ...]:
+        """(topics, clause start, clause end, open question) for each question clause of a
+        buyer message that names a topic; once per distinct text. Topics named in one clause
+        are one question (纯棉四件套多少钱 asks the price, not the material)."""
+        got = env.memo(self, "asked", norm)
+        if got is not None:
+            return got
+        index, split, _ = self._compiled(env)
+        if not index.ask.search(norm):  # most messages name no topic at all
+            return env.remember(self, "asked", norm, ())
+        opens = env.regexes(self.open_patterns)
+        out: list[tuple[frozenset[str], int, int, bool]] = []
+        for m in _CLAUSE_RE.finditer(norm):
+            bounds = [m.start()]
+            if split is not None:
+                bounds += [j.start() for j in split.finditer(norm, m.start(), m.end()) if j.start() > m.start()]
+            bounds.append(m.end())
+            for s, e in zip(bounds, bounds[1:], strict=False):
+                clause = norm[s:e]
+                if not self.is_question(env, clause):
+                    continue
+                topics = index.topics(index.ask, clause)
+                if topics:
+                    out.append((topics, s, e, any(rx.search(clause) for rx in opens)))
+        return env.remember(self, "asked", norm, tuple(out))
+
+    def covers(self, env: Env, norm: str) -> tuple[frozenset[str], bool]:
+        """(topics a reply names outside questions, starts like a yes/no answer); a hold covers
+        nothing."""
+        got = env.memo(self, "covers", norm)
+        if got is not None:
+            return got
+        index, _, holds = self._compiled(env)
+        if any(h in norm for h in holds):
+            res: tuple[frozenset[str], bool] = (frozenset(), False)
+        else:
+            # a topic named in a question back (您有把商品给站点配送吗?) is not an answer to it
+            topics = frozenset().union(*(index.topics(index.cover, m.group()) for m in _CLAUSE_RE.finditer(norm)
+                                         if not self.is_question(env, m.group()))) if index.cover.search(norm) else frozenset()
+            res = (topics, any(rx.search(norm) for rx in env.regexes(self.yes_no_patterns)))
+        return env.remember(self, "covers", norm, res)
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
         hits: list[RuleHit] = []
@@ -307,35 +438,51 @@ class PartialAnswerRule(_QuestionRule):
             if conv.role[i] != "customer":
                 i += 1
                 continue
-            turn = []
-            while i < n and conv.role[i] != "agent":
+            # the buyer's turn: questions merged when they share a topic (还有优惠吗？多少钱)
+            questions: list[list[Any]] = []  # [topics, pos, start, end, open]
+            while i < n and not conv.is_human_agent(i):
                 if conv.role[i] == "customer":
-                    turn.append(i)
+                    for topics, s, e, o in self.asked(env, conv.norm[i]):
+                        same = next((q for q in questions if q[0] & topics), None)
+                        if same is None:
+                            questions.append([topics, i, s, e, o])
+                        else:
+                            same[0] |= topics
+                            same[4] = same[4] or o
                 i += 1
-            reply = []
-            while i < n and conv.role[i] != "customer":
-                if conv.is_human_agent(i):
-                    reply.append(i)
-                i += 1
-            if not reply:
+            if len(questions) < self.min_questions:
                 continue
-            ignore = set(self.ignore_clauses)
-            clauses = {c.strip() for j in turn for c in _CLAUSE_RE.findall(conv.norm[j])}
-            questions = [c for c in clauses if len(c) >= 3 and c.rstrip("?") not in ignore
-                         and self.question_span(env, c)]
-            asked = len(questions)
-            if not any(rx.search(c) for c in questions for rx in env.regexes(self.open_patterns)):
-                asked = 0
-            reply_norm = " ".join(conv.norm[j].strip() for j in reply)
-            chars = len(reply_norm)
-            answering = not self.question_span(env, reply_norm) and not any(
-                h in reply_norm for h in self.hold_phrases)
-            if asked >= self.min_questions and chars <= self.max_reply_chars and answering:
-                p = reply[0]
-                hits.append(RuleHit(p, 0, len(conv.text[p]), render(
-                    self, "买家一次问了 {asked} 个问题，客服只回复「{evidence}」", asked=asked,
-                    evidence=" ".join(conv.text[j] for j in reply))))
+            wanted = frozenset().union(*(q[0] for q in questions))
+            covered: set[str] = set()
+            bare_yes, anchor, k, replies = False, None, i, 0
+            while k < n and replies < self.max_replies:
+                if conv.role[k] == "customer" and self.asked(env, conv.norm[k]):
+                    break  # the buyer moved on (or asked again): the answer window is over
+                if conv.is_human_agent(k):
+                    replies += 1
+                    topics, yes = self.covers(env, conv.norm[k])
+                    topics = topics & wanted
+                    yes = yes and not topics  # 有的，现货充足 answers stock, not every yes/no question
+                    if topics or yes:
+                        covered |= topics
+                        bare_yes |= yes
+                        anchor = k if anchor is None else anchor
+                k += 1
+            done = [bool(q[0] & covered) or (bare_yes and not q[4]) for q in questions]
+            if anchor is None or all(done) or not any(done):
+                continue
+            names = [self._label(q[0]) for q in questions]
+            missed = [q for q, ok in zip(questions, done, strict=True) if not ok]
+            pos, s, e = missed[0][1:4]
+            hits.append(RuleHit(anchor, 0, len(conv.text[anchor]), render(
+                self, "买家问了{asked}，客服只回应了{covered}，未回应{missed}（「{question}」）",
+                asked="、".join(names), covered="、".join(x for x, ok in zip(names, done, strict=True) if ok),
+                missed="、".join(self._label(q[0]) for q in missed), question=conv.text[pos][s:e].strip(),
+                evidence=conv.text[anchor])))
         return hits
+
+    def _label(self, topics: frozenset[str]) -> str:
+        return "/".join(self.topics[t].label for t in self.topics if t in topics)
 
 
 # --- sequence ----------------------------------------------------------------------------------
@@ -390,38 +537,78 @@ class SequenceRule(RuleBase):
 # --- template (batch-level) ------------------------------------------------------------------
 
 class TemplateRule(RuleBase):
-    """Copy-paste replies: agent texts reused across many conversations of the whole batch."""
+    """Copy-paste replies: the same agent text in many conversations of the shop (or batch).
+
+    A shop's standard greeting or closing is not a problem, so replies containing one of
+    ``exclude_phrases`` are neither templates nor counted replies; what remains is a pasted
+    blurb standing in for an answer.
+    """
 
     type: Literal["template"]
     min_conversations: int = Field(20, ge=2, description="a text is a template when this many chats use it")
     min_chars: int = Field(8, ge=1, description="shorter replies (好的/在的) never count")
+    scope: Literal["shop", "batch"] = Field(
+        "shop", description="count conversations of the same shop, or of the whole batch")
+    exclude_phrases: list[str] = Field(
+        default_factory=list,
+        description="replies containing one of these (greetings, closings, holds) never count")
     mode: Literal["message", "conversation"] = "conversation"
     min_share: float = Field(0.8, gt=0, le=1, description="conversation mode: share of template replies")
     min_messages: int = Field(3, ge=1, description="conversation mode: counted replies needed")
 
-    def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
-        counts = env.template_counts
-        if counts is None:
-            return []
-        from qa_inspect.ruleengine.engine import template_key
+    def _excluder(self, env: Env) -> re.Pattern[str] | None:
+        got = env.memo(self, "excluder")
+        if got is None:
+            from qa_inspect.ruleengine.engine import template_key
+            from qa_inspect.text.normalize import normalize_text
 
-        counted, templ = [], []
+            words = sorted({template_key(normalize_text(p)) for p in self.exclude_phrases} - {""},
+                           key=len, reverse=True)
+            got = env.remember(self, "excluder", "", (re.compile("|".join(map(re.escape, words))),)
+                               if words else (None,))
+        return got[0]
+
+    def _count(self, conv: Conversation, env: Env, i: int) -> tuple[bool, int]:
+        """(counted, conversations using this reply) for reply ``i``, once per distinct text."""
+        norm = conv.norm[i]
+        got = env.memo(self, "key", norm)
+        if got is None:
+            from qa_inspect.ruleengine.engine import template_key
+
+            key = template_key(norm)
+            rx = self._excluder(env)
+            counted = len(key) >= self.min_chars and not (rx is not None and rx.search(key))
+            got = env.remember(self, "key", norm, (counted, key))
+        counted, key = got
+        return counted, env.template_count(key, conv.shop_id, self.scope) if counted else 0
+
+    def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
+        if not env.template_counts:
+            return []
+        where = "本店" if self.scope == "shop" else "整批"
+        per_agent: dict[str | None, tuple[list[int], list[tuple[int, int]]]] = {}
         for i in conv.human_agent:
-            key = template_key(conv.norm[i])
-            if len(key) < self.min_chars:
+            counted, n = self._count(conv, env, i)
+            if not counted:
                 continue
-            counted.append(i)
-            if counts.get(key, 0) >= self.min_conversations:
-                templ.append(i)
+            cnt, templ = per_agent.setdefault(conv.agent_id[i], ([], []))
+            cnt.append(i)
+            if n >= self.min_conversations:
+                templ.append((i, n))
         if self.mode == "message":
             return [RuleHit(i, 0, len(conv.text[i]), render(
-                self, "回复与 {count} 通会话完全相同（模板话术）",
-                count=counts.get(template_key(conv.norm[i]), 0))) for i in templ]
-        if len(counted) >= self.min_messages and len(templ) / len(counted) >= self.min_share:
-            return [RuleHit(None, explanation=render(
-                self, "{t}/{c} 条人工回复为批量复用的模板话术（每条 ≥{k} 通会话出现）",
-                t=len(templ), c=len(counted), k=self.min_conversations))]
-        return []
+                self, "回复与{where} {count} 通会话完全相同（模板话术）", count=n, where=where))
+                for i, n in sorted(t for _, templ in per_agent.values() for t in templ)]
+        hits = []
+        for agent, (cnt, templ) in per_agent.items():
+            if len(cnt) >= self.min_messages and len(templ) / len(cnt) >= self.min_share:
+                # the conversation as a whole for its main agent; another agent's share is
+                # anchored on their first template reply, so the finding is theirs
+                pos = None if agent == conv.main_agent or len(per_agent) == 1 else templ[0][0]
+                hits.append(RuleHit(pos, -1, -1, render(
+                    self, "{t}/{c} 条人工回复为{where}批量复用的模板话术（每条 ≥{k} 通会话出现）",
+                    t=len(templ), c=len(cnt), k=self.min_conversations, where=where)))
+        return hits
 
 
 RULE_TYPES: Registry[type[RuleBase]] = Registry("rule type")
