@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from qa_inspect.errors import ConfigError, UserError
+from qa_inspect.schema import DIMENSIONS
 
 RULES_ENV = "QA_INSPECT_RULES"
 SHOPS_FILE = "shops.yaml"
@@ -58,6 +59,30 @@ def init_rules_dir(target: Path, *, force: bool = False) -> list[Path]:
     return copied
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last silently,
+    so a second ``points:`` in a rule would quietly win)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _value in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # unhashable: construct_mapping reports it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key '{key}'", key_node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def load_yaml(path: Path) -> Any:
     """Parse a YAML file; syntax errors name the file, line and column."""
     try:
@@ -66,13 +91,31 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError("file not found", file=str(path)) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a folder, expected a YAML file", file=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(path)) from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else None
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"YAML syntax error: {problem}", file=str(path), key_path=where) from None
+    except (ValueError, OverflowError) as exc:
+        # PyYAML builds dates while parsing: an unquoted ``2026-02-30`` raises ValueError.
+        raise ConfigError(f"invalid value ({exc}); quote it if it is not a date", file=str(path)) from None
+    except RecursionError:
+        raise ConfigError("nested too deeply to be a configuration file", file=str(path)) from None
+
+
+def valid_timezone(name: str) -> bool:
+    """True for an IANA zone name. ZoneInfo raises OSError for a folder name such as 'America'."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
 
 
 def key_path(loc: tuple[Any, ...]) -> str:
@@ -88,9 +131,14 @@ def key_path(loc: tuple[Any, ...]) -> str:
 
 def config_error_from_validation(exc: ValidationError, *, file: str, rule_id: str | None = None,
                                  prefix: tuple[Any, ...] = ()) -> ConfigError:
-    """First pydantic error as a ConfigError with file, rule id and key path."""
-    err = exc.errors()[0]
-    n = len(exc.errors())
+    """The most specific pydantic error as a ConfigError with file, rule id and key path.
+
+    A union field (e.g. an example: text, list of lines or a mapping) yields one error per
+    alternative; the deepest location is the one that names the offending key.
+    """
+    errors = exc.errors()
+    err = max(errors, key=lambda e: len(e["loc"]))  # max keeps the first of equal depth
+    n = len(errors)
     more = f" (and {n - 1} more error{'s' if n > 2 else ''})" if n > 1 else ""
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
@@ -124,7 +172,7 @@ class BusinessHours(BaseModel):
 
 
 class Shop(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     shop_id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
     name: str
     platform: Literal["taobao", "tmall", "jd", "pdd", "douyin", "shopee", "weibo", "other"]
@@ -140,10 +188,18 @@ class Shop(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone '{v}'") from None
+        if not valid_timezone(v):
+            raise ValueError(f"unknown time zone '{v}'")
+        return v
+
+    @field_validator("scorecard_weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for k, w in (v or {}).items():
+            if k not in DIMENSIONS:
+                raise ValueError(f"unknown dimension '{k}'; known: {', '.join(DIMENSIONS)}")
+            if w < 0:
+                raise ValueError(f"weight of '{k}' must be >= 0")
         return v
 
     @field_validator("recipients")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from qa_inspect import schema as S
 from qa_inspect.config import Shop
@@ -206,7 +207,10 @@ def test_per_shop_weights() -> None:
     assert b[S.TOTAL] == pytest.approx((0.3 * att + 0.2 * sel + 0.1 * resp) / 0.6)
     assert yaml_w.iloc[0][S.TOTAL] == pytest.approx((0.2 * sel + 0.1 * resp) / 0.3)
     assert shop_w.iloc[0][S.TOTAL] == pytest.approx((1.0 * att + 0.1 * resp) / 1.1)
-    bad = Shop(shop_id="s4", name="x", platform="jd", scorecard_weights={"sales": 1.0})
+    # an unknown dimension in shops.yaml is rejected when shops.yaml is loaded (issue 9 part 4)
+    with pytest.raises(ValidationError, match="unknown dimension 'sales'"):
+        Shop(shop_id="s4", name="x", platform="jd", scorecard_weights={"sales": 1.0})
+    bad = Shop.model_construct(shop_id="s4", name="x", platform="jd", scorecard_weights={"sales": 1.0})
     with pytest.raises(ConfigError, match="scorecard_weights"):
         score_conversations(c.assign(**{S.SHOP_ID: "s4"}), f, sc, {"s4": bad})
 

@@ -19,7 +19,7 @@ rules_app = typer.Typer(name="rules", help="Validate rule sets and measure how t
 def check(rules: RulesOpt = None) -> None:
     """Validate every rule file and run each rule's pass/fail examples (exit 1 on any failure)."""
     report = call(check_rules, rules)
-    typer.echo(report.render())
+    typer.echo(report.render(), err=not report.ok)
     if not report.ok:
         raise typer.Exit(1)
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from qa_inspect.config import config_error_from_validation, load_yaml
+from qa_inspect.config import config_error_from_validation, load_yaml, valid_timezone
 from qa_inspect.errors import ConfigError
 
 PROFILES_DIR = "import_profiles"
@@ -41,7 +40,7 @@ class ColumnMap(BaseModel):
 
 
 class ImportProfile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     description: str = ""
     format: Literal["csv", "tsv", "xlsx", "json", "jsonl"]
     sheet: str | None = None  # xlsx: sheet name; None -> the first sheet
@@ -61,11 +60,8 @@ class ImportProfile(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v: str) -> str:
-        if v != "shop":
-            try:
-                ZoneInfo(v)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(f"unknown time zone '{v}' (use 'shop' or an IANA name)") from None
+        if v != "shop" and not valid_timezone(v):
+            raise ValueError(f"unknown time zone '{v}' (use 'shop' or an IANA name)")
         return v
 
     @model_validator(mode="after")

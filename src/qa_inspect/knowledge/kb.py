@@ -218,6 +218,8 @@ def _read_xlsx_rows(path: Path, headers: dict[str, str], allowed: set[str]) -> l
     try:
         ws = wb.worksheets[0]
         rows = [list(r) for r in ws.iter_rows(values_only=True)]
+    except Exception as exc:  # noqa: BLE001 - read-only sheets parse lazily: a bad cell fails here
+        raise ConfigError(f"cannot read the first sheet: {type(exc).__name__}: {exc}", file=str(path)) from None
     finally:
         wb.close()
     if not rows:

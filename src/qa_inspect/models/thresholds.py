@@ -21,7 +21,7 @@ MODELS_FILE = "models.yaml"
 class ActPolicy(BaseModel):
     """How one dialogue act becomes a model finding."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     threshold: float = Field(ge=0.0, le=1.0)
     dimension: Literal["product_knowledge", "selling", "attitude", "responsiveness"]
     polarity: Literal["+", "-"]
@@ -35,7 +35,7 @@ class ActPolicy(BaseModel):
 class RuleActLink(BaseModel):
     """Which act(s) speak to a rule finding: by exact rule ids, else by dimension + polarity."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     rule_ids: list[str] = Field(default_factory=list)
     dimension: Literal["product_knowledge", "selling", "attitude", "responsiveness"] | None = None
     polarity: Literal["+", "-"] | None = None
@@ -51,7 +51,7 @@ class RuleActLink(BaseModel):
 
 
 class CombinePolicy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     # a model-only finding (no rule on that message/act) counts when its probability >= this
     model_only_threshold: float = Field(0.85, ge=0.0, le=1.0)
     # ... and with points multiplied by this factor (models are less explainable than rules)
@@ -64,7 +64,7 @@ class CombinePolicy(BaseModel):
 
 
 class ModelsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     acts: dict[str, ActPolicy] = Field(default_factory=dict)
     combine: CombinePolicy = Field(default_factory=CombinePolicy)
 
@@ -87,7 +87,9 @@ def load_thresholds(rules_dir: Path) -> ModelsConfig:
     path = Path(rules_dir) / MODELS_FILE
     if not path.exists():
         return ModelsConfig()
-    data = load_yaml(path) or {}
+    data = load_yaml(path)
+    if data is None:  # an empty (e.g. truncated) file would silently switch every act finding off
+        raise ConfigError("empty file; delete it to run without act findings", file=str(path))
     try:
         return ModelsConfig.model_validate(data)
     except ValidationError as exc:

@@ -50,7 +50,7 @@ DEFAULT_PRESALE_WORDS = (
 class Dimension(BaseModel):
     """One scored dimension: start at ``base``, subtract deductions, add bonuses, clamp 0..100."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     label: str = ""
     weight: float = Field(ge=0)
     base: float = Field(default=100.0, ge=0, le=100)
@@ -61,7 +61,7 @@ class Dimension(BaseModel):
 class Select(BaseModel):
     """Which findings an item takes: every given criterion must match (globs for rule ids)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     rules: list[str] = Field(default_factory=list)
     dimensions: list[Literal["product_knowledge", "selling", "attitude", "responsiveness"]] = Field(
         default_factory=list)
@@ -84,7 +84,7 @@ class Select(BaseModel):
 class Item(BaseModel):
     """A scorecard line. The first item (in file order) that selects a finding takes it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     id: str = Field(min_length=1)
     description: str = ""
     select: Select
@@ -95,13 +95,13 @@ class Item(BaseModel):
 
 
 class Band(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     label: str = Field(min_length=1)
     min: float = Field(ge=0, le=100)
 
 
 class Scorecard(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     version: int = 1
     dimensions: dict[Literal["product_knowledge", "selling", "attitude", "responsiveness"], Dimension]
     items: list[Item]
@@ -146,6 +146,9 @@ class Scorecard(BaseModel):
             bad = [k for k in weights if k not in S.DIMENSIONS]
             if bad:
                 raise ValueError(f"shop_weights.{shop}: unknown dimensions {bad}")
+            negative = [k for k, w in weights.items() if w < 0]
+            if negative:
+                raise ValueError(f"shop_weights.{shop}: weights must be >= 0 ({', '.join(negative)})")
         return self
 
     def grade(self, total: float) -> str:
