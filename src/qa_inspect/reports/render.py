@@ -461,20 +461,32 @@ def _good_selling(look: RunLookups, agent_id: str, mask: Mask) -> list[dict[str,
     return out
 
 
+def _kb_reference(explanation: str) -> str | None:
+    """The knowledge-base side of a knowledge finding's explanation ("…，知识库: <reference>")."""
+    if "知识库" not in explanation:
+        return None
+    ref = explanation.split("知识库", 1)[1].lstrip(" :：")
+    return ref or None
+
+
 def _coaching_suggestions(data: ReportData, agent_f: pd.DataFrame) -> list[dict[str, str]]:
-    """One suggestion per wrong-knowledge claim (with the KB answer) or frequent deduction."""
+    """One suggestion per wrong-knowledge claim, with the KB's reference answer.
+
+    ``kb_answers`` (FAQ reference answers) wins; otherwise the reference comes from the knowledge
+    finding itself, whose explanation always states the KB value it was checked against.
+    """
     out: list[dict[str, str]] = []
     seen: set[tuple[str, str]] = set()
-    if not data.kb_answers:
-        return out
     neg = agent_f[agent_f[S.POLARITY] == "-"]
-    for ev_, rid_, expl in zip(neg[S.EVIDENCE].tolist(), neg[S.RULE_ID].tolist(), neg[S.EXPLANATION].tolist(),
-                               strict=True):
-        ev, rid = _s(ev_), _s(rid_)
+    for ev_, rid_, expl_, src_ in zip(neg[S.EVIDENCE].tolist(), neg[S.RULE_ID].tolist(),
+                                      neg[S.EXPLANATION].tolist(), neg[S.SOURCE].tolist(), strict=True):
+        ev, rid, expl = _s(ev_), _s(rid_), _s(expl_)
         ans = data.kb_answers.get(ev) or data.kb_answers.get(rid)
+        if not ans and _s(src_) == "knowledge":
+            ans = _kb_reference(expl)
         if ans and (ev, rid) not in seen:
             seen.add((ev, rid))
-            out.append({"rule_id": rid, "said": ev, "explanation": _s(expl), "answer": ans})
+            out.append({"rule_id": rid, "said": ev, "explanation": expl, "answer": ans})
     return out[:10]
 
 
