@@ -140,3 +140,24 @@ def test_cli_rejects_unknown_engine_before_touching_the_output(tmp_path: Path) -
     res = CliRunner().invoke(app, ["run", str(tmp_path), "--out", str(out), "--engine", "spark", "-q"])
     assert res.exit_code == 2 and "unknown engine 'spark'" in res.output
     assert not out.exists()
+
+
+def test_bounded_keeps_order_and_at_most_window_in_flight() -> None:
+    from qa_inspect.engines import bounded
+
+    in_flight: list[int] = []
+    peak = 0
+
+    def submit(k: int) -> int:
+        nonlocal peak
+        in_flight.append(k)
+        peak = max(peak, len(in_flight))
+        return k
+
+    def result(k: int) -> int:
+        in_flight.remove(k)
+        return k * 10
+
+    assert list(bounded(submit, result, 7, 3)) == [k * 10 for k in range(7)]
+    assert peak == 3 and not in_flight
+    assert list(bounded(submit, result, 0, 3)) == []

@@ -1,12 +1,13 @@
 """Execution engines for the partition passes of the nightly run: ``local``, ``pool``, ``dask``.
 
 Every engine runs the same two passes over partitions of whole conversations (see
-pipeline.py): pass 1 ``prepare_partition`` (normalise, tokenise, count reply templates), the
-client merges the template counts of the whole batch, pass 2 ``process_partition`` with the
-merged counts. Engines differ only in where the passes run and how the context (rule set,
+pipeline.py): pass 1 ``count_partition`` (normalise, count reply templates), the client merges
+the template counts of the whole batch, pass 2 ``process_partition`` with the merged counts. Engines differ only in where the passes run and how the context (rule set,
 knowledge bases, models, tokenizer, shops, scorecard) gets there: it is loaded ONCE per
 process (pool initializer, dask worker plugin), never per partition. Results come back to the
-client, which writes the store and outputs with the same code whatever the engine.
+client one partition at a time and go to a ``sink`` (pipeline.ResultSpool spills them to disk),
+so neither the client nor the engine ever holds the whole night: partitions are produced lazily
+and at most a few per worker are in flight.
 
 Engines are looked up by name in ``ENGINES`` (an explicit registry): unknown names are rejected.
 """
@@ -19,8 +20,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,15 +35,17 @@ from qa_inspect.pipeline import (
     PartitionResult,
     Reporter,
     StageTimer,
+    count_partition,
     crash_point,
     load_context,
-    prepare_partition,
     process_partition,
     stage,
 )
 from qa_inspect.registry import Registry
 
-Prepared = tuple[pd.DataFrame, Counter[str], dict[str, float]]
+Counted = tuple[Counter[str], dict[str, float]]
+Sink = Callable[[int, PartitionResult], None]
+IN_FLIGHT_PER_WORKER = 2  # partitions queued per worker: keeps workers busy, bounds client memory
 
 
 @dataclass
@@ -56,10 +59,10 @@ class EngineOptions:
 
 @dataclass
 class EngineRun:
-    """Results in partition order plus timing: ``stage_seconds`` is summed over partitions where
-    they ran (worker side), ``wall_seconds`` is the client's clock per pass."""
+    """How many partition results went to the sink, plus timing: ``stage_seconds`` is summed over
+    partitions where they ran (worker side), ``wall_seconds`` is the client's clock per pass."""
 
-    results: list[PartitionResult]
+    delivered: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: dict[str, float] = field(default_factory=dict)
     workers: int = 1
@@ -71,7 +74,7 @@ WORKER_CONFIG = "worker_config"  # stage_seconds key: context loading inside wor
 
 class Engine(Protocol):
     def __call__(self, parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions,
-                 rep: Reporter) -> EngineRun: ...
+                 rep: Reporter, sink: Sink) -> EngineRun: ...
 
 
 ENGINES: Registry[Engine] = Registry("engine")
@@ -110,23 +113,40 @@ def _check_version(ctx: Context, expected: str) -> None:
 
 
 # --------------------------------------------------------------------------- local
-def run_local(parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions, rep: Reporter) -> EngineRun:
-    """In this process, with the context the client already loaded."""
+def run_local(parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions, rep: Reporter,
+              sink: Sink) -> EngineRun:
+    """In this process, with the context the client already loaded; one partition at a time."""
     timer = StageTimer()
     n = len(parts)
     t0 = time.perf_counter()
-    prepared: list[tuple[pd.DataFrame, Counter[str]]] = []
-    for i, p in enumerate(parts, 1):
-        prepared.append(prepare_partition(p, ctx, timer))
-        rep.progress("prepare", i, n)
-    counts = merge_counts([c for _, c in prepared])
+    per_part: list[Counter[str]] = []
+    for i in range(n):
+        per_part.append(count_partition(parts[i], ctx, timer))
+        rep.progress("prepare", i + 1, n)
+    counts = merge_counts(per_part)
+    del per_part
     t1 = time.perf_counter()
-    results = []
-    for i, (p, _) in enumerate(prepared, 1):
-        results.append(process_partition(p, ctx, counts, timer))
-        crash_point("partition", i)
-        rep.progress("score", i, n)
-    return EngineRun(results, timer.seconds, {"pass1": t1 - t0, "pass2": time.perf_counter() - t1})
+    run = EngineRun()
+    for i in range(n):
+        sink(i, process_partition(parts[i], ctx, counts, timer))
+        run.delivered += 1
+        crash_point("partition", i + 1)
+        rep.progress("score", i + 1, n)
+    run.stage_seconds = timer.seconds
+    run.wall_seconds = {"pass1": t1 - t0, "pass2": time.perf_counter() - t1}
+    return run
+
+
+def bounded(submit: Callable[[int], Any], result: Callable[[Any], Any], n: int, window: int) -> Iterator[Any]:
+    """Results of ``submit(0..n-1)`` in order, with at most ``window`` submitted and not yet
+    consumed: partitions are sliced (and pickled) only shortly before a worker needs them."""
+    pending: deque[Any] = deque()
+    nxt = 0
+    while nxt < n or pending:
+        while nxt < n and len(pending) < max(1, window):
+            pending.append(submit(nxt))
+            nxt += 1
+        yield result(pending.popleft())
 
 
 # --------------------------------------------------------------------------- pool
@@ -190,12 +210,12 @@ def _worker_ctx(version: str) -> Context:
     return _WORKER_CTX
 
 
-def _pool_prepare(args: tuple[pd.DataFrame, str]) -> Prepared:
+def _pool_count(args: tuple[pd.DataFrame, str]) -> Counted:
     timer = StageTimer()
     ctx = _worker_ctx(args[1])
     timer.add(_pop_load(_WORKER_LOAD))
-    p, counts = prepare_partition(args[0], ctx, timer)
-    return p, counts, timer.seconds
+    counts = count_partition(args[0], ctx, timer)
+    return counts, timer.seconds
 
 
 def _with_load(res: PartitionResult, load: dict[str, float]) -> PartitionResult:
@@ -209,27 +229,31 @@ def _pool_process(args: tuple[pd.DataFrame, Counter[str], str]) -> PartitionResu
     return _with_load(process_partition(args[0], ctx, args[1]), _pop_load(_WORKER_LOAD))
 
 
-def run_pool(parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions, rep: Reporter) -> EngineRun:
+def run_pool(parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions, rep: Reporter,
+             sink: Sink) -> EngineRun:
     """``workers`` spawned processes; each loads the context once in its initializer. Partitions go
-    out and results come back pickled (pandas frames); prepared partitions travel back to the
-    client between the passes because a process pool cannot pin data to a worker."""
+    out and results come back pickled (pandas frames), a bounded number in flight; both passes
+    send the partition (pass 1 returns only the template counts, so nothing big is kept)."""
     n = len(parts)
     workers = max(1, min(opts.workers, n))
-    run = EngineRun([], workers=workers)
+    run = EngineRun(workers=workers)
+    window = workers * IN_FLIGHT_PER_WORKER
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(ctx.rules_dir, opts.models_dir, os.getpid())) as pool:
-        prepared: list[Prepared] = []
-        for i, r in enumerate(pool.map(_pool_prepare, [(p, ctx.version) for p in parts]), 1):
-            prepared.append(r)
-            _count_loads(run, r[2])
+        per_part: list[Counter[str]] = []
+        for i, (c, secs) in enumerate(bounded(lambda k: pool.submit(_pool_count, (parts[k], ctx.version)),
+                                              lambda f: f.result(), n, window), 1):
+            per_part.append(c)
+            _count_loads(run, secs)
             rep.progress("prepare", i, n)
-        counts = merge_counts([c for _, c, _ in prepared])
+        counts = merge_counts(per_part)
+        del per_part
         t1 = time.perf_counter()
-        jobs = [(p, counts, ctx.version) for p, _, _ in prepared]
-        del prepared
-        for i, res in enumerate(pool.map(_pool_process, jobs), 1):
-            run.results.append(res)
+        for i, res in enumerate(bounded(lambda k: pool.submit(_pool_process, (parts[k], counts, ctx.version)),
+                                        lambda f: f.result(), n, window), 1):
+            sink(i - 1, res)
+            run.delivered += 1
             crash_point("pool_partition", i)
             _count_loads(run, res.seconds)
             rep.progress("score", i, n)
@@ -308,35 +332,33 @@ def _dask_ctx(name: str) -> tuple[Context, dict[str, float]]:
     return ctx, plugin.take_load()
 
 
-def _dask_prepare(partition: pd.DataFrame, plugin: str) -> Prepared:
+def _dask_count(partition: pd.DataFrame, plugin: str) -> Counted:
     timer = StageTimer()
     ctx, load = _dask_ctx(plugin)
     timer.add(load)
-    p, counts = prepare_partition(partition, ctx, timer)
-    return p, counts, timer.seconds
+    counts = count_partition(partition, ctx, timer)
+    return counts, timer.seconds
 
 
-def _second(x: Prepared) -> tuple[Counter[str], dict[str, float]]:
-    return x[1], x[2]
-
-
-def _dask_process(prepared: Prepared, counts: Counter[str], plugin: str) -> PartitionResult:
+def _dask_process(partition: pd.DataFrame, counts: Counter[str], plugin: str) -> PartitionResult:
     ctx, load = _dask_ctx(plugin)
-    return _with_load(process_partition(prepared[0], ctx, counts), load)
+    return _with_load(process_partition(partition, ctx, counts), load)
 
 
-def run_dask(parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions, rep: Reporter) -> EngineRun:
+def run_dask(parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions, rep: Reporter,
+             sink: Sink) -> EngineRun:
     """Same passes on an existing dask.distributed cluster (``Client(address)``).
 
-    Partitions are scattered to workers; prepared partitions (with tokens) stay on the workers
-    between the passes, only the template counts come back; results are gathered to the client.
+    Partitions are submitted a bounded number at a time (two per worker) in each pass; pass 1
+    returns only template counts, pass 2 results come back one by one to the sink. Nothing is
+    pinned on the workers between the passes, so cluster memory does not grow with the night.
     """
     try:
-        from distributed import Client, as_completed
+        from distributed import Client
     except ImportError as exc:  # pragma: no cover - dask is a dependency
         raise UserError(f"the dask engine needs dask.distributed: {exc}") from None
     n = len(parts)
-    run = EngineRun([])
+    run = EngineRun()
     t0 = time.perf_counter()
     try:
         client = Client(opts.dask_address, set_as_default=False, timeout=30)
@@ -354,24 +376,25 @@ def run_dask(parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions, r
         models = _snapshot(opts.models_dir) if opts.models_dir else None
         client.register_plugin(context_plugin(_snapshot(ctx.rules_dir), models, ctx.version), name=name)
         t_ctx = time.perf_counter()
-        futures = client.scatter(list(parts))
-        prepared = client.map(_dask_prepare, futures, plugin=name, pure=False)
-        small = client.map(_second, prepared, pure=False)
-        for i, _ in enumerate(as_completed(small, loop=client.loop), 1):
-            rep.progress("prepare", i, n)
-        pass1 = client.gather(small)
-        for _, secs in pass1:
+        window = max(1, nworkers) * IN_FLIGHT_PER_WORKER
+        per_part: list[Counter[str]] = []
+        for i, (c, secs) in enumerate(bounded(
+                lambda k: client.submit(_dask_count, parts[k], plugin=name, pure=False),
+                lambda f: f.result(), n, window), 1):
+            per_part.append(c)
             _count_loads(run, secs)
-        counts = merge_counts([c for c, _ in pass1])
+            rep.progress("prepare", i, n)
+        counts = merge_counts(per_part)
+        del per_part
         t1 = time.perf_counter()
         counts_f = client.scatter(counts, broadcast=True)
-        done = client.map(_dask_process, prepared, counts=counts_f, plugin=name, pure=False)
-        for i, _ in enumerate(as_completed(done, loop=client.loop), 1):
+        for i, res in enumerate(bounded(
+                lambda k: client.submit(_dask_process, parts[k], counts=counts_f, plugin=name, pure=False),
+                lambda f: f.result(), n, window), 1):
+            sink(i - 1, res)
+            run.delivered += 1
+            _count_loads(run, res.seconds)
             rep.progress("score", i, n)
-        run.results = client.gather(done)
-        del futures, prepared, small, done, counts_f
-        for r in run.results:
-            _count_loads(run, r.seconds)
         t2 = time.perf_counter()
     finally:
         try:
@@ -390,13 +413,15 @@ ENGINES.register("dask", run_dask)
 
 
 def run_engine(name: str, parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions,
-               rep: Reporter) -> EngineRun:
-    """Run both passes with the named engine; checks nothing was lost on the way."""
-    run = ENGINES.get(name)(parts, ctx, opts, rep)
-    if len(run.results) != len(parts):
-        raise BugError(f"engine {name}: {len(parts)} partitions in, {len(run.results)} results")
+               rep: Reporter, sink: Sink) -> EngineRun:
+    """Run both passes with the named engine, each partition's result to ``sink(index, result)``;
+    checks nothing was lost on the way."""
+    run = ENGINES.get(name)(parts, ctx, opts, rep, sink)
+    if run.delivered != len(parts):
+        raise BugError(f"engine {name}: {len(parts)} partitions in, {run.delivered} results")
     return run
 
 
-__all__ = ["ENGINES", "context_plugin", "Engine", "EngineOptions", "EngineRun", "merge_counts", "resolve_engine",
+__all__ = ["ENGINES", "context_plugin", "Engine", "EngineOptions", "EngineRun", "Sink", "bounded", "merge_counts",
+           "resolve_engine",
            "run_dask", "run_engine", "run_local", "run_pool"]

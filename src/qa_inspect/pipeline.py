@@ -27,7 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from qa_inspect import __version__
 from qa_inspect import schema as S
@@ -42,7 +45,8 @@ from qa_inspect.selection import review_queue
 LOCK_FILE = ".qa-inspect.lock"
 CRASH_ENV = "QA_INSPECT_CRASH_AT"  # test-only fault injection, see crash_point
 REPORTS_DIR = "reports"
-_STAGING_PREFIXES = (".reports-staging.", ".reports-old.")
+SPOOL_PREFIX = ".spool-"  # DIR/.spool-<run id>/: partition results spilled during the run
+_STAGING_PREFIXES = (".reports-staging.", ".reports-old.", SPOOL_PREFIX)
 OUTPUT_FILES = tuple(f"{n}.{ext}" for n in ("conversations", "findings", "agents", "shops", "review_queue",
                                               "score_trace") for ext in ("csv", "parquet")) + (
     "messages.parquet", "rejects.csv", "run_summary.json")
@@ -334,6 +338,29 @@ def split_partitions(messages: pd.DataFrame, size: int = DEFAULT_PARTITION) -> l
     return [g.reset_index(drop=True) for _, g in m.groupby(part, sort=True)]
 
 
+class Partitions(Sequence[pd.DataFrame]):
+    """Lazy ``split_partitions``: the sorted messages plus row ranges of ``size`` whole
+    conversations; a partition is sliced only when an engine asks for it, so the night is held
+    once (not once more as a list of partition copies)."""
+
+    def __init__(self, messages: pd.DataFrame, size: int = DEFAULT_PARTITION) -> None:
+        if size < 1:
+            raise UserError("partition size must be at least 1")
+        m = messages.sort_values([S.CONVERSATION_ID, S.SEQ], kind="stable").reset_index(drop=True)
+        cid = m[S.CONVERSATION_ID].astype(object).to_numpy()
+        starts = np.concatenate([[0], np.flatnonzero(cid[1:] != cid[:-1]) + 1]) if len(cid) else np.array([])
+        cuts = [int(x) for x in starts[::size]] + [len(m)]
+        self.messages = m
+        self.bounds = [(cuts[i], cuts[i + 1]) for i in range(len(cuts) - 1)] if len(cid) else []
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def __getitem__(self, i: int) -> pd.DataFrame:  # type: ignore[override]
+        a, b = self.bounds[i]
+        return self.messages.iloc[a:b].reset_index(drop=True)
+
+
 class StageTimer:
     """Seconds per stage, summed over calls. Plain data (picklable) so workers can send it back."""
 
@@ -351,6 +378,19 @@ class StageTimer:
     def add(self, seconds: dict[str, float]) -> None:
         for k, v in seconds.items():
             self.seconds[k] = self.seconds.get(k, 0.0) + v
+
+
+def count_partition(partition: pd.DataFrame, ctx: Context, timer: StageTimer | None = None) -> Counter[str]:
+    """Pass 1 of the streaming run: only the reply-template counts (they need the normalised text,
+    not tokens). Nothing of the partition is kept, so pass 1 holds no more than one partition;
+    pass 2 normalises again (cheap next to tokenising and keeping the night in memory)."""
+    t = timer or StageTimer()
+    p = partition
+    if S.NORM_TEXT not in p.columns:
+        with t("normalize"):
+            p = stage("qa_inspect.text.normalize", "normalize")(p)
+    with t("template_counts"):
+        return Counter(stage("qa_inspect.ruleengine", "template_counts")(p))
 
 
 def prepare_partition(partition: pd.DataFrame, ctx: Context,
@@ -467,6 +507,118 @@ class Reporter:
             self.log(f"{what}: {done}/{total} partitions")
 
 
+# --------------------------------------------------------------------------- spool
+SPOOLED = ("messages", "findings", "trace")  # per-message/per-finding rows: spilled to Parquet
+
+
+class ResultSpool:
+    """The engine's sink on the client: per-message and per-finding rows of each partition result
+    (messages with norm_text, findings, score trace) go to ``<folder>/<name>/part-<i>.parquet``
+    at once; only per-conversation frames (scores, KPI stats, review items) and the few order /
+    payment events stay in memory. The store and the output files are then written from the
+    spool file by file, so client memory does not grow with the number of messages.
+    """
+
+    def __init__(self, folder: Path, shops: dict[str, Shop], timer: StageTimer | None = None) -> None:
+        self.folder = folder
+        self.shops = shops
+        self.timer = timer or StageTimer()
+        self.conversations: list[pd.DataFrame] = []
+        self.review_items: list[pd.DataFrame] = []
+        self.stats: list[pd.DataFrame] = []
+        self.events: list[pd.DataFrame] = []
+        self.rows: dict[str, int] = dict.fromkeys(SPOOLED, 0)
+        shutil.rmtree(folder, ignore_errors=True)
+        for name in SPOOLED:
+            (folder / name).mkdir(parents=True)
+
+    def __call__(self, index: int, r: PartitionResult) -> None:
+        with self.timer("merge"):
+            for name, df in (("messages", _plain(r.messages)), ("findings", r.findings), ("trace", r.trace)):
+                if df is not None and len(df):
+                    df.to_parquet(self.folder / name / f"part-{index:06d}.parquet", index=False)
+                    self.rows[name] += len(df)
+            self.conversations.append(r.conversations)
+            self.review_items.append(r.review_items)
+            self.stats.append(r.stats)
+            self.events.append(events_frame(r.messages, self.shops))
+
+    def files(self, name: str) -> list[Path]:
+        return sorted((self.folder / name).glob("part-*.parquet"))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def spooled_schema(files: Sequence[Path], columns: Sequence[str] | None = None) -> pa.Schema:
+    """One Arrow schema for all parts (a column that is all-null in one partition is typed by the
+    others), restricted to ``columns`` in that order when given."""
+    schema = pa.unify_schemas([pq.read_schema(f).remove_metadata() for f in files], promote_options="permissive")
+    if columns is not None:
+        schema = pa.schema([schema.field(c) if c in schema.names else pa.field(c, pa.null()) for c in columns])
+    return schema
+
+
+def spooled_tables(files: Sequence[Path], schema: pa.Schema) -> Iterator[pa.Table]:
+    """Each part as an Arrow table of exactly ``schema`` (one partition in memory at a time)."""
+    for f in files:
+        t = pq.read_table(f)
+        cols = [t.column(fl.name).cast(fl.type) if fl.name in t.column_names else pa.nulls(len(t), fl.type)
+                for fl in schema]
+        yield pa.Table.from_arrays(cols, schema=schema)
+
+
+def read_spooled(files: Sequence[Path], columns: Sequence[str] | None, empty: pd.DataFrame) -> pd.DataFrame:
+    """All parts as one frame (reports need it; the run itself streams)."""
+    if not files:
+        return empty
+    schema = spooled_schema(files, columns)
+    return pa.concat_tables(list(spooled_tables(files, schema))).to_pandas()
+
+
+def write_parquet_parts(files: Sequence[Path], columns: Sequence[str] | None, path: Path) -> Path:
+    """Concatenate spooled parts into one Parquet file, part by part (pyarrow ParquetWriter), atomically."""
+    schema = spooled_schema(files, columns)
+
+    def write(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, schema) as w:
+            for t in spooled_tables(files, schema):
+                w.write_table(t)
+    return _atomic(path, write)
+
+
+def _csv_plain(s: pd.Series) -> bool:
+    return bool(pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)
+                or pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s))
+
+
+def write_csv_parts(files: Sequence[Path], columns: Sequence[str] | None, path: Path) -> Path:
+    """The CSV of the concatenated parts, appended part by part: UTF-8 with BOM, formulas
+    neutralised, temp file then rename (as write_csv_safe does for a whole frame). Integer columns
+    with a null anywhere are written as floats in every part, as a whole-frame concat would."""
+    from qa_inspect.safe_io import neutralise_formula
+
+    schema = spooled_schema(files, columns)
+    ints = [f.name for f in schema if pa.types.is_integer(f.type)]
+    nullable = {c for c in ints if any(pq.read_table(f, columns=[c]).column(c).null_count
+                                       for f in files if c in pq.read_schema(f).names)}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
+            for i, t in enumerate(spooled_tables(files, schema)):
+                df = t.to_pandas()
+                for col in df.columns:
+                    if col in nullable:
+                        df[col] = df[col].astype("float64")
+                    elif not _csv_plain(df[col]):
+                        df[col] = df[col].astype(object).map(neutralise_formula)
+                df.columns = [neutralise_formula(c) for c in df.columns]
+                df.to_csv(fh, index=False, header=i == 0, lineterminator="\r\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    return _atomic(path, write)
+
+
 # --------------------------------------------------------------------------- run
 @dataclass
 class RunSummary:
@@ -562,24 +714,27 @@ def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Pa
         with timer("ingest"):
             ingest = stage("qa_inspect.ingest", "ingest_paths")(list(paths), rules_dir=ctx.rules_dir)
         crash_point("ingest")
-        messages = ingest.messages
-        if messages.empty:
+        if ingest.messages.empty:
             raise UserError(f"no usable messages in {', '.join(map(str, paths))} "
                             f"({len(ingest.rejects)} rejected rows)")
         with timer("partition"):
-            parts = split_partitions(messages, partition_size)
+            parts = Partitions(ingest.messages, partition_size)
+            ingest.messages = parts.messages  # the same rows, sorted: held once
         n = len(parts)
         wall.update(timer.seconds)
-        rep.log(f"{messages[S.CONVERSATION_ID].nunique()} conversations in {n} partition(s), engine {engine_name}"
+        rep.log(f"{n} partition(s) of up to {partition_size} conversations, engine {engine_name}"
                 + (f", {workers} worker(s)" if engine_name == "pool" else "")
                 + (f" at {dask_address}" if engine_name == "dask" else ""))
-        ran = run_engine(engine_name, parts, ctx, opts, rep)
-        crash_point("engine")
-        del parts
-        timer.add(ran.stage_seconds)
-        wall.update(ran.wall_seconds)
-        summary = _finish(ran.results, ingest, ctx, run_id=run_id, started=started, out=out, db_path=db_path,
-                          paths=paths, rep=rep, render=render, timer=timer, wall=wall)
+        spool = ResultSpool(out / f"{SPOOL_PREFIX}{run_id}", ctx.shops, timer)
+        try:
+            ran = run_engine(engine_name, parts, ctx, opts, rep, spool)
+            crash_point("engine")
+            timer.add(ran.stage_seconds)
+            wall.update(ran.wall_seconds)
+            summary = _finish(spool, ingest, ctx, run_id=run_id, started=started, out=out, db_path=db_path,
+                              paths=paths, rep=rep, render=render, timer=timer, wall=wall)
+        finally:
+            spool.remove()
         summary.files = len(getattr(ingest, "files", []) or [])
         summary.engine, summary.workers, summary.partitions = engine_name, ran.workers, n
         summary.context_loads = ran.context_loads
@@ -608,27 +763,28 @@ def _check_store_writable(db_path: Path) -> None:
         pass
 
 
-def _finish(results: list[PartitionResult], ingest: Any, ctx: Context, *, run_id: str, started: datetime,
+def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, started: datetime,
             out: Path, db_path: Path, paths: Sequence[Path | str], rep: Reporter, render: bool,
             timer: StageTimer, wall: dict[str, float]) -> RunSummary:
-    """Client side after the engine: merge partition results, store, outputs, reports (timed
-    into ``timer``; these run once on the client, so ``wall`` gets the same figures)."""
+    """Client side after the engine: store, outputs, reports from the spool (timed into ``timer``;
+    these run once on the client, so ``wall`` gets the same figures). Only per-conversation
+    frames are concatenated in memory; messages, findings and trace go from the spool's Parquet
+    parts to DuckDB and to the output files part by part."""
     from qa_inspect import store
 
     before = dict(timer.seconds)
     with timer("merge"):
-        conversations = _concat([r.conversations for r in results], pd.DataFrame())
-        findings = _concat([r.findings for r in results], S.empty_findings())
-        trace = _concat([r.trace for r in results], pd.DataFrame(columns=list(TRACE_COLUMNS)))
-        review_items = _concat([r.review_items for r in results], pd.DataFrame({S.CONVERSATION_ID: []}))
-        stats = _concat([r.stats for r in results], pd.DataFrame())
-        messages = _concat([r.messages for r in results], S.empty_messages())
+        conversations = _concat(spool.conversations, pd.DataFrame())
+        review_items = _concat(spool.review_items, pd.DataFrame({S.CONVERSATION_ID: []}))
+        stats = _concat(spool.stats, pd.DataFrame())
+        spool.conversations, spool.review_items, spool.stats = [], [], []
     with timer("kpis"):
-        events = events_frame(messages, ctx.shops)
+        events = _concat(spool.events, events_frame(S.empty_messages(), ctx.shops))
         att = attribute_events(stats, events)
         conv_kpis = stats.merge(att, on=S.CONVERSATION_ID, how="left")
         queue = review_queue(conversations, review_items)
         nights = sorted(str(x) for x in conversations[S.NIGHT].dropna().unique())
+    parts = {name: store.ParquetParts(spool.files(name)) for name in SPOOLED}
 
     rep.log(f"writing store {db_path}")
     # status "stored" until outputs and reports are written too (run_audit sets "ok" at the end), so
@@ -639,14 +795,15 @@ def _finish(results: list[PartitionResult], ingest: Any, ctx: Context, *, run_id
     with store.open_store(db_path) as con:
         with timer("store"):
             # the store keeps the automatic total (calibration compares it with people) ...
-            store.write_run(con, run, conversations=conversations, messages=messages, findings=findings,
-                            trace=trace, conversation_kpis=conv_kpis, review_queue=queue,
-                            checkpoint=lambda step: crash_point("store", step))
+            store.write_run(con, run, conversations=conversations, messages=parts["messages"],
+                            findings=parts["findings"], trace=parts["trace"], conversation_kpis=conv_kpis,
+                            review_queue=queue, checkpoint=lambda step: crash_point("store", step))
             eff = store.read_conversations(con).set_index(S.CONVERSATION_ID)
         crash_point("store", "committed")
         with timer("kpis"):
             # ... while outputs, KPIs and reports use a human override where one exists
             conversations = apply_overrides(conversations, eff[S.HUMAN_TOTAL], ctx.scorecard)
+            del eff
             agents = agent_kpis(stats, events, by=(S.SHOP_ID, S.AGENT_ID), scores=conversations)
             shops_k = agent_kpis(stats, events, by=(S.SHOP_ID,), scores=conversations)
         with timer("store"):
@@ -659,11 +816,20 @@ def _finish(results: list[PartitionResult], ingest: Any, ctx: Context, *, run_id
     with timer("outputs"):
         conv_out = conversations[[*S.CONVERSATION_COLUMNS, S.NA_REASONS, AUTO_TOTAL, S.HUMAN_TOTAL, S.OVERRIDDEN]]
         outputs: dict[str, str] = {}
-        for name, df in (("conversations", conv_out), ("findings", findings[list(S.FINDING_COLUMNS)]),
-                         ("agents", agents), ("shops", shops_k), ("review_queue", queue), ("score_trace", trace)):
-            outputs[f"{name}.csv"] = str(write_csv(df, out / f"{name}.csv"))
-            crash_point("output", f"{name}.csv")
-            outputs[f"{name}.parquet"] = str(write_parquet(df, out / f"{name}.parquet"))
+        spooled = {"findings": (spool.files("findings"), list(S.FINDING_COLUMNS), S.empty_findings()),
+                   "score_trace": (spool.files("trace"), None, pd.DataFrame(columns=list(TRACE_COLUMNS)))}
+        for name, df in (("conversations", conv_out), ("findings", None), ("agents", agents), ("shops", shops_k),
+                         ("review_queue", queue), ("score_trace", None)):
+            files, cols, empty = spooled.get(name, ((), None, None))
+            if df is None and files:
+                outputs[f"{name}.csv"] = str(write_csv_parts(files, cols, out / f"{name}.csv"))
+                crash_point("output", f"{name}.csv")
+                outputs[f"{name}.parquet"] = str(write_parquet_parts(files, cols, out / f"{name}.parquet"))
+            else:
+                df = empty[cols] if df is None and cols else (empty if df is None else df)
+                outputs[f"{name}.csv"] = str(write_csv(df, out / f"{name}.csv"))
+                crash_point("output", f"{name}.csv")
+                outputs[f"{name}.parquet"] = str(write_parquet(df, out / f"{name}.parquet"))
             crash_point("output", f"{name}.parquet")
         outputs["messages.parquet"] = str(write_parquet(ingest.messages, out / "messages.parquet"))
         outputs["rejects.csv"] = str(write_csv(ingest.rejects, out / "rejects.csv"))
@@ -671,13 +837,15 @@ def _finish(results: list[PartitionResult], ingest: Any, ctx: Context, *, run_id
 
     summary = RunSummary(run_id=run_id, out_dir=out, db=db_path, ruleset_version=ctx.version,
                          messages=len(ingest.messages), rejects=len(ingest.rejects),
-                         conversations=len(conversations), findings=len(findings), review_items=len(queue),
+                         conversations=len(conversations), findings=spool.rows["findings"], review_items=len(queue),
                          vetoes=int(conversations[S.VETO].sum()),
                          mean_total=float(conversations[S.TOTAL].mean()), nights=nights, outputs=outputs)
     if render:
         with timer("reports"):
-            summary.reports = _render_reports(run_id, conv_out, messages, findings, agents, shops_k, trend, queue,
-                                              ctx, out, rep)
+            findings = read_spooled(spool.files("findings"), list(S.FINDING_COLUMNS), S.empty_findings())
+            summary.reports = _render_reports(run_id, conv_out, ingest.messages, findings, agents, shops_k, trend,
+                                              queue, ctx, out, rep)
+            del findings
     for k in ("merge", "kpis", "store", "outputs", "reports"):
         if k in timer.seconds:
             wall[k] = timer.seconds[k] - before.get(k, 0.0)  # kpis: only the client-side share

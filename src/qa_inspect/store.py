@@ -176,6 +176,46 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, *
     return len(frame)
 
 
+@dataclass(frozen=True)
+class ParquetParts:
+    """Rows spread over Parquet files (a run's spool, one file per partition): DuckDB inserts them
+    straight from disk, so a night's messages and findings never have to be one frame in memory."""
+
+    files: Sequence[Path]
+
+
+Rows = pd.DataFrame | ParquetParts
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def insert_parquet(con: duckdb.DuckDBPyConnection, table: str, parts: ParquetParts, **constants: object) -> int:
+    """insert_frame for Parquet parts: the parts' columns that the table has (BY NAME; a column
+    missing from some parts is NULL there), ``constants`` fill extra columns."""
+    if not parts.files:
+        return 0
+    import pyarrow.parquet as pq
+
+    names: list[str] = []
+    for f in parts.files:
+        names += [n for n in pq.read_schema(f).names if n not in names]
+    cols = table_columns(con, table)
+    keep = [c for c in names if c in cols and c not in constants]
+    files = "[" + ", ".join(_sql_str(str(f)) for f in parts.files) + "]"
+    select = [f'"{c}"' for c in keep] + [f'? AS "{k}"' for k in constants]
+    res = con.execute(f"INSERT INTO {table} BY NAME SELECT {', '.join(select)} "
+                      f"FROM read_parquet({files}, union_by_name = true)", list(constants.values())).fetchone()
+    return int(res[0]) if res else 0
+
+
+def insert_rows(con: duckdb.DuckDBPyConnection, table: str, rows: Rows, **constants: object) -> int:
+    if isinstance(rows, ParquetParts):
+        return insert_parquet(con, table, rows, **constants)
+    return insert_frame(con, table, rows, **constants)
+
+
 @dataclass
 class RunRecord:
     run_id: str
@@ -194,14 +234,15 @@ Checkpoint = Callable[[str], None]
 
 
 def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: pd.DataFrame,
-              messages: pd.DataFrame, findings: pd.DataFrame, trace: pd.DataFrame,
+              messages: Rows, findings: Rows, trace: Rows,
               conversation_kpis: pd.DataFrame, review_queue: pd.DataFrame,
               checkpoint: Checkpoint | None = None) -> dict[str, int]:
     """Replace this run's conversations (by id + rule-set version) and record the run, atomically.
 
     ``checkpoint(step)`` is called inside the transaction after the deletes (``deleted``), after
     each table's insert (``inserted:<table>``) and before COMMIT (``commit``): the crash-safety
-    tests kill the process there to prove a crash leaves the previous state.
+    tests kill the process there to prove a crash leaves the previous state. ``messages``,
+    ``findings`` and ``trace`` may be frames or Parquet parts (the nightly run's spool).
     """
     step = checkpoint or (lambda _s: None)
     if conversations[S.CONVERSATION_ID].duplicated().any():
@@ -223,10 +264,10 @@ def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: 
         common = {S.RUN_ID: run.run_id, RULESET_VERSION: rv}
         counts["conversations"] = insert_frame(con, "conversations", conversations, **common, scored_at=now)
         step("inserted:conversations")
-        counts["messages"] = insert_frame(con, "messages", messages, run_id=run.run_id)
-        counts["findings"] = insert_frame(con, "findings", findings, **common)
+        counts["messages"] = insert_rows(con, "messages", messages, run_id=run.run_id)
+        counts["findings"] = insert_rows(con, "findings", findings, **common)
         step("inserted:findings")
-        counts["score_trace"] = insert_frame(con, "score_trace", trace, **common)
+        counts["score_trace"] = insert_rows(con, "score_trace", trace, **common)
         counts["conversation_kpis"] = insert_frame(con, "conversation_kpis", conversation_kpis, **common)
         counts["review_queue"] = insert_frame(con, "review_queue", review_queue, **common)
         con.execute("DELETE FROM runs WHERE run_id = ?", [run.run_id])

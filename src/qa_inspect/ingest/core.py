@@ -180,12 +180,19 @@ def ingest_paths(paths: list[Path] | list[str] | Path | str, *, rules_dir: Path,
         if info.data_rows == 0:
             info.warnings.append("no data rows")
         infos.append(info)
-        if len(imp.messages):
-            staged.append(imp.messages.assign(**{F.FILE_ORDER: i}))
-        if len(imp.rejects):
-            rejects.append(imp.rejects)
+        msgs, rej = imp.messages, imp.rejects
+        del imp  # one copy of a file's messages at a time, not two
+        if len(msgs):
+            msgs[F.FILE_ORDER] = i
+            staged.append(msgs)
+        if len(rej):
+            rejects.append(rej)
+        del msgs, rej
     if staged:
-        kept, dups = drop_duplicates(pd.concat(staged, ignore_index=True))
+        all_staged = staged[0] if len(staged) == 1 else pd.concat(staged, ignore_index=True)
+        staged = []
+        kept, dups = drop_duplicates(all_staged)
+        del all_staged
         staged = [kept] if len(kept) else []
         if len(dups):
             rejects.append(dups)

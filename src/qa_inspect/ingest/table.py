@@ -92,16 +92,26 @@ def _field_counts_ok(text: str, delim: str, n_fields: int, n_records: int) -> bo
     text, quoted sections removed, has one line per record and the full delimiter count".
     Any disagreement with pandas' reading -> slow path, which reports the row.
     """
-    body = _QUOTED.sub("", text) if '"' in text else text
-    lines = body.count("\n") + (0 if body.endswith("\n") else 1)
-    return lines == n_records + 1 and body.count(delim) == (n_records + 1) * (n_fields - 1)
+    newlines, delims = text.count("\n"), text.count(delim)
+    last = (-1, -1)
+    if '"' in text:  # counts inside quoted sections do not count; no copy of the whole text
+        for m in _QUOTED.finditer(text):
+            q = m.group()
+            newlines -= q.count("\n")
+            delims -= q.count(delim)
+            last = m.span()
+    # the text with quoted sections removed ends with a newline (as _QUOTED.sub would show)
+    ends_nl = text[:last[0]].endswith("\n") if last[1] == len(text) else text.endswith("\n")
+    lines = newlines + (0 if ends_nl else 1)
+    return lines == n_records + 1 and delims == (n_records + 1) * (n_fields - 1)
 
 
 def read_delimited(path: Path, text: str, delimiter: str | None, encoding: str | None) -> RawTable:
     """CSV/TSV; quoted multi-line cells keep their true starting line (csv module when irregular)."""
     file = str(path)
     delim = delimiter or _sniff_delimiter(text)
-    fast = _fast_delimited(path, text.rstrip("\r\n") + "\n", delim, encoding)
+    one_nl = text.endswith("\n") and not text.endswith(("\n\n", "\n\r\n", "\r\r\n"))
+    fast = _fast_delimited(path, text if one_nl else text.rstrip("\r\n") + "\n", delim, encoding)
     if fast is not None:
         return fast
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
@@ -316,8 +326,7 @@ def read_json_records(path: Path, text: str, jsonl: bool, encoding: str | None) 
 def read_table(path: Path, fmt: str, ctx: ImportContext, sheet: str | None = None) -> RawTable:
     if fmt == "xlsx":
         return read_xlsx(path, sheet)
-    data = path.read_bytes()
-    text, enc = decode_bytes(data, file=str(path), encoding=ctx.encoding)
+    text, enc = decode_bytes(path.read_bytes(), file=str(path), encoding=ctx.encoding)  # bytes freed at once
     if fmt in ("json", "jsonl"):
         return read_json_records(path, text, fmt == "jsonl", enc)
     delim = {"csv": ",", "tsv": "\t"}.get(fmt)
@@ -491,8 +500,31 @@ def import_table(path: Path, ctx: ImportContext, fmt: str) -> FileImport:
         return FileImport(S.empty_messages(), table.rejects.frame(), info)
     name, prof = choose_profile(table, fmt, ctx, file)
     info.profile = name
-    staged = apply_profile(table, prof, ctx.shops, file)
+    staged = apply_profile_chunked(table, prof, ctx.shops, file)
     return FileImport(staged, table.rejects.frame(), info)
+
+
+PROFILE_CHUNK = 50_000  # rows mapped at a time: the per-cell Python objects of mapping stay bounded
+
+
+def apply_profile_chunked(table: RawTable, prof: ImportProfile, shops: dict[str, Shop], file: str,
+                          chunk: int = PROFILE_CHUNK) -> pd.DataFrame:
+    """apply_profile over row slices of a large table: every check and mapping there is per row
+    (time formats are fixed, not inferred from the column), so the result is the same as one call,
+    while the transient per-cell objects are those of one slice, not of the whole export."""
+    c = table.cells
+    if len(c) <= chunk:
+        return apply_profile(table, prof, shops, file)
+    for h in prof.columns.mapped().values():
+        if h not in c.columns:
+            c[h] = pd.Series([None] * len(c), index=c.index, dtype=object)
+    out: list[pd.DataFrame] = []
+    for start in range(0, len(c), chunk):
+        part = RawTable(table.header, c.iloc[start:start + chunk], table.rejects, 0, table.encoding)
+        staged = apply_profile(part, prof, shops, file)
+        staged[F.ORDER] = staged[F.ORDER] + start
+        out.append(staged)
+    return pd.concat(out, ignore_index=True)
 
 
 def _xlsx_sheet(path: Path, ctx: ImportContext) -> str | None:

@@ -1,0 +1,203 @@
+"""The nightly run streams: many small partitions give exactly the outputs of one partition, the
+client spills partition results to disk instead of holding them, and memory does not follow the
+night's size.
+
+Inputs include a sessionised Qianniu export and conversations split across two input files (an
+id'd JSONL conversation and a Qianniu buyer section), the cases where a partition boundary could
+cut a conversation.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tracemalloc
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from qa_inspect import schema as S
+from qa_inspect.engines import EngineOptions, run_engine
+from qa_inspect.ingest import ingest_paths
+from qa_inspect.pipeline import (
+    SPOOL_PREFIX,
+    Partitions,
+    Reporter,
+    ResultSpool,
+    load_context,
+    run_audit,
+    split_partitions,
+    write_csv_parts,
+    write_parquet_parts,
+)
+from qa_inspect.safe_io import write_csv_safe
+
+REPO = Path(__file__).resolve().parents[1]
+JSONL = "tw_meiyan_2026-11-23.jsonl"
+QIANNIU = "tmall_yuejia_qianniu_2026-11-23.txt"
+
+
+def _split_jsonl(src: Path, a: Path, b: Path) -> str:
+    """Halves of a JSONL export; returns the conversation id that spans both files."""
+    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
+    mid = len(lines) // 2
+    a.write_text("".join(lines[:mid]), encoding="utf-8")
+    b.write_text("".join(lines[mid:]), encoding="utf-8")
+    cid = pd.read_json(a, lines=True)["conversation_id"].iloc[-1]
+    assert cid in set(pd.read_json(b, lines=True)["conversation_id"])
+    return str(cid)
+
+
+def _split_qianniu(src: Path, a: Path, b: Path) -> str:
+    """Two Qianniu exports, a buyer section cut in the middle (the second file repeats the magic
+    line and the section header, as the next export would); returns the buyer."""
+    lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
+    sections = [i for i, ln in enumerate(lines) if ln.startswith("===== 买家:")]
+    start = sections[len(sections) // 2]
+    end = next((i for i in sections if i > start), len(lines))
+    cut = start + 1 + max(1, (end - start - 1) // 2)
+    a.write_text("".join(lines[:cut]), encoding="utf-8")
+    b.write_text(lines[0] + lines[start] + "".join(lines[cut:]), encoding="utf-8")
+    return lines[start].strip().strip("=").strip().split(":", 1)[1]
+
+
+@pytest.fixture(scope="module")
+def inputs(sample_logs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    if not (sample_logs_dir / JSONL).exists():
+        pytest.skip("sample_logs/ not generated yet")
+    d = tmp_path_factory.mktemp("split_inputs")
+    files = [d / "tw_a.jsonl", d / "tw_b.jsonl", d / "qn_a.txt", d / "qn_b.txt"]
+    _split_jsonl(sample_logs_dir / JSONL, files[0], files[1])
+    _split_qianniu(sample_logs_dir / QIANNIU, files[2], files[3])
+    return files
+
+
+@pytest.fixture(scope="module")
+def runs(inputs: list[Path], rules_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    whole = tmp_path_factory.mktemp("whole")
+    many = tmp_path_factory.mktemp("many")
+    (many / f"{SPOOL_PREFIX}killed-run").mkdir()  # what a killed run leaves: the next run removes it
+    s1 = run_audit(inputs, whole, rules_dir=rules_dir, partition_size=100_000, render=False)
+    s2 = run_audit(inputs, many, rules_dir=rules_dir, partition_size=3, render=False)
+    assert s1.partitions == 1 and s2.partitions > 10
+    return whole, many
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    return df.sort_values(list(df.columns), na_position="first", kind="stable").reset_index(drop=True)
+
+
+def test_split_conversations_stay_whole(inputs: list[Path], rules_dir: Path) -> None:
+    msgs = ingest_paths(inputs, rules_dir=rules_dir).messages
+    parts = Partitions(msgs, 3)
+    seen: dict[str, int] = {}
+    for i in range(len(parts)):
+        for cid in parts[i][S.CONVERSATION_ID].unique():
+            assert cid not in seen, f"conversation {cid} in partitions {seen[cid]} and {i}"
+            seen[cid] = i
+    assert len(seen) == msgs[S.CONVERSATION_ID].nunique()
+    # the lazy partitions are exactly split_partitions' copies
+    eager = split_partitions(msgs, 3)
+    assert len(eager) == len(parts)
+    for i in (0, len(parts) // 2, len(parts) - 1):
+        pd.testing.assert_frame_equal(parts[i], eager[i])
+    # the JSONL conversation cut between the two files is one conversation with both halves
+    tw = msgs[msgs[S.SOURCE_FILE].astype(str).str.contains("tw_")]
+    per_conv = tw.groupby(S.CONVERSATION_ID)[S.SOURCE_FILE].nunique()
+    assert (per_conv == 2).sum() == 1
+    qn = msgs[msgs[S.SOURCE_FILE].astype(str).str.contains("qn_")]
+    assert (qn.groupby(S.CONVERSATION_ID)[S.SOURCE_FILE].nunique() == 2).sum() >= 1
+
+
+def test_many_partitions_give_the_same_outputs_as_one(runs: tuple[Path, Path]) -> None:
+    whole, many = runs
+    for name in ("conversations", "findings", "score_trace", "review_queue", "agents", "shops"):
+        a = pd.read_parquet(whole / f"{name}.parquet")
+        b = pd.read_parquet(many / f"{name}.parquet")
+        assert len(a) > 0, name
+        pd.testing.assert_frame_equal(_sorted(a), _sorted(b), check_exact=True, obj=name)
+        ca = pd.read_csv(whole / f"{name}.csv", encoding="utf-8-sig", dtype=str, keep_default_na=False)
+        cb = pd.read_csv(many / f"{name}.csv", encoding="utf-8-sig", dtype=str, keep_default_na=False)
+        pd.testing.assert_frame_equal(_sorted(ca), _sorted(cb), obj=f"{name}.csv")
+    # KPIs are per-agent sums over conversations: identical files, byte for byte
+    for name in ("agents.csv", "shops.csv"):
+        assert (whole / name).read_bytes() == (many / name).read_bytes(), name
+    assert not [p.name for p in many.iterdir() if p.name.startswith(SPOOL_PREFIX)]  # spool removed
+
+
+def test_store_rows_equal_output_rows(runs: tuple[Path, Path]) -> None:
+    import duckdb
+
+    for out in runs:
+        con = duckdb.connect(str(out / "qa.duckdb"), read_only=True)
+        try:
+            n = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                 for t in ("messages", "findings", "score_trace")}
+            nulls = con.execute("SELECT count(*) FROM messages WHERE norm_text IS NULL OR ts IS NULL").fetchone()[0]
+        finally:
+            con.close()
+        assert n["messages"] == len(pd.read_parquet(out / "messages.parquet"))
+        assert n["findings"] == len(pd.read_parquet(out / "findings.parquet")) > 0
+        assert n["score_trace"] == len(pd.read_parquet(out / "score_trace.parquet"))
+        assert nulls == 0
+
+
+def test_part_writers_match_whole_frame_writers(tmp_path: Path) -> None:
+    """Parts whose dtypes differ (an int column with a null only in one part, a column that is
+    all-null in one part) and formula-like text: the same CSV bytes and Parquet frame as writing
+    the concatenated frame at once."""
+    p1 = pd.DataFrame({"i": [1, 2], "s": [None, None], "t": ["=1+1", "好"], "f": [0.5, 1.0]})
+    p2 = pd.DataFrame({"i": [3, None], "s": ["x", "-y"], "t": ["@a", "b"], "f": [2.0, None]})
+    p3 = pd.DataFrame({"i": [7], "s": ["z"], "t": ["+c"], "f": [3.25]})
+    files = []
+    for k, p in enumerate((p1, p2, p3)):
+        f = tmp_path / f"part-{k:06d}.parquet"
+        p.to_parquet(f, index=False)
+        files.append(f)
+    whole = pd.concat([p1, p2, p3], ignore_index=True)
+    write_csv_safe(whole, tmp_path / "whole.csv")
+    write_csv_parts(files, None, tmp_path / "parts.csv")
+    assert (tmp_path / "parts.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
+    write_parquet_parts(files, ["t", "i", "missing"], tmp_path / "parts.parquet")
+    got = pd.read_parquet(tmp_path / "parts.parquet")
+    assert list(got.columns) == ["t", "i", "missing"] and got["missing"].isna().all()
+    assert got["i"].tolist()[:3] == [1.0, 2.0, 3.0] and pd.isna(got["i"].iloc[3])
+    assert got["t"].tolist() == whole["t"].tolist()
+
+
+def _gen_module() -> object:
+    spec = importlib.util.spec_from_file_location("qa_bench_gen", REPO / "bench" / "gen.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_engine_memory_is_bounded_by_the_partition_not_the_night(rules_dir: Path, tmp_path: Path) -> None:
+    """Python heap peak (tracemalloc) of the scoring passes on generated messages: with small
+    partitions the client holds one partition and per-conversation rows, with one partition it
+    holds the whole night with tokens and all results. Not timed; ~10 s."""
+    if not (REPO / "bench" / "gen.py").exists():
+        pytest.skip("bench/gen.py not available")
+    import subprocess
+
+    data = tmp_path / "m.csv"
+    subprocess.run([sys.executable, str(REPO / "bench" / "gen.py"), "--messages", "2500", "--out", str(data)],
+                   check=True, capture_output=True)
+    ctx = load_context(rules_dir)
+    msgs = ingest_paths([data], rules_dir=rules_dir).messages
+    peaks: dict[int, int] = {}
+    rows: dict[int, dict[str, int]] = {}
+    for size in (100_000, 20):
+        spool = ResultSpool(tmp_path / f"spool{size}", ctx.shops)
+        parts = Partitions(msgs, size)
+        tracemalloc.start()
+        run_engine("local", parts, ctx, EngineOptions(), Reporter(quiet=True), spool)
+        peaks[size] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        rows[size] = dict(spool.rows)
+        spool.remove()
+    assert rows[20] == rows[100_000] and rows[20]["messages"] == len(msgs)
+    assert peaks[20] < 0.5 * peaks[100_000], peaks
