@@ -151,6 +151,30 @@ def agent_rows(partition: pd.DataFrame) -> pd.DataFrame:
     return partition[partition[schema.ROLE].astype(str) == "agent"]
 
 
+def _unique_inputs(agents: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """The distinct (norm_text, tokens) inputs and, per row, the index of its distinct input.
+
+    Chat logs repeat themselves (templates, 好的, 亲在的): vectorising and predicting each
+    distinct input once and fanning the result out gives the same numbers, since every
+    feature and probability is computed row by row.
+    """
+    inputs = act_inputs(agents)
+    codes, uniq_norm = pd.factorize(inputs[schema.NORM_TEXT].to_numpy(dtype=object))
+    codes = codes.astype(np.intp)
+    # Same norm_text almost always means same tokens; check the tokens only where texts repeat.
+    dup = np.flatnonzero(pd.Series(codes).duplicated(keep=False).to_numpy())
+    if len(dup):
+        tokens = inputs[schema.TOKENS].to_numpy(dtype=object)
+        owner: dict[int, tuple[str, ...]] = {}
+        extra: dict[tuple[int, tuple[str, ...]], int] = {}
+        for i in dup.tolist():
+            c, t = int(codes[i]), tuple(tokens[i])
+            if owner.setdefault(c, t) != t:
+                codes[i] = extra.setdefault((c, t), len(uniq_norm) + len(extra))
+    _, first, codes = np.unique(codes, return_index=True, return_inverse=True)
+    return inputs.iloc[first].reset_index(drop=True), codes
+
+
 def predict_act_frame(partition: pd.DataFrame, model: ActModel) -> pd.DataFrame:
     """conversation_id, seq, act_<label>... for every agent message of ``partition``."""
     cols = [schema.act_column(a) for a in model.labels]
@@ -162,8 +186,9 @@ def predict_act_frame(partition: pd.DataFrame, model: ActModel) -> pd.DataFrame:
             out[c] = pd.Series(dtype="float64")
         return out
     agents = ensure_text_columns(agents)
-    p, _ = model.proba(act_inputs(agents))
-    out = pd.DataFrame(p, columns=cols)
+    uniq, codes = _unique_inputs(agents)
+    p_u, _ = model.proba(uniq)
+    out = pd.DataFrame(p_u[codes], columns=cols)
     out.insert(0, schema.SEQ, agents[schema.SEQ].astype("int64").to_numpy())
     out.insert(0, schema.CONVERSATION_ID, agents[schema.CONVERSATION_ID].astype("string").to_numpy())
     return out
@@ -175,8 +200,12 @@ def _clean(name: str) -> str:
 
 def top_features(model: ActModel, row: sparse.csr_matrix, label: str, k: int = 3) -> list[str]:
     """The n-grams contributing most (coefficient x tf-idf value) to ``label`` for one message."""
-    coef = model.coefs[model.labels.index(label)]
-    idx, vals = row.indices, row.data * coef[row.indices]
+    return _top_words(model, row.indices, row.data, model.labels.index(label), k)
+
+
+def _top_words(model: ActModel, idx: np.ndarray, data: np.ndarray, label_pos: int, k: int = 3) -> list[str]:
+    coef = model.coefs[label_pos]
+    vals = data * coef[idx]
     order = np.argsort(-vals, kind="stable")
     out: list[str] = []
     for j in order:
@@ -200,38 +229,65 @@ def _span(text: str, norm: str, words: list[str]) -> tuple[str, int, int]:
 
 def act_findings_frame(partition: pd.DataFrame, acts: pd.DataFrame, model: ActModel,
                        config: ModelsConfig) -> pd.DataFrame:
-    """Model findings for acts above their configured threshold (source=model, rule MODEL:<act>)."""
+    """Model findings for acts above their configured threshold (source=model, rule MODEL:<act>).
+
+    Thresholds are applied column-wise; only messages that become findings are vectorised
+    again (each distinct input once) for their top contributing n-grams.
+    """
     if acts.empty or not config.acts:
         return schema.empty_findings()
     agents = ensure_text_columns(agent_rows(partition))
-    key = agents.set_index([schema.CONVERSATION_ID, schema.SEQ])
-    lengths = {k: len(str(t).strip()) for k, t in key[schema.NORM_TEXT].items()}
-    hits: list[tuple[int, str, float]] = []
-    for i, rec in enumerate(acts.itertuples(index=False)):
-        n_chars = lengths.get((rec[0], rec[1]), 0)
-        for label, pol in config.acts.items():
-            p = float(getattr(rec, schema.act_column(label)))
-            if p >= pol.threshold and n_chars >= pol.min_chars:
-                hits.append((i, label, p))
-    if not hits:
+    pos_of = {k: j for j, k in enumerate(zip(agents[schema.CONVERSATION_ID], agents[schema.SEQ], strict=True))}
+    a_cid = acts[schema.CONVERSATION_ID].to_numpy(dtype=object)
+    a_seq = acts[schema.SEQ].to_numpy()
+    pos = np.fromiter((pos_of.get(k, -1) for k in zip(a_cid, a_seq, strict=True)), dtype=np.intp,
+                      count=len(acts))
+    n_chars_agent = np.fromiter((len(str(t).strip()) for t in agents[schema.NORM_TEXT]), dtype=np.int64,
+                                count=len(agents))
+    n_chars = np.where(pos >= 0, n_chars_agent[np.maximum(pos, 0)] if len(agents) else 0, 0)
+    hit_rows: list[np.ndarray] = []
+    hit_labels: list[np.ndarray] = []
+    labels = list(config.acts)
+    for li, (label, pol) in enumerate(config.acts.items()):
+        p = acts[schema.act_column(label)].to_numpy(dtype=float)
+        rows = np.flatnonzero((p >= pol.threshold) & (n_chars >= pol.min_chars) & (pos >= 0))
+        hit_rows.append(rows)
+        hit_labels.append(np.full(len(rows), li, dtype=np.intp))
+    rows_all = np.concatenate(hit_rows)
+    if not len(rows_all):
         return schema.empty_findings()
-    rows_needed = sorted({i for i, _, _ in hits})
-    sub = acts.iloc[rows_needed]
-    msgs = key.loc[list(zip(sub[schema.CONVERSATION_ID], sub[schema.SEQ], strict=True))]
-    x = sparse.csr_matrix(model.vectorizer.transform(act_inputs(msgs)))
-    pos = {r: j for j, r in enumerate(rows_needed)}
+    lab_all = np.concatenate(hit_labels)
+    order = np.lexsort((lab_all, rows_all))  # message order, then config order (as before)
+    rows_all, lab_all = rows_all[order], lab_all[order]
+
+    msg_pos = pos[rows_all]
+    needed = np.unique(msg_pos)
+    uniq, codes = _unique_inputs(agents.iloc[needed])
+    x = sparse.csr_matrix(model.vectorizer.transform(uniq))
+    code_of = dict(zip(needed.tolist(), codes.tolist(), strict=True))
+    text = agents[schema.TEXT].to_numpy(dtype=object)
+    norm = agents[schema.NORM_TEXT].to_numpy(dtype=object)
+    shop = agents[schema.SHOP_ID].to_numpy(dtype=object) if schema.SHOP_ID in agents.columns else None
+    agent = agents[schema.AGENT_ID].to_numpy(dtype=object) if schema.AGENT_ID in agents.columns else None
+    probs = {li: acts[schema.act_column(lab)].to_numpy(dtype=float) for li, lab in enumerate(labels)}
+    words_cache: dict[tuple[int, int], list[str]] = {}
     records = []
-    for i, label, p in hits:
-        j = pos[i]
-        msg = msgs.iloc[j]
+    for i, li, mp in zip(rows_all.tolist(), lab_all.tolist(), msg_pos.tolist(), strict=True):
+        label = labels[li]
         pol = config.acts[label]
-        words = top_features(model, x[j], label)
-        ev, s, e = _span(str(msg[schema.TEXT]), str(msg[schema.NORM_TEXT]), words)
+        p = float(probs[li][i])
+        u = code_of[mp]
+        words = words_cache.get((u, li))
+        if words is None:
+            a, b = x.indptr[u], x.indptr[u + 1]
+            words = _top_words(model, x.indices[a:b], x.data[a:b], model.labels.index(label))
+            words_cache[(u, li)] = words
+        ev, s, e = _span(str(text[mp]), str(norm[mp]), words)
         records.append({
-            schema.CONVERSATION_ID: acts.iloc[i][schema.CONVERSATION_ID],
-            schema.SHOP_ID: msg.get(schema.SHOP_ID, pd.NA),
-            schema.AGENT_ID: msg.get(schema.AGENT_ID, pd.NA),
-            schema.MESSAGE_INDEX: int(acts.iloc[i][schema.SEQ]),
+            schema.CONVERSATION_ID: a_cid[i],
+            schema.SHOP_ID: shop[mp] if shop is not None else pd.NA,
+            schema.AGENT_ID: agent[mp] if agent is not None else pd.NA,
+            schema.MESSAGE_INDEX: int(a_seq[i]),
             schema.RULE_ID: f"MODEL:{label}",
             schema.DIMENSION: pol.dimension,
             schema.POLARITY: pol.polarity,

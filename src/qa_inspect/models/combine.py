@@ -8,6 +8,7 @@ review queue instead of the score. Policy (thresholds, links) is in rules/models
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from qa_inspect import schema
@@ -56,51 +57,80 @@ def combine(rule_findings: pd.DataFrame, model_findings: pd.DataFrame, acts: pd.
     through. Output review_items: conversation_id, message_index, rule_id, reason, model_probability.
     """
     pol = thresholds.combine
-    probs: dict[tuple[str, int], dict[str, float]] = {}
+    rf = rule_findings.reset_index(drop=True)
+    mf = model_findings.reset_index(drop=True)
+    cid = rf[schema.CONVERSATION_ID].astype(str).to_numpy(dtype=object)
+    idx = rf[schema.MESSAGE_INDEX].astype("int64").to_numpy()
+    n = len(rf)
+    act_cols = [c for c in acts.columns if c.startswith("act_")] if not acts.empty else []
+    act_names = [c[4:] for c in act_cols]
+    pmat = acts[act_cols].to_numpy(dtype=float) if act_cols else np.zeros((0, 0))
+    row_of: dict[tuple[str, int], int] = {}
     if not acts.empty:
-        cols = [c for c in acts.columns if c.startswith("act_")]
-        for rec in acts[[schema.CONVERSATION_ID, schema.SEQ, *cols]].itertuples(index=False):
-            probs[(str(rec[0]), int(rec[1]))] = {c[4:]: float(v) for c, v in zip(cols, rec[2:], strict=True)}
+        a_keys = zip(acts[schema.CONVERSATION_ID].astype(str), acts[schema.SEQ].astype("int64").tolist(),
+                     strict=True)
+        row_of = {k: r for r, k in enumerate(a_keys)}  # last row wins, like a dict of rows
+    arow = np.fromiter((row_of.get(k, -1) for k in zip(cid, idx.tolist(), strict=True)), dtype=np.intp,
+                       count=n)
+    # Linked acts per distinct (rule_id, dimension, polarity): a handful, not one per finding.
+    link_of: dict[tuple[str, str, str], tuple[str, ...]] = {}
+    lkeys = list(zip(rf[schema.RULE_ID].astype(str), rf[schema.DIMENSION].astype(str),
+                     rf[schema.POLARITY].astype(str), strict=True))
+    for k in set(lkeys):
+        link_of[k] = tuple(linked_acts(pol, *k))
+    links = [link_of[k] for k in lkeys]
+    has_link = np.fromiter((bool(x) for x in links), dtype=bool, count=n)
+    is_model = (rf[schema.SOURCE].astype(str) == "model").to_numpy(dtype=bool)
+    compared = (idx >= 0) & has_link & (arow >= 0) & ~is_model
 
-    kept: list[dict] = []
-    reviews: list[dict] = []
-    absorbed: set[tuple[str, int, str]] = set()
-    for rec in rule_findings.to_dict("records"):
-        cid, idx = str(rec[schema.CONVERSATION_ID]), int(rec[schema.MESSAGE_INDEX])
-        acts_for = linked_acts(pol, str(rec[schema.RULE_ID]), str(rec[schema.DIMENSION]),
-                               str(rec[schema.POLARITY]))
-        p_msg = probs.get((cid, idx))
-        if idx < 0 or not acts_for or p_msg is None or str(rec[schema.SOURCE]) == "model":
-            kept.append(rec)
+    p = np.zeros(n, dtype=float)
+    best = np.empty(n, dtype=object)
+    for acts_for in set(links):
+        rows = np.flatnonzero(compared & np.fromiter((x == acts_for for x in links), dtype=bool, count=n))
+        if not len(rows) or not acts_for:
             continue
-        best_act = max(acts_for, key=lambda a: p_msg.get(a, 0.0))
-        p = p_msg.get(best_act, 0.0)
-        if p >= pol.agree_above:
-            c = float(rec[schema.CONFIDENCE]) if pd.notna(rec[schema.CONFIDENCE]) else 1.0
-            rec = dict(rec)
-            rec[schema.CONFIDENCE] = 1.0 - (1.0 - c) * (1.0 - p)
-            rec[schema.EXPLANATION] = f"{rec[schema.EXPLANATION]} [model agrees: p({best_act})={p:.2f}]"
-            kept.append(rec)
-            absorbed.update((cid, idx, a) for a in acts_for)
-        elif p <= pol.disagree_below:
-            reviews.append({
-                schema.CONVERSATION_ID: cid, schema.MESSAGE_INDEX: idx, schema.RULE_ID: rec[schema.RULE_ID],
-                REVIEW_REASON: f"model disagrees: p({best_act})={p:.2f} <= {pol.disagree_below:.2f}",
-                MODEL_PROBABILITY: p,
-            })
-        else:
-            kept.append(rec)
+        sub = np.column_stack([pmat[arow[rows], act_names.index(a)] if a in act_names
+                               else np.zeros(len(rows)) for a in acts_for])
+        j = np.argmax(sub, axis=1)  # first act with the highest probability, as max() picks
+        p[rows] = sub[np.arange(len(rows)), j]
+        best[rows] = np.asarray(acts_for, dtype=object)[j]
+    agree = compared & (p >= pol.agree_above)
+    review = compared & ~agree & (p <= pol.disagree_below)
 
-    for rec in model_findings.to_dict("records"):
-        act = str(rec[schema.RULE_ID]).removeprefix("MODEL:")
-        key = (str(rec[schema.CONVERSATION_ID]), int(rec[schema.MESSAGE_INDEX]), act)
-        if key in absorbed or float(rec[schema.CONFIDENCE]) < pol.model_only_threshold:
-            continue
-        rec = dict(rec)
-        rec[schema.POINTS] = float(rec[schema.POINTS]) * pol.model_only_factor
-        rec[schema.EXPLANATION] = f"{rec[schema.EXPLANATION]} [model only: points x {pol.model_only_factor:g}]"
-        kept.append(rec)
+    kept_r = rf.loc[~review].copy()
+    ag = np.flatnonzero(agree)
+    if len(ag):
+        conf = rf[schema.CONFIDENCE].astype(float).to_numpy()[ag]
+        c = np.where(np.isnan(conf), 1.0, conf)
+        expl = rf[schema.EXPLANATION].tolist()
+        kept_r.loc[ag, schema.CONFIDENCE] = 1.0 - (1.0 - c) * (1.0 - p[ag])
+        kept_r.loc[ag, schema.EXPLANATION] = [f"{expl[i]} [model agrees: p({best[i]})={p[i]:.2f}]" for i in ag]
+    absorbed = {(cid[i], int(idx[i]), a) for i in ag for a in links[i]}
 
-    findings = schema.findings_frame(kept)
-    review = pd.DataFrame(reviews).astype(empty_reviews().dtypes.to_dict()) if reviews else empty_reviews()
-    return findings, review
+    m_keys = zip(mf[schema.CONVERSATION_ID].astype(str), mf[schema.MESSAGE_INDEX].astype("int64").tolist(),
+                 (r.removeprefix("MODEL:") for r in mf[schema.RULE_ID].astype(str)), strict=True)
+    not_absorbed = np.fromiter((k not in absorbed for k in m_keys), dtype=bool, count=len(mf))
+    confident = ~(mf[schema.CONFIDENCE].astype(float).to_numpy() < pol.model_only_threshold)
+    kept_m = mf.loc[not_absorbed & confident].copy()
+    if len(kept_m):
+        kept_m[schema.POINTS] = kept_m[schema.POINTS].astype(float) * pol.model_only_factor
+        kept_m[schema.EXPLANATION] = [f"{e} [model only: points x {pol.model_only_factor:g}]"
+                                      for e in kept_m[schema.EXPLANATION].tolist()]
+
+    parts = [f[list(schema.FINDING_COLUMNS)] for f in (kept_r, kept_m) if len(f)]
+    if parts:
+        findings = pd.concat(parts, ignore_index=True).astype(schema.empty_findings().dtypes.to_dict())
+    else:
+        findings = schema.empty_findings()
+    rv = np.flatnonzero(review)
+    if len(rv):
+        review_items = pd.DataFrame({
+            schema.CONVERSATION_ID: cid[rv],
+            schema.MESSAGE_INDEX: idx[rv],
+            schema.RULE_ID: rf[schema.RULE_ID].to_numpy(dtype=object)[rv],
+            REVIEW_REASON: [f"model disagrees: p({best[i]})={p[i]:.2f} <= {pol.disagree_below:.2f}" for i in rv],
+            MODEL_PROBABILITY: p[rv],
+        }).astype(empty_reviews().dtypes.to_dict())
+    else:
+        review_items = empty_reviews()
+    return findings, review_items

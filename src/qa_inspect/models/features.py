@@ -9,7 +9,7 @@ feature code -> bump the id -> old models refuse to load instead of scoring garb
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -121,13 +121,34 @@ STRUCT_FEATURES = (
 )
 
 
+def conversations_in_order(messages: pd.DataFrame) -> Iterator[tuple[object, list[str], list[str]]]:
+    """(conversation_id, roles, norm texts) per conversation, in order of first appearance, by seq.
+
+    One factorize + one sort over the partition instead of a pandas group and sort per
+    conversation (that overhead dominated the risk features). Bots count as the agent side.
+    """
+    if messages.empty:
+        return
+    codes, uniques = pd.factorize(messages[schema.CONVERSATION_ID], sort=False)  # NaN ids: -1, skipped
+    seq = messages[schema.SEQ].to_numpy()
+    order = np.lexsort((seq, codes))
+    codes_sorted = codes[order]
+    order = order[codes_sorted >= 0]
+    codes_sorted = codes_sorted[codes_sorted >= 0]
+    roles_all = ["agent" if r in ("agent", "bot") else str(r)
+                 for r in messages[schema.ROLE].to_numpy(dtype=object)[order].tolist()]
+    texts_all = [str(t) for t in messages[schema.NORM_TEXT].to_numpy(dtype=object)[order].tolist()]
+    bounds = np.flatnonzero(np.diff(codes_sorted)) + 1
+    starts = [0, *bounds.tolist()]
+    ends = [*bounds.tolist(), len(codes_sorted)]
+    for a, b in zip(starts, ends, strict=True):
+        yield uniques[codes_sorted[a]], roles_all[a:b], texts_all[a:b]
+
+
 def conversation_structure(messages: pd.DataFrame) -> pd.DataFrame:
     """One row per conversation with turn-structure and cue counts (index: conversation_id)."""
     rows = []
-    for cid, g in messages.groupby(schema.CONVERSATION_ID, sort=False):
-        g = g.sort_values(schema.SEQ)
-        roles = ["agent" if r in ("agent", "bot") else str(r) for r in g[schema.ROLE]]
-        texts = [str(t) for t in g[schema.NORM_TEXT]]
+    for cid, roles, texts in conversations_in_order(messages):
         cust = [t for t, r in zip(texts, roles, strict=True) if r == "customer"]
         agent = [t for t, r in zip(texts, roles, strict=True) if r == "agent"]
         runs = turn_runs(roles)
@@ -176,10 +197,7 @@ def conversation_structure(messages: pd.DataFrame) -> pd.DataFrame:
 def conversation_texts(messages: pd.DataFrame) -> pd.DataFrame:
     """Per conversation: all text, customer text, agent text, last customer turn (for ridge stage)."""
     rows = []
-    for cid, g in messages.groupby(schema.CONVERSATION_ID, sort=False):
-        g = g.sort_values(schema.SEQ)
-        roles = ["agent" if r in ("agent", "bot") else str(r) for r in g[schema.ROLE]]
-        texts = [str(t) for t in g[schema.NORM_TEXT]]
+    for cid, roles, texts in conversations_in_order(messages):
         runs = turn_runs(roles)
         cruns = [" ".join(texts[s:e]) for r, s, e in runs if r == "customer"]
         rows.append({

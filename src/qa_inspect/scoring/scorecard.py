@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -252,9 +253,22 @@ def score_conversations(conversations: pd.DataFrame, findings: pd.DataFrame, sco
     veto_rules: list[str | None] = []
     n_findings: list[int] = []
     na_reasons: list[str] = []
-    trace_rows: list[dict] = []
+    # Trace: per-contribution values here; finding columns are gathered by row at the end.
+    t_row: list[int] = []
+    t_cid: list[str] = []
+    t_shop: list[str] = []
+    t_dim: list[str] = []
+    t_item: list[str] = []
+    t_raw: list[float] = []
+    t_pts: list[float] = []
+    t_cap: list[str] = []
+    t_veto: list[bool] = []
+    # Distinct (rule, dimension, polarity, source, severity) keys are few: match items once each.
+    item_of: dict[tuple[str, str, str, str, str], Item | None] = {}
+    weights_of: dict[str, dict[str, float]] = {}
+    flags = conversations[[S.CONVERSATION_ID, S.SHOP_ID, PRESALE_INTENT, TIMED, N_AGENT_MESSAGES]]
 
-    for rec in conversations.itertuples(index=False):
+    for rec in flags.itertuples(index=False):
         cid = str(getattr(rec, S.CONVERSATION_ID))
         shop_id = str(getattr(rec, S.SHOP_ID))
         rows = sorted(by_conv.get(cid, []), key=lambda i: (_msg_key(f_msg[i]), f_rule[i], i))
@@ -269,7 +283,10 @@ def score_conversations(conversations: pd.DataFrame, findings: pd.DataFrame, sco
             if dim not in scorecard.dimensions:
                 continue
             dims_with_findings.add(dim)
-            item = _matching_item(items, f_rule[i], dim, f_pol[i], f_src[i], f_sev[i])
+            mkey = (f_rule[i], dim, f_pol[i], f_src[i], f_sev[i])
+            if mkey not in item_of:
+                item_of[mkey] = _matching_item(items, *mkey)
+            item = item_of[mkey]
             if item is None:
                 if f_rule[i] in veto_set and f_conf[i] >= scorecard.veto_min_confidence and veto_rule is None:
                     veto_rule = f_rule[i]
@@ -305,7 +322,9 @@ def score_conversations(conversations: pd.DataFrame, findings: pd.DataFrame, sco
             if why is not None:
                 reasons.append(f"{dim}: {why}")
 
-        weights = scorecard.weights_for(shop_id, shops)
+        if shop_id not in weights_of:
+            weights_of[shop_id] = scorecard.weights_for(shop_id, shops)
+        weights = weights_of[shop_id]
         num = den = 0.0
         for dim in S.DIMENSIONS:
             if not applicable[dim]:
@@ -319,14 +338,15 @@ def score_conversations(conversations: pd.DataFrame, findings: pd.DataFrame, sco
             num += weights[dim] * score
             den += weights[dim]
             for c in cs:
-                trace_rows.append({
-                    S.CONVERSATION_ID: cid, S.SHOP_ID: shop_id, S.AGENT_ID: f_agent[c.row],
-                    S.DIMENSION: dim, ITEM_ID: c.item.id, S.RULE_ID: f_rule[c.row],
-                    S.MESSAGE_INDEX: f_msg[c.row], S.POLARITY: f_pol[c.row], S.SOURCE: f_src[c.row],
-                    S.CONFIDENCE: f_conf[c.row], RAW_POINTS: c.sign * c.raw, S.POINTS: c.sign * c.value,
-                    CAPPED_BY: c.capped_by, TRACE_VETO: bool(f_rule[c.row] == veto_rule),
-                    S.EVIDENCE: f_evid[c.row], S.EXPLANATION: f_expl[c.row],
-                })
+                t_row.append(c.row)
+                t_cid.append(cid)
+                t_shop.append(shop_id)
+                t_dim.append(dim)
+                t_item.append(c.item.id)
+                t_raw.append(c.sign * c.raw)
+                t_pts.append(c.sign * c.value)
+                t_cap.append(c.capped_by)
+                t_veto.append(bool(f_rule[c.row] == veto_rule))
         total = num / den if den > 0 else math.nan
         if veto_rule is not None:
             total = 0.0
@@ -346,7 +366,18 @@ def score_conversations(conversations: pd.DataFrame, findings: pd.DataFrame, sco
     scores[S.VETO_RULE] = pd.Series(veto_rules, index=scores.index, dtype="string")
     scores[S.N_FINDINGS] = pd.Series(n_findings, index=scores.index, dtype="int64")
     scores[S.NA_REASONS] = pd.Series(na_reasons, index=scores.index, dtype="string")
-    trace = pd.DataFrame(trace_rows, columns=list(TRACE_COLUMNS))
+    rows_ = np.asarray(t_row, dtype=np.intp)
+
+    def gather(values: list) -> list:
+        return [values[i] for i in rows_.tolist()]
+
+    trace = pd.DataFrame({
+        S.CONVERSATION_ID: t_cid, S.SHOP_ID: t_shop, S.AGENT_ID: gather(f_agent), S.DIMENSION: t_dim,
+        ITEM_ID: t_item, S.RULE_ID: gather(f_rule), S.MESSAGE_INDEX: gather(f_msg),
+        S.POLARITY: gather(f_pol), S.SOURCE: gather(f_src), S.CONFIDENCE: gather(f_conf),
+        RAW_POINTS: t_raw, S.POINTS: t_pts, CAPPED_BY: t_cap, TRACE_VETO: t_veto,
+        S.EVIDENCE: gather(f_evid), S.EXPLANATION: gather(f_expl),
+    }, columns=list(TRACE_COLUMNS))
     trace = trace.astype({S.CONVERSATION_ID: "string", S.SHOP_ID: "string", S.AGENT_ID: "string",
                           S.DIMENSION: "string", ITEM_ID: "string", S.RULE_ID: "string",
                           S.MESSAGE_INDEX: "int64", S.POLARITY: "string", S.SOURCE: "string",
