@@ -46,6 +46,18 @@ def check_template(text: str) -> None:
             raise ValueError(f"template field '{{{field}}}' must not have a format spec or conversion")
 
 
+
+def check_regexes(patterns: list[str]) -> list[str]:
+    """Compile every pattern so a bad regex is a config error at load, naming its index."""
+    import re
+
+    for i, p in enumerate(patterns):
+        try:
+            re.compile(p)
+        except re.error as exc:
+            raise ValueError(f"pattern {i} is not a valid regular expression: {exc}") from None
+    return patterns
+
 class Strict(BaseModel):
     # inf/nan (YAML .inf, 1e999) are never meant: they would turn scores into NaN.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -165,14 +177,7 @@ class MatcherSpec(Strict):
     @field_validator("patterns")
     @classmethod
     def _compile(cls, v: list[str]) -> list[str]:
-        import re
-
-        for i, p in enumerate(v):
-            try:
-                re.compile(p)
-            except re.error as exc:
-                raise ValueError(f"pattern {i} is not a valid regular expression: {exc}") from None
-        return v
+        return check_regexes(v)
 
     @model_validator(mode="after")
     def _something(self) -> MatcherSpec:

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator, model_validator
 from qa_inspect.config import BusinessHours, Shop
 from qa_inspect.registry import Registry
 from qa_inspect.ruleengine.conversation import Conversation
-from qa_inspect.ruleengine.spec import MatcherSpec, RuleBase, Strict
+from qa_inspect.ruleengine.spec import MatcherSpec, RuleBase, Strict, check_regexes
 
 if TYPE_CHECKING:
     from qa_inspect.ruleengine.engine import Env
@@ -245,12 +245,7 @@ class _QuestionRule(RuleBase):
     @field_validator("question_patterns")
     @classmethod
     def _compile(cls, v: list[str]) -> list[str]:
-        for i, p in enumerate(v):
-            try:
-                re.compile(p)
-            except re.error as exc:
-                raise ValueError(f"pattern {i} is not a valid regular expression: {exc}") from None
-        return v
+        return check_regexes(v)
 
     def question_span(self, env: Env, norm: str) -> tuple[int, int] | None:
         for rx in env.regexes(self.question_patterns):
@@ -371,12 +366,7 @@ class PartialAnswerRule(_QuestionRule):
     @field_validator("open_patterns", "yes_no_patterns")
     @classmethod
     def _regexes(cls, v: list[str]) -> list[str]:
-        for i, p in enumerate(v):
-            try:
-                re.compile(p)
-            except re.error as exc:
-                raise ValueError(f"pattern {i} is not a valid regular expression: {exc}") from None
-        return v
+        return check_regexes(v)
 
     def _compiled(self, env: Env) -> tuple[_TopicIndex, re.Pattern[str] | None, list[str]]:
         got = env.memo(self, "compiled")
