@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,12 +18,27 @@ from qa_inspect.kpis import (
     CONVERSION_RATE,
     CONVERTED,
     FIRST_RESPONSE_AVG,
+    FIRST_RESPONSE_IN_HOURS,
     INQUIRIES,
+    INQUIRY,
+    N_AGENT_MESSAGES,
+    N_CUSTOMER_MESSAGES,
+    N_QUESTIONS,
+    N_REPLIED,
+    N_SLOW,
+    N_TURNS_TIMED,
+    N_UNANSWERED,
     PER_DAY,
+    QUESTION_RE,
     REPLY_RATE,
+    RESPONSE_S_SUM,
+    SALES_AMOUNT,
     SLOW_REPLIES,
+    STATS_COLUMNS,
     UNANSWERED,
+    _in_hours,
     agent_kpis,
+    attribute_events,
     conversation_stats,
     events_frame,
 )
@@ -131,3 +148,249 @@ def test_shop_and_night_grouping(batch: pd.DataFrame) -> None:
     nightly = kpis(batch, (S.SHOP_ID, S.AGENT_ID, S.NIGHT))
     a2 = nightly[nightly[S.AGENT_ID] == "a2"].set_index(S.NIGHT)
     assert a2.loc["2026-11-23", CONVERSION_RATE] == 1.0 and a2.loc["2026-11-24", CONVERSION_RATE] == 0.0
+
+
+# --- vectorised attribute_events == the original loop --------------------------------------------
+
+def reference_attribute_events(stats: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """The original per-event loop of ``kpis.attribute_events``, kept verbatim as the oracle.
+
+    An event belongs to the conversation it occurs in; an event outside any chat goes to the
+    latest inquiry conversation of the same shop + customer on the same night that started at
+    or before it. Conversion counts orders or payments; the sales amount counts payments only.
+    """
+    st = stats[[S.CONVERSATION_ID, S.SHOP_ID, S.CUSTOMER_ID, S.NIGHT, S.STARTED_AT, INQUIRY]]
+    conv_ids = set(st[S.CONVERSATION_ID])
+    owner: list[str | None] = []
+    inq = st[st[INQUIRY]].sort_values(S.STARTED_AT, kind="stable")
+    groups = {k: g for k, g in inq.groupby([S.SHOP_ID, S.CUSTOMER_ID, S.NIGHT], dropna=False)}
+    for ev in events.itertuples(index=False):
+        cid = getattr(ev, S.CONVERSATION_ID)
+        key = (getattr(ev, S.SHOP_ID), getattr(ev, S.CUSTOMER_ID), getattr(ev, S.NIGHT))
+        g = groups.get(key)
+        if cid in conv_ids and g is not None and cid in set(g[S.CONVERSATION_ID]):
+            owner.append(cid)
+            continue
+        ts = getattr(ev, S.TS)
+        if g is None or pd.isna(ts):
+            owner.append(cid if cid in conv_ids else None)
+            continue
+        before = g[g[S.STARTED_AT] <= ts]
+        owner.append(before[S.CONVERSATION_ID].iloc[-1] if len(before) else (cid if cid in conv_ids else None))
+    ev = events.assign(_owner=owner)
+    conv_flag = ev.dropna(subset=["_owner"]).groupby("_owner").size().gt(0)
+    sales = ev[ev[S.EVENT] == "payment"].dropna(subset=["_owner"]).groupby("_owner")[S.AMOUNT].sum()
+    out = stats[[S.CONVERSATION_ID, INQUIRY]].copy()
+    out[CONVERTED] = out[S.CONVERSATION_ID].map(conv_flag).fillna(False).astype(bool) & out[INQUIRY]
+    out[SALES_AMOUNT] = out[S.CONVERSATION_ID].map(sales).fillna(0.0).astype(float)
+    return out[[S.CONVERSATION_ID, CONVERTED, SALES_AMOUNT]]
+
+
+def assert_same_attribution(stats: pd.DataFrame, events: pd.DataFrame) -> None:
+    """Exact equality: the per-conversation sums add the same payments in the same order."""
+    pd.testing.assert_frame_equal(attribute_events(stats, events), reference_attribute_events(stats, events),
+                                  check_exact=True)
+
+
+def test_attribution_matches_reference_on_batch(batch: pd.DataFrame) -> None:
+    conv = build_conversations(batch, SHOPS, PRESALE)
+    stats = conversation_stats(batch, conv, SHOPS, slow_reply_s=60)
+    assert_same_attribution(stats, events_frame(batch, SHOPS))
+
+
+def test_attribution_matches_reference_on_sample_logs(sample_logs_dir: Path, rules_dir: Path) -> None:
+    from qa_inspect.config import load_shops
+    from qa_inspect.ingest import ingest_paths
+
+    shops = load_shops(rules_dir)
+    m = ingest_paths([sample_logs_dir], rules_dir=rules_dir).messages
+    conv = build_conversations(m, shops, PRESALE)
+    stats = conversation_stats(m, conv, shops)
+    events = events_frame(m, shops)
+    assert len(events) and stats[INQUIRY].any()
+    assert_same_attribution(stats, events)
+    # and with every event moved out of its chat, so the "latest earlier inquiry" search decides
+    assert_same_attribution(stats, events.assign(**{S.CONVERSATION_ID: "(outside)"}))
+
+
+def test_attribution_edge_cases_from_messages() -> None:
+    """No agent reply, bot-only chats, a missing timestamp, events whose chat is not in the stats."""
+    d = "2026-11-23 "
+    rows = []
+    rows += msgs("Q", "b1", "a1", [(d + "10:00:00", "customer", "多少钱", False, None, None)])  # never answered
+    rows += msgs("R", "b1", None, [(d + "10:05:00", "bot", "【自动回复】在的", True, None, None),
+                                   (d + "10:06:00", "system", "[下单]", False, "order", 10.0)])  # bot only
+    rows += msgs("T", "b1", "a1", [(d + "10:10:00", "customer", "有货吗", False, None, None),
+                                   (d + "10:10:30", "agent", "有", False, None, None),
+                                   (d + "10:11:00", "system", "[付款]", False, "payment", 0.1)])
+    rows += msgs("U", "b1", None, [(d + "10:20:00", "system", "[付款]", False, "payment", 0.2)])
+    rows += msgs("V", "b1", None, [(d + "09:00:00", "system", "[付款]", False, "payment", 5.0)])  # before any
+    rows += msgs("W", "b2", None, [(d + "11:00:00", "system", "[付款]", False, "payment", 7.0)])  # no inquiry
+    batch = pd.DataFrame(rows)
+    batch[S.AGENT_ID] = batch[S.AGENT_ID].astype("string")
+    batch.loc[batch[S.CONVERSATION_ID] == "U", S.TS] = pd.NaT
+    conv = build_conversations(batch, SHOPS, PRESALE)
+    events = events_frame(batch, SHOPS)
+    assert events[S.TS].isna().any()
+    # drop U, V and W from the stats: their events have no conversation of their own
+    part = conv[~conv[S.CONVERSATION_ID].isin(["U", "V", "W"])]
+    stats = conversation_stats(batch[batch[S.CONVERSATION_ID].isin(part[S.CONVERSATION_ID])], part, SHOPS)
+    assert_same_attribution(stats, events)
+    assert_same_attribution(conversation_stats(batch, conv, SHOPS), events)
+
+
+def test_attribution_edge_cases_synthetic() -> None:
+    """Tied start times, missing keys, missing start times and events in another night's chat."""
+    t0 = pd.Timestamp("2026-11-23 02:00", tz="UTC")
+    h = pd.Timedelta(hours=1)
+    stats = pd.DataFrame({
+        S.CONVERSATION_ID: ["i1", "i2", "i3", "n1", "i4", "x1", "z1", "m1"],
+        S.SHOP_ID: ["s", "s", "s", "s", "s", "s", "s", None],
+        S.CUSTOMER_ID: ["c", "c", "c", "c", None, "c", "c", "c"],
+        S.NIGHT: ["N1", "N1", "N1", "N1", "N1", "N2", "N1", "N1"],
+        S.STARTED_AT: [t0, t0 + h, t0 + h, t0 + 2 * h, t0, t0, pd.NaT, t0],
+        INQUIRY: [True, True, True, False, True, True, True, True],
+    }).astype({S.CONVERSATION_ID: "string", S.SHOP_ID: "string", S.CUSTOMER_ID: "string", S.NIGHT: "string"})
+    ev = [  # (conversation, shop, customer, night, ts, event, amount)
+        ("i1", "s", "c", "N1", t0 + 3 * h, "payment", 0.1),   # in its own inquiry
+        ("n1", "s", "c", "N1", t0 + 3 * h, "payment", 0.2),   # non-inquiry chat -> latest (tie i2/i3)
+        ("n1", "s", "c", "N1", t0 + h, "order", 1.0),        # exactly at the tied start
+        ("gone", "s", "c", "N1", t0 - h, "payment", 3.0),    # before every inquiry, chat unknown
+        ("gone", "s", "c", "N1", t0 + h / 2, "payment", 0.3),  # unknown chat -> i1
+        ("x1", "s", "c", "N1", t0 + 5 * h, "payment", 4.0),  # chat of another night -> i3
+        ("i1", "s", "c", None, pd.NaT, "payment", 5.0),      # missing ts and night
+        ("n1", "s", "c", "N1", pd.NaT, "payment", 6.0),      # missing ts
+        ("gone", "s", None, "N1", t0 + h, "payment", 7.0),   # missing customer key
+        ("m1", None, "c", "N1", t0 + h, "payment", 8.0),     # missing shop key, own chat
+        ("gone", "t", "c", "N1", t0 + h, "payment", 9.0),    # shop without inquiries
+        ("z1", "s", "c", "N1", t0 + 4 * h, "order", 1.0),    # chat without start time
+    ]
+    events = pd.DataFrame(ev, columns=[S.CONVERSATION_ID, S.SHOP_ID, S.CUSTOMER_ID, S.NIGHT, S.TS, S.EVENT,
+                                       S.AMOUNT]).astype({S.CONVERSATION_ID: "string", S.SHOP_ID: "string",
+                                                          S.CUSTOMER_ID: "string", S.NIGHT: "string",
+                                                          S.EVENT: "string"})
+    assert_same_attribution(stats, events)
+    assert_same_attribution(stats, events.iloc[::-1].reset_index(drop=True))
+    assert_same_attribution(stats.iloc[::-1].reset_index(drop=True), events)
+    assert_same_attribution(stats, events.iloc[:0])
+    assert_same_attribution(stats.iloc[:0], events)
+    # the tie goes to the later row in batch order, as in the loop
+    out = attribute_events(stats, events).set_index(S.CONVERSATION_ID)
+    assert out.loc["i3", SALES_AMOUNT] == 0.2 + 4.0 and out.loc["i2", SALES_AMOUNT] == 0.0
+
+
+def test_attribution_random_batches() -> None:
+    """Many small random batches with colliding keys and start times (seeded, fast)."""
+    rng = np.random.default_rng(7)
+    t0 = pd.Timestamp("2026-11-23", tz="UTC")
+    for _ in range(40):
+        n, k = int(rng.integers(1, 30)), int(rng.integers(0, 40))
+        cids = [f"c{i}" for i in range(n)]
+        stats = pd.DataFrame({
+            S.CONVERSATION_ID: cids,
+            S.SHOP_ID: rng.choice(["s", "t"], n), S.CUSTOMER_ID: rng.choice(["a", "b", "c"], n),
+            S.NIGHT: rng.choice(["N1", "N2"], n),
+            S.STARTED_AT: t0 + pd.to_timedelta(rng.integers(0, 6, n), unit="h"),
+            INQUIRY: rng.random(n) < 0.6,
+        }).astype({S.CONVERSATION_ID: "string", S.SHOP_ID: "string", S.CUSTOMER_ID: "string",
+                   S.NIGHT: "string"})
+        ts = pd.Series(t0 + pd.to_timedelta(rng.integers(-1, 7, k), unit="h"))
+        ts[rng.random(k) < 0.1] = pd.NaT
+        events = pd.DataFrame({
+            S.CONVERSATION_ID: rng.choice([*cids, "zz"], k), S.SHOP_ID: rng.choice(["s", "t"], k),
+            S.CUSTOMER_ID: rng.choice(["a", "b", "c"], k), S.TS: ts, S.EVENT: rng.choice(["order", "payment"], k),
+            S.AMOUNT: rng.random(k).round(2), S.NIGHT: rng.choice(["N1", "N2"], k),
+        }).astype({S.CONVERSATION_ID: "string", S.SHOP_ID: "string", S.CUSTOMER_ID: "string",
+                   S.NIGHT: "string", S.EVENT: "string"})
+        assert_same_attribution(stats, events)
+
+
+# --- conversation_stats == the original (next human timestamp taken without boxing) --------------
+
+def reference_conversation_stats(messages: pd.DataFrame, conversations: pd.DataFrame, shops: dict[str, Shop],
+                       *, slow_reply_s: float = 60.0) -> pd.DataFrame:
+    """The original ``kpis.conversation_stats``, kept verbatim as the oracle.
+
+    Input: messages (MESSAGE_COLUMNS, NORM_TEXT optional) and the partition's conversations
+    (from ``scoring.build_conversations``: AGENT_ID, CUSTOMER_ID, NIGHT, STARTED_AT, N_MESSAGES,
+    ``presale_intent``). Output: STATS_COLUMNS, one row per conversation. Human agent = role agent
+    and not an auto-reply; bots and system rows neither answer nor open a turn.
+    """
+    from qa_inspect.scoring.scorecard import PRESALE_INTENT
+
+    S.require_columns(conversations, (S.CONVERSATION_ID, S.SHOP_ID, S.AGENT_ID, S.CUSTOMER_ID, S.NIGHT,
+                                      S.STARTED_AT, S.N_MESSAGES, PRESALE_INTENT), "kpis")
+    m = messages.sort_values([S.CONVERSATION_ID, S.SEQ], kind="stable").reset_index(drop=True)
+    conv = m[S.CONVERSATION_ID]
+    human = (m[S.ROLE] == "agent") & ~m[S.IS_AUTO_REPLY].fillna(False).astype(bool)
+    cust = m[S.ROLE] == "customer"
+    pos = pd.Series(np.arange(len(m), dtype="float64"), index=m.index)
+    hpos = pos.where(human)
+    next_human = hpos.groupby(conv).bfill()  # position of the next human message at/after the row
+    prev_human = hpos.groupby(conv).ffill().fillna(-1.0)
+    replied = cust & next_human.notna()
+    # A turn: the customer messages since the last human message; timed from its first message.
+    keys = pd.DataFrame({"c": conv, "p": prev_human})
+    turn_start = pd.Series(False, index=m.index)
+    turn_start[cust] = ~keys[cust].duplicated()
+    nh_idx = next_human.fillna(-1).astype(int)
+    next_ts = pd.Series(pd.NaT, index=m.index, dtype=m[S.TS].dtype)
+    has = nh_idx >= 0
+    next_ts[has] = m[S.TS].to_numpy()[nh_idx[has].to_numpy()]
+    resp = (next_ts - m[S.TS]).dt.total_seconds()
+    timed = turn_start & resp.notna() & _in_hours(m[S.TS], m[S.SHOP_ID], shops)
+    text = (m[S.NORM_TEXT] if S.NORM_TEXT in m.columns else m[S.TEXT]).fillna("").astype(str)
+    question = cust & text.str.contains(QUESTION_RE, regex=True)
+    first_turn = turn_start & ~turn_start.groupby(conv).cumsum().gt(1)
+
+    per = pd.DataFrame({
+        S.CONVERSATION_ID: conv,
+        N_CUSTOMER_MESSAGES: cust.astype(int),
+        N_AGENT_MESSAGES: human.astype(int),
+        N_REPLIED: replied.astype(int),
+        N_TURNS_TIMED: timed.astype(int),
+        RESPONSE_S_SUM: resp.where(timed, 0.0),
+        N_SLOW: (timed & (resp > slow_reply_s)).astype(int),
+        N_QUESTIONS: question.astype(int),
+        N_UNANSWERED: (question & ~replied).astype(int),
+        FIRST_RESPONSE_IN_HOURS: resp.where(first_turn & timed),
+    })
+    agg = per.groupby(S.CONVERSATION_ID).agg({
+        N_CUSTOMER_MESSAGES: "sum", N_AGENT_MESSAGES: "sum", N_REPLIED: "sum", N_TURNS_TIMED: "sum",
+        RESPONSE_S_SUM: "sum", N_SLOW: "sum", N_QUESTIONS: "sum", N_UNANSWERED: "sum",
+        FIRST_RESPONSE_IN_HOURS: "max",
+    })
+    base = conversations[[S.CONVERSATION_ID, S.SHOP_ID, S.AGENT_ID, S.CUSTOMER_ID, S.NIGHT, S.STARTED_AT,
+                          S.N_MESSAGES, PRESALE_INTENT]].rename(columns={PRESALE_INTENT: INQUIRY})
+    out = base.merge(agg, left_on=S.CONVERSATION_ID, right_index=True, how="left")
+    # An inquiry needs a customer who asked something before any order was placed in the chat.
+    out[INQUIRY] = out[INQUIRY].astype(bool) & (out[N_CUSTOMER_MESSAGES].fillna(0) > 0)
+    return out[list(STATS_COLUMNS)].reset_index(drop=True)
+
+
+def assert_same_stats(messages: pd.DataFrame, conv: pd.DataFrame, shops: dict[str, Shop]) -> None:
+    pd.testing.assert_frame_equal(conversation_stats(messages, conv, shops, slow_reply_s=60),
+                                  reference_conversation_stats(messages, conv, shops, slow_reply_s=60),
+                                  check_exact=True)
+
+
+def test_stats_match_reference(batch: pd.DataFrame, sample_logs_dir: Path, rules_dir: Path) -> None:
+    from qa_inspect.config import load_shops
+    from qa_inspect.ingest import ingest_paths
+
+    assert_same_stats(batch, build_conversations(batch, SHOPS, PRESALE), SHOPS)
+    shops = load_shops(rules_dir)
+    m = ingest_paths([sample_logs_dir], rules_dir=rules_dir).messages
+    assert_same_stats(m, build_conversations(m, shops, PRESALE), shops)
+    # edge cases: no agent reply, bot-only, missing timestamps (also on the agent's reply)
+    d = "2026-11-23 "
+    rows = msgs("Q", "b1", "a1", [(d + "10:00:00", "customer", "多少钱", False, None, None)])
+    rows += msgs("R", "b1", None, [(d + "10:05:00", "bot", "【自动回复】在的", True, None, None)])
+    rows += msgs("T", "b2", "a1", [(d + "10:10:00", "customer", "有货吗", False, None, None),
+                                   (d + "10:10:30", "agent", "有", False, None, None),
+                                   (d + "10:11:00", "customer", "几号发货", False, None, None),
+                                   (d + "10:12:00", "agent", "明天", False, None, None)])
+    edge = pd.DataFrame(rows)
+    edge[S.AGENT_ID] = edge[S.AGENT_ID].astype("string")
+    edge.loc[[4, 5], S.TS] = pd.NaT
+    assert_same_stats(edge, build_conversations(edge, SHOPS, PRESALE), SHOPS)

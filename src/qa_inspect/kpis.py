@@ -100,9 +100,8 @@ def conversation_stats(messages: pd.DataFrame, conversations: pd.DataFrame, shop
     turn_start = pd.Series(False, index=m.index)
     turn_start[cust] = ~keys[cust].duplicated()
     nh_idx = next_human.fillna(-1).astype(int)
-    next_ts = pd.Series(pd.NaT, index=m.index, dtype=m[S.TS].dtype)
-    has = nh_idx >= 0
-    next_ts[has] = m[S.TS].to_numpy()[nh_idx[has].to_numpy()]
+    # take on the datetime array itself (-1 -> NaT): going through numpy boxes every timestamp
+    next_ts = pd.Series(m[S.TS].array.take(nh_idx.to_numpy(), allow_fill=True), index=m.index)
     resp = (next_ts - m[S.TS]).dt.total_seconds()
     timed = turn_start & resp.notna() & _in_hours(m[S.TS], m[S.SHOP_ID], shops)
     text = (m[S.NORM_TEXT] if S.NORM_TEXT in m.columns else m[S.TEXT]).fillna("").astype(str)
@@ -148,25 +147,41 @@ def attribute_events(stats: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     An event belongs to the conversation it occurs in; an event outside any chat goes to the
     latest inquiry conversation of the same shop + customer on the same night that started at
     or before it. Conversion counts orders or payments; the sales amount counts payments only.
+    Vectorised (group ids + ``merge_asof``) because it runs on the whole batch in the client
+    process; tests/test_kpis.py checks it against the original per-event loop.
     """
     st = stats[[S.CONVERSATION_ID, S.SHOP_ID, S.CUSTOMER_ID, S.NIGHT, S.STARTED_AT, INQUIRY]]
-    conv_ids = set(st[S.CONVERSATION_ID])
-    owner: list[str | None] = []
-    inq = st[st[INQUIRY]].sort_values(S.STARTED_AT, kind="stable")
-    groups = {k: g for k, g in inq.groupby([S.SHOP_ID, S.CUSTOMER_ID, S.NIGHT], dropna=False)}
-    for ev in events.itertuples(index=False):
-        cid = getattr(ev, S.CONVERSATION_ID)
-        key = (getattr(ev, S.SHOP_ID), getattr(ev, S.CUSTOMER_ID), getattr(ev, S.NIGHT))
-        g = groups.get(key)
-        if cid in conv_ids and g is not None and cid in set(g[S.CONVERSATION_ID]):
-            owner.append(cid)
-            continue
-        ts = getattr(ev, S.TS)
-        if g is None or pd.isna(ts):
-            owner.append(cid if cid in conv_ids else None)
-            continue
-        before = g[g[S.STARTED_AT] <= ts]
-        owner.append(before[S.CONVERSATION_ID].iloc[-1] if len(before) else (cid if cid in conv_ids else None))
+    keys = [S.SHOP_ID, S.CUSTOMER_ID, S.NIGHT]
+    n = len(events)
+    ev_cid = events[S.CONVERSATION_ID].to_numpy(dtype=object)
+    in_stats = events[S.CONVERSATION_ID].isin(st[S.CONVERSATION_ID]).to_numpy(dtype=bool)
+    inq = st[st[INQUIRY]]
+    # one id per (shop, customer, night) across inquiries and events; a missing value is a key of its own
+    both = pd.concat([inq[keys], events[keys]], ignore_index=True)
+    gid = both.groupby(keys, dropna=False, sort=False).ngroup().to_numpy(dtype=np.int64)
+    inq_g, ev_g = gid[:len(inq)], gid[len(inq):]
+    has_group = np.isin(ev_g, inq_g)
+    # the event sits in an inquiry conversation of its own key: it stays there
+    pairs = pd.DataFrame({"c": inq[S.CONVERSATION_ID].to_numpy(dtype=object), "g": inq_g}).drop_duplicates()
+    hit = pd.DataFrame({"c": ev_cid, "g": ev_g, "i": np.arange(n)}).merge(pairs, on=["c", "g"], how="inner")
+    own = np.zeros(n, dtype=bool)
+    own[hit["i"].to_numpy(dtype=np.int64)] = True
+    owner = np.where(own | in_stats, ev_cid, None).astype(object)
+    ts = events[S.TS]
+    need = ~own & has_group & ts.notna().to_numpy(dtype=bool)
+    if need.any():
+        started = inq[S.STARTED_AT]
+        if started.dtype != ts.dtype:
+            started = started.astype(ts.dtype)
+        ok = started.notna().to_numpy(dtype=bool)
+        # stable sort keeps the batch order among equal start times; merge_asof takes the last of them
+        right = pd.DataFrame({"g": inq_g[ok], "t": started.array[ok],
+                              "c": inq[S.CONVERSATION_ID].to_numpy(dtype=object)[ok]}).sort_values("t", kind="stable")
+        left = pd.DataFrame({"g": ev_g[need], "t": ts.array[need],
+                             "i": np.flatnonzero(need)}).sort_values("t", kind="stable")
+        found = pd.merge_asof(left, right, on="t", by="g", direction="backward", allow_exact_matches=True)
+        found = found[found["c"].notna()]
+        owner[found["i"].to_numpy(dtype=np.int64)] = found["c"].to_numpy(dtype=object)
     ev = events.assign(_owner=owner)
     conv_flag = ev.dropna(subset=["_owner"]).groupby("_owner").size().gt(0)
     sales = ev[ev[S.EVENT] == "payment"].dropna(subset=["_owner"]).groupby("_owner")[S.AMOUNT].sum()
