@@ -168,7 +168,7 @@ def _sha(text: str) -> str:
 @lru_cache(maxsize=2)
 def page_assets(*, script: bool) -> dict[str, str]:
     """Inline CSS/JS and a CSP that allows exactly them (by hash) and data: images, nothing else."""
-    css = _asset("report.css")
+    css = _asset("report.css") + _asset("_bar_widths.css")
     js = _asset("table.js") if script else ""
     csp = ("default-src 'none'; img-src data:; style-src " + _sha(css) + "; script-src "
            + (_sha(js) if script else "'none'") + "; base-uri 'none'; form-action 'none'")
