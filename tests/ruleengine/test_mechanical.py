@@ -14,8 +14,6 @@ from qa_inspect import schema
 from qa_inspect.errors import ConfigError
 from qa_inspect.ruleengine import RuleSet, apply_rules, apply_template_rules, load_ruleset, template_counts
 from qa_inspect.ruleengine.engine import Env, run_rules, shop_template_key
-from qa_inspect.text.normalize import normalize
-from qa_inspect.text.tokenize import Tokenizer, tokenize
 
 PLATFORM = {"tm": "tmall", "jd": "jd", "tw": "shopee"}
 Line = tuple[str, str] | tuple[str, str, str]  # (role, text[, agent id])
@@ -33,14 +31,6 @@ def chat(cid: str, lines: Sequence[Line], shop: str = "tm") -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(schema.MESSAGE_COLUMNS))
     df[schema.TS] = pd.to_datetime(df[schema.TS], utc=True)
     return df
-
-
-@pytest.fixture(scope="module")
-def prep(rule_tokenizer: Tokenizer):
-    def run(*chats: pd.DataFrame) -> pd.DataFrame:
-        return tokenize(normalize(pd.concat(chats, ignore_index=True)), rule_tokenizer)
-
-    return run
 
 
 def only(findings: pd.DataFrame, rule_id: str) -> pd.DataFrame:

@@ -51,14 +51,6 @@ def chat(cid: str, lines: Sequence[Line], shop: str = "tm", auto: Sequence[int] 
     return df
 
 
-@pytest.fixture(scope="module")
-def prep(rule_tokenizer: Tokenizer):
-    def run(*chats: pd.DataFrame) -> pd.DataFrame:
-        return tokenize(normalize(pd.concat(chats, ignore_index=True)), rule_tokenizer)
-
-    return run
-
-
 def fired(findings: pd.DataFrame, rule_id: str) -> pd.DataFrame:
     return findings[findings[schema.RULE_ID] == rule_id]
 
