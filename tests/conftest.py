@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,20 @@ def rules_dir() -> Path:
 @pytest.fixture(scope="session")
 def sample_logs_dir() -> Path:
     return SAMPLE_LOGS
+
+
+NIGHT1 = ("tmall_yuejia_qianniu_2026-11-23.txt", "jd_jike_2026-11-23.xlsx", "tw_meiyan_2026-11-23.jsonl")
+
+
+@pytest.fixture(scope="session")
+def night1(sample_logs_dir: Path) -> list[Path]:
+    """One night of the three sample shops in three import formats (120 conversations)."""
+    return [sample_logs_dir / f for f in NIGHT1]
+
+
+@pytest.fixture(scope="module")
+def frozen_rules(rules_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of rules/, so every run in a module sees the same rule-set version."""
+    dest = tmp_path_factory.mktemp("rules") / "rules"
+    shutil.copytree(rules_dir, dest)
+    return dest

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import subprocess
@@ -52,11 +51,6 @@ def night(sample_logs_dir: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def frozen_rules(rules_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("crash_rules") / "rules"
-    shutil.copytree(rules_dir, dest)
-    return dest
 
 
 def run_cli(night: Path, out: Path, rules: Path, *, crash: str | None = None, reports: bool = True,

@@ -20,16 +20,9 @@ from qa_inspect.pipeline import RunSummary, run_audit
 
 TEMPLATE_RULE = "MEC-001"
 SMALL = 15  # conversations per partition in the parallel runs: 8 partitions of night 1
-NIGHT1 = ("tmall_yuejia_qianniu_2026-11-23.txt", "jd_jike_2026-11-23.xlsx", "tw_meiyan_2026-11-23.jsonl")
-
-
 @pytest.fixture(scope="module")
-def logs(sample_logs_dir: Path) -> list[Path]:
-    """One night of the three sample shops (three import formats), 120 conversations."""
-    files = [sample_logs_dir / f for f in NIGHT1]
-    if not all(f.exists() for f in files):
-        pytest.skip("sample_logs/ not generated yet")
-    return files
+def logs(night1: list[Path]) -> list[Path]:
+    return night1
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,36 +19,18 @@ from qa_inspect.cli import app
 from qa_inspect.errors import BugError, LockError
 from qa_inspect.pipeline import LOCK_FILE, run_lock, stage
 
-NIGHT1 = ("tmall_yuejia_qianniu_2026-11-23.txt", "jd_jike_2026-11-23.xlsx", "tw_meiyan_2026-11-23.jsonl")
-
 
 @pytest.fixture(scope="module")
-def night1(sample_logs_dir: Path) -> list[Path]:
-    files = [sample_logs_dir / f for f in NIGHT1]
-    if not all(f.exists() for f in files):
-        pytest.skip("sample_logs/ not generated yet")
-    return files
-
-
-@pytest.fixture(scope="module")
-def rules_copy(rules_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A frozen copy, so both runs of the idempotency test see the same rule-set version."""
-    dest = tmp_path_factory.mktemp("rules") / "rules"
-    shutil.copytree(rules_dir, dest)
-    return dest
-
-
-@pytest.fixture(scope="module")
-def run_dir(night1: list[Path], rules_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run_dir(night1: list[Path], frozen_rules: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run")
-    res = CliRunner().invoke(app, ["run", *map(str, night1), "--out", str(out), "-q", "--rules", str(rules_copy)])
+    res = CliRunner().invoke(app, ["run", *map(str, night1), "--out", str(out), "-q", "--rules", str(frozen_rules)])
     assert res.exit_code == 0, res.output
     assert "conversations" in res.output
     assert "stage seconds [local, 1 partitions]: config " in res.output  # the per-stage line, even with -q
     return out
 
 
-def test_run_writes_outputs_and_store(run_dir: Path) -> None:
+def test_run_writes_outputs_and_store(run_dir: Path, night1: list[Path]) -> None:
     for name in ("conversations", "findings", "agents", "review_queue"):
         assert (run_dir / f"{name}.csv").read_bytes().startswith(b"\xef\xbb\xbf")
         assert (run_dir / f"{name}.parquet").exists()
@@ -74,18 +55,18 @@ def test_run_writes_outputs_and_store(run_dir: Path) -> None:
     with store.open_store(run_dir / "qa.duckdb", read_only=True) as con:
         counts = store.count_rows(con)
     assert counts["conversations"] == len(conv) == summary["conversations"]
-    assert summary["files"] == len(NIGHT1) and summary["seconds"] > 0
+    assert summary["files"] == len(night1) and summary["seconds"] > 0
     assert {"ingest", "rules", "store", "outputs", "reports"} <= set(summary["stage_seconds"])
     assert counts["messages"] == len(msgs)
     agents = pd.read_csv(run_dir / "agents.csv", encoding="utf-8-sig")
     assert agents["conversations"].sum() == len(conv)
 
 
-def test_rerun_same_night_does_not_double_count(run_dir: Path, night1: list[Path], rules_copy: Path) -> None:
+def test_rerun_same_night_does_not_double_count(run_dir: Path, night1: list[Path], frozen_rules: Path) -> None:
     with store.open_store(run_dir / "qa.duckdb", read_only=True) as con:
         before = store.count_rows(con)
     res = CliRunner().invoke(app, ["run", *map(str, night1), "--out", str(run_dir), "-q", "--no-reports",
-                                   "--rules", str(rules_copy)])
+                                   "--rules", str(frozen_rules)])
     assert res.exit_code == 0, res.output
     with store.open_store(run_dir / "qa.duckdb", read_only=True) as con:
         after = store.count_rows(con)
@@ -94,7 +75,7 @@ def test_rerun_same_night_does_not_double_count(run_dir: Path, night1: list[Path
     assert after["runs"] == before["runs"] + 1
 
 
-def test_sample_coach_review_calibrate_commands(run_dir: Path, rules_copy: Path, tmp_path: Path) -> None:
+def test_sample_coach_review_calibrate_commands(run_dir: Path, frozen_rules: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     r1 = runner.invoke(app, ["sample", "--per-agent", "2", "--seed", "5", "--out", str(run_dir)])
     assert r1.exit_code == 0, r1.output
@@ -115,7 +96,7 @@ def test_sample_coach_review_calibrate_commands(run_dir: Path, rules_copy: Path,
     reviews.to_csv(path, index=False, encoding="utf-8-sig")
     ri = runner.invoke(app, ["review", "import", str(path), "--out", str(run_dir)])
     assert ri.exit_code == 0 and "imported 6 reviews (1 overrides)" in ri.output
-    cal = runner.invoke(app, ["calibrate", "--out", str(run_dir), "--rules", str(rules_copy)])
+    cal = runner.invoke(app, ["calibrate", "--out", str(run_dir), "--rules", str(frozen_rules)])
     assert cal.exit_code == 0, cal.output
     agree = pd.read_csv(run_dir / "calibration_agreement.csv", encoding="utf-8-sig").set_index("measure")
     assert agree.loc["total", "mae"] == pytest.approx(5.0, abs=0.06)  # every review is 5 points lower
@@ -124,7 +105,7 @@ def test_sample_coach_review_calibrate_commands(run_dir: Path, rules_copy: Path,
 
 
 @pytest.mark.slow
-def test_partitions_and_pool_give_the_same_scores_as_one_batch(night1: list[Path], rules_copy: Path,
+def test_partitions_and_pool_give_the_same_scores_as_one_batch(night1: list[Path], frozen_rules: Path,
                                                                 tmp_path: Path) -> None:
     from collections import Counter
 
@@ -137,7 +118,7 @@ def test_partitions_and_pool_give_the_same_scores_as_one_batch(night1: list[Path
         split_partitions,
     )
 
-    rules_dir = rules_copy
+    rules_dir = frozen_rules
     ctx = load_context(rules_dir)
     msgs = ingest_paths([night1[2]], rules_dir=rules_dir).messages
     whole_p, whole_counts = prepare_partition(msgs, ctx)
