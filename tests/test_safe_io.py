@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from qa_inspect import safe_io
 from qa_inspect.errors import BugError
-from qa_inspect.safe_io import safe_component, safe_path, write_csv_safe
+from qa_inspect.safe_io import neutralise_formula, safe_component, safe_path, write_csv_safe
 
 HOSTILE = ["../../x", "/etc/passwd", "con", "CON", "Con", "NUL", "nul.txt", "com1", "LPT9.html", "a/b", "a\\b",
            "a_b", "a\x00b", "a\x00c", "x" * 300, "x" * 301, "晨" * 100, "晨" * 101, ".", "..", "...", "",
@@ -126,3 +127,24 @@ def test_lone_sign_is_not_a_formula_but_signed_text_is(tmp_path: Path) -> None:
     rows = path.read_text(encoding="utf-8-sig").splitlines()[1:]
     assert rows == ["-", "+", "'-1+1", "'+cmd"]
     assert path.stat().st_mode & 0o044, "CSV outputs must be readable like the other outputs"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet=st.sampled_from(list("=+-@\t\r'a中 1")), max_size=6)),
+                max_size=40))
+def test_arrow_neutraliser_matches_the_cell_by_cell_one(values: list[str | None]) -> None:
+    """The vectorised path (CSV outputs of a million findings) must give exactly the per-cell values."""
+    import pyarrow as pa
+
+    from qa_inspect.safe_io import neutralise_arrow
+
+    expected = [neutralise_formula(v) for v in values]
+    assert neutralise_arrow(pa.array(values, type=pa.large_string())).to_pylist() == expected
+    assert neutralise_arrow(pa.array(values, type=pa.string())).to_pylist() == expected
+    s = pd.Series(values, dtype=object)
+    assert safe_io._neutralise_series(s).tolist() == [None if v is None else v for v in expected]
+
+
+def test_mixed_object_columns_fall_back_to_cell_by_cell() -> None:
+    s = pd.Series(["=1", 5, None, "-x", 2.5], dtype=object)
+    assert safe_io._neutralise_series(s).tolist() == ["'=1", 5, None, "'-x", 2.5]

@@ -596,7 +596,7 @@ def write_csv_parts(files: Sequence[Path], columns: Sequence[str] | None, path: 
     """The CSV of the concatenated parts, appended part by part: UTF-8 with BOM, formulas
     neutralised, temp file then rename (as write_csv_safe does for a whole frame). Integer columns
     with a null anywhere are written as floats in every part, as a whole-frame concat would."""
-    from qa_inspect.safe_io import neutralise_formula
+    from qa_inspect.safe_io import neutralise_arrow, neutralise_formula
 
     schema = spooled_schema(files, columns)
     ints = [f.name for f in schema if pa.types.is_integer(f.type)]
@@ -606,11 +606,14 @@ def write_csv_parts(files: Sequence[Path], columns: Sequence[str] | None, path: 
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
             for i, t in enumerate(spooled_tables(files, schema)):
+                strings = {f.name for f in t.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)}
+                t = pa.Table.from_arrays([neutralise_arrow(c) if n in strings else c
+                                          for n, c in zip(t.column_names, t.columns, strict=True)], schema=t.schema)
                 df = t.to_pandas()
                 for col in df.columns:
                     if col in nullable:
                         df[col] = df[col].astype("float64")
-                    elif not _csv_plain(df[col]):
+                    elif col not in strings and not _csv_plain(df[col]):
                         df[col] = df[col].astype(object).map(neutralise_formula)
                 df.columns = [neutralise_formula(c) for c in df.columns]
                 df.to_csv(fh, index=False, header=i == 0, lineterminator="\r\n")
