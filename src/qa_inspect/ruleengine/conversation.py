@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from qa_inspect import schema
@@ -38,6 +39,8 @@ class Conversation:
     event: list[str | None]
     agent_id: list[str | None]
     extra: dict[str, Any] = field(default_factory=dict)
+    offset: int = 0  # index of the first message in the sorted partition
+    index: int = 0  # index of the conversation in its Split
 
     def __len__(self) -> int:
         return len(self.seq)
@@ -77,65 +80,212 @@ def _str_list(values: list[Any]) -> list[str | None]:
     return [v if v is None or isinstance(v, str) else _str(v) for v in values]
 
 
+def _no_none(values: list[str | None]) -> list[str]:
+    """None read as "" (the list itself when nothing is missing)."""
+    return [v or "" for v in values] if None in values else values  # type: ignore[return-value]
+
+
 def _bool_list(values: list[Any]) -> list[bool]:
     return [v if v is True or v is False else (False if v is None or pd.isna(v) else bool(v)) for v in values]
 
 
-def _ns_list(ts: pd.Series) -> list[int | None]:
-    """UTC epoch nanoseconds per row, None for NaT (building Timestamp objects for every row
-    was a third of the rule engine's time)."""
+@dataclass
+class Split:
+    """A partition sorted by (conversation, seq), its columns as lists, and arrays for
+    partition-wide masks. Conversations are built one at a time (``conversation(ci)``) and
+    dropped after use: holding thousands alive made the garbage collector the hot spot.
+
+    ``conv_of``: conversation index of each message; ``norm_codes``/``norm_uniques``: each
+    message's ``norm_text`` as a code into the distinct texts.
+    """
+
+    conv_ids: list[Any]
+    bounds: list[tuple[int, int]]  # per conversation: [start, end) in the sorted partition
+    cols: dict[str, list[Any]]
+    conv_of: np.ndarray
+    norm_codes: np.ndarray
+    norm_uniques: list[str]
+    first_of: np.ndarray  # for each distinct text, the first message holding it
+    human_agent: np.ndarray  # bool per message
+    customer: np.ndarray  # bool per message
+    ts_ns: np.ndarray  # int64 UTC epoch ns per message (0 where has_ts is False)
+    has_ts: np.ndarray  # bool per message
+    extra: dict[str, Any] = field(default_factory=dict)  # per-call data given to every conversation
+    _index: Any = None
+    cache: dict[Any, Any] = field(default_factory=dict)  # per-call arrays shared by rules' plans
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+    def phrase_index(self, env: Any) -> Any:
+        """The split's ``engine.PhraseIndex`` (built on first use, once per call)."""
+        if self._index is None:
+            from qa_inspect.ruleengine.engine import PhraseIndex
+
+            self._index = PhraseIndex(self, env)
+        return self._index
+
+    @property
+    def tokens(self) -> list[Any]:
+        return self.cols["tokens"]
+
+    def shop(self, ci: int) -> str:
+        return self.cols["shop"][self.bounds[ci][0]] or ""
+
+    def platform(self, ci: int) -> str:
+        return self.cols["platform"][self.bounds[ci][0]] or "other"
+
+    @cached_property
+    def shops(self) -> list[str]:
+        """``shop_id`` of every conversation."""
+        col = self.cols["shop"]
+        return [col[s] or "" for s, _ in self.bounds]
+
+    @cached_property
+    def timed(self) -> np.ndarray:
+        """Conversations with at least one timestamp."""
+        return np.bincount(self.conv_of[self.has_ts], minlength=len(self)) > 0
+
+    @cached_property
+    def platforms(self) -> list[str]:
+        """``platform`` of every conversation."""
+        col = self.cols["platform"]
+        return [col[s] or "other" for s, _ in self.bounds]
+
+    def conversation(self, ci: int) -> Conversation:
+        s, e = self.bounds[ci]
+        c = self.cols
+        return Conversation(
+            conversation_id=str(self.conv_ids[s]),
+            shop_id=c["shop"][s] or "",
+            platform=c["platform"][s] or "other",
+            seq=c["seq"][s:e],
+            role=c["role"][s:e],
+            text=c["text"][s:e],
+            norm=c["norm"][s:e],
+            tokens=c["tokens"][s:e],
+            ts_ns=c["ts"][s:e],
+            auto=c["auto"][s:e],
+            event=c["event"][s:e],
+            agent_id=c["agent"][s:e],
+            extra=dict(self.extra),
+            offset=s,
+            index=ci,
+        )
+
+
+def _fast_str_col(s: pd.Series) -> list[str | None]:
+    """A string column as a list of str/None: values are converted once per distinct value."""
+    return _coded_str_col(s)[0]
+
+
+def _coded_str_col(s: pd.Series) -> tuple[list[str | None], np.ndarray, list[str | None]]:
+    """(values, codes, distinct values) of a string column; missing values get their own
+    last code (value None)."""
+    codes, uniques = pd.factorize(s)
+    lut = np.empty(len(uniques) + 1, dtype=object)
+    lut[:-1] = list(uniques)
+    lut[-1] = None  # code -1: missing
+    codes = np.where(codes < 0, len(uniques), codes)
+    return lut[codes].tolist(), codes, lut.tolist()
+
+
+def split_conversations(partition: pd.DataFrame) -> Split:
+    """The partition's conversations in (conversation_id, seq) order, columns converted once."""
+    schema.require_columns(partition, NEEDED, "ruleengine")
+    df = partition if _is_sorted(partition) else partition.sort_values([schema.CONVERSATION_ID, schema.SEQ],
+                                                                        kind="stable")
+
+    def str_col(c: str) -> list[str | None]:
+        s = df[c]
+        if isinstance(s.dtype, pd.StringDtype):  # only str/None: converted per distinct value
+            return _fast_str_col(s)
+        return _str_list(s.astype(object).where(s.notna(), None).tolist())
+
+    conv_ids = df[schema.CONVERSATION_ID].tolist()
+    n = len(conv_ids)
+    role = _no_none(str_col(schema.ROLE))
+    norm_col = df[schema.NORM_TEXT]
+    if isinstance(norm_col.dtype, pd.StringDtype):
+        raw, codes, uniques = _coded_str_col(norm_col)
+        norm = _no_none(raw)
+        uniques = [t or "" for t in uniques]  # missing reads as "": same text as an empty one
+    else:
+        norm = [t or "" for t in str_col(schema.NORM_TEXT)]
+        codes, uniques = pd.factorize(pd.Series(norm, dtype=object))
+        uniques = list(uniques)
+    ts_arr, ts_na = _ns_arrays(df[schema.TS])
+    auto_col = df[schema.IS_AUTO_REPLY]
+    auto = (np.asarray(auto_col, dtype=bool).tolist() if pd.api.types.is_bool_dtype(auto_col) and not auto_col.hasnans
+            else _bool_list(auto_col.astype(object).tolist()))
+    cols: dict[str, list[Any]] = {
+        "shop": str_col(schema.SHOP_ID),
+        "platform": str_col(schema.PLATFORM),
+        "seq": (np.asarray(df[schema.SEQ], dtype=np.int64).tolist() if pd.api.types.is_integer_dtype(df[schema.SEQ])
+                and not df[schema.SEQ].hasnans else [int(s) for s in df[schema.SEQ].tolist()]),
+        "role": role,
+        "text": _no_none(str_col(schema.TEXT)),
+        "norm": norm,
+        "tokens": df[schema.TOKENS].tolist(),
+        "ts": ([None if m else v for v, m in zip(ts_arr.tolist(), ts_na.tolist(), strict=True)] if ts_na.any()
+               else ts_arr.tolist()),
+        "auto": auto,
+        "event": str_col(schema.EVENT),
+        "agent": str_col(schema.AGENT_ID),
+    }
+    bounds: list[tuple[int, int]] = []
+    if n and not df[schema.CONVERSATION_ID].hasnans:  # equal ids are adjacent: cut where the id changes
+        ids = pd.factorize(df[schema.CONVERSATION_ID])[0]
+        cuts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), n]
+        bounds = list(zip(cuts[:-1], cuts[1:], strict=True))
+    else:  # missing ids never equal each other (as ``==`` has it)
+        start = 0
+        for i in range(1, n + 1):
+            if i < n and conv_ids[i] == conv_ids[start]:
+                continue
+            bounds.append((start, i))
+            start = i
+    conv_of = np.repeat(np.arange(len(bounds), dtype=np.int64), [e - s for s, e in bounds])
+    if n:
+        first = np.full(len(uniques), -1, dtype=np.int64)
+        seen, pos = np.unique(codes, return_index=True)
+        first[seen] = pos
+        role_arr = np.asarray(role, dtype=object)
+        human = (role_arr == "agent") & ~np.asarray(auto, dtype=bool)
+        customer = role_arr == "customer"
+    else:
+        codes, uniques, first = np.zeros(0, dtype=np.int64), [], np.zeros(0, dtype=np.int64)
+        human = customer = np.zeros(0, dtype=bool)
+    return Split(conv_ids, bounds, cols, conv_of, np.asarray(codes, dtype=np.int64), uniques, first,
+                 np.asarray(human, dtype=bool), np.asarray(customer, dtype=bool),
+                 np.where(ts_na, 0, ts_arr), ~ts_na)
+
+
+def _is_sorted(df: pd.DataFrame) -> bool:
+    """Already in (conversation_id, seq) order (a stable sort would change nothing)."""
+    conv = df[schema.CONVERSATION_ID]
+    if len(df) < 2 or conv.hasnans or df[schema.SEQ].hasnans or not conv.is_monotonic_increasing:
+        return False
+    c = pd.factorize(conv)[0]
+    try:
+        seq = np.asarray(df[schema.SEQ], dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    same = c[1:] == c[:-1]
+    return bool(np.all(~same | (seq[1:] >= seq[:-1])))
+
+
+def _ns_arrays(ts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(UTC epoch ns, is-missing) arrays of a timestamp column (as ``_ns_list``)."""
     t = pd.to_datetime(ts, utc=True).dt.as_unit("ns")
-    na = t.isna().to_numpy().tolist()
-    vals = t.array.asi8.tolist()
-    return [None if m else v for v, m in zip(vals, na, strict=True)]
+    return np.asarray(t.array.asi8, dtype=np.int64), np.asarray(t.isna().to_numpy(), dtype=bool)
 
 
 def iter_conversations(partition: pd.DataFrame) -> Iterator[Conversation]:
-    """Yield conversations of a partition in (conversation_id, seq) order.
-
-    Columns are converted to Python lists once for the whole partition, then sliced.
-    """
-    schema.require_columns(partition, NEEDED, "ruleengine")
+    """Yield conversations of a partition in (conversation_id, seq) order."""
     if partition.empty:
+        schema.require_columns(partition, NEEDED, "ruleengine")
         return
-    df = partition.sort_values([schema.CONVERSATION_ID, schema.SEQ], kind="stable")
-
-    def col(c: str) -> list[Any]:
-        s = df[c]
-        return s.astype(object).where(s.notna(), None).tolist()
-
-    def str_col(c: str) -> list[str | None]:
-        vals = col(c)
-        # a string column holds only str/None here; anything else goes through _str
-        return vals if isinstance(df[c].dtype, pd.StringDtype) else _str_list(vals)
-
-    conv_ids = df[schema.CONVERSATION_ID].tolist()
-    shop, platform = str_col(schema.SHOP_ID), str_col(schema.PLATFORM)
-    seq = [int(s) for s in df[schema.SEQ].tolist()]
-    role = [r or "" for r in str_col(schema.ROLE)]
-    text = [t or "" for t in str_col(schema.TEXT)]
-    norm = [t or "" for t in str_col(schema.NORM_TEXT)]
-    tokens = df[schema.TOKENS].tolist()
-    ts = _ns_list(df[schema.TS])
-    auto = _bool_list(df[schema.IS_AUTO_REPLY].astype(object).tolist())
-    event, agent = str_col(schema.EVENT), str_col(schema.AGENT_ID)
-    n = len(conv_ids)
-    start = 0
-    for i in range(1, n + 1):
-        if i < n and conv_ids[i] == conv_ids[start]:
-            continue
-        yield Conversation(
-            conversation_id=str(conv_ids[start]),
-            shop_id=shop[start] or "",
-            platform=platform[start] or "other",
-            seq=seq[start:i],
-            role=role[start:i],
-            text=text[start:i],
-            norm=norm[start:i],
-            tokens=tokens[start:i],
-            ts_ns=ts[start:i],
-            auto=auto[start:i],
-            event=event[start:i],
-            agent_id=agent[start:i],
-        )
-        start = i
+    split = split_conversations(partition)
+    for ci in range(len(split)):
+        yield split.conversation(ci)

@@ -15,11 +15,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from qa_inspect import schema
 from qa_inspect.config import Shop
-from qa_inspect.ruleengine.conversation import Conversation, iter_conversations
+from qa_inspect.ruleengine.conversation import NEEDED, Conversation, Split, split_conversations
 from qa_inspect.ruleengine.matching import CompiledMatcher, Hit, TextView, build_automaton
 from qa_inspect.ruleengine.ruleset import RuleSet
 from qa_inspect.ruleengine.spec import MatcherSpec, RuleBase
@@ -58,12 +59,19 @@ class Env:
         self._finds: dict[tuple[int, str], list[Hit]] = {}
         self._regex: dict[tuple[str, ...], list[re.Pattern[str]]] = {}
         self._customer_words: dict[int, frozenset[str]] = {}
-        phrases: set[str] = set()
-        for rule in ruleset.rules:
-            for spec in _matcher_specs(rule):
-                phrases |= self.matcher(spec).all_phrases()
-            phrases |= {normalize_text(p) for p in rule.when.customer_says}
-        self.automaton = build_automaton(phrases)
+        self._automaton: list[Any] = []  # built on first use: template rules never need it
+
+    @property
+    def automaton(self) -> Any:
+        """One Aho-Corasick automaton over every phrase of the rule set."""
+        if not self._automaton:
+            phrases: set[str] = set()
+            for rule in self.ruleset.rules:
+                for spec in _matcher_specs(rule):
+                    phrases |= self.matcher(spec).all_phrases()
+                phrases |= {normalize_text(p) for p in rule.when.customer_says}
+            self._automaton.append(build_automaton(phrases))
+        return self._automaton[0]
 
     def derive(self, template_counts: Mapping[str, int] | None) -> Env:
         """The same compiled rule set and caches with other batch counts (cheap)."""
@@ -167,7 +175,8 @@ def ruleset_words(ruleset: RuleSet) -> list[str]:
     return sorted(w for w in words if len(w) >= 2 and not w.isascii())
 
 
-def _preconditions(rule: RuleBase, conv: Conversation, env: Env) -> bool:
+def _preconditions(rule: RuleBase, conv: Conversation, env: Env, *, said: bool = True) -> bool:
+    """The rule's ``when`` on one conversation (``said=False``: customer_says already known true)."""
     w = rule.when
     if w.platforms and conv.platform not in w.platforms:
         return False
@@ -177,17 +186,18 @@ def _preconditions(rule: RuleBase, conv: Conversation, env: Env) -> bool:
         return False
     if len(conv.human_agent) < w.min_agent_messages:
         return False
-    if w.customer_says:
-        said = conv.extra.get("customer_found")
-        if said is None:  # phrases found in any customer message, once per conversation
-            said = conv.extra["customer_found"] = frozenset(
+    if said and w.customer_says:
+        said_here = conv.extra.get("customer_found")
+        if said_here is None:  # phrases found in any customer message, once per conversation
+            said_here = conv.extra["customer_found"] = frozenset(
                 p for i in conv.customer for p in env.view(conv.norm[i], conv.tokens[i]).found)
-        if env.customer_words(rule).isdisjoint(said):
+        if env.customer_words(rule).isdisjoint(said_here):
             return False
     return True
 
 
-def _record(rule: RuleBase, conv: Conversation, hit: RuleHit) -> dict[str, Any]:
+def _hit_fields(conv: Conversation, hit: RuleHit) -> tuple[str | None, int, str, int, int, str]:
+    """(agent, message index, evidence, start, end, explanation) of one hit."""
     pos = hit.pos
     if pos is not None:
         text = conv.text[pos]
@@ -195,11 +205,13 @@ def _record(rule: RuleBase, conv: Conversation, hit: RuleHit) -> dict[str, Any]:
         start, end = (hit.start, hit.end) if ok and hit.start >= 0 else (-1, -1)
         evidence = text[start:end] if start >= 0 else ""
         agent = conv.agent_id[pos] if conv.is_human_agent(pos) and conv.agent_id[pos] else conv.main_agent
-        index = conv.seq[pos]
-    else:
-        start = end = index = -1
-        evidence = ""
-        agent = conv.main_agent
+        return agent, conv.seq[pos], evidence, start, end, hit.explanation
+    return conv.main_agent, -1, "", -1, -1, hit.explanation
+
+
+def _record(rule: RuleBase, conv: Conversation, hit: RuleHit) -> dict[str, Any]:
+    """One finding as a dict record (the reference path; ``run_rules`` builds columns)."""
+    agent, index, evidence, start, end, explanation = _hit_fields(conv, hit)
     return {
         schema.CONVERSATION_ID: conv.conversation_id,
         schema.SHOP_ID: conv.shop_id,
@@ -213,36 +225,149 @@ def _record(rule: RuleBase, conv: Conversation, hit: RuleHit) -> dict[str, Any]:
         schema.EVIDENCE: evidence,
         schema.EVIDENCE_START: start,
         schema.EVIDENCE_END: end,
-        schema.EXPLANATION: hit.explanation,
+        schema.EXPLANATION: explanation,
         schema.SOURCE: "rule",
         schema.CONFIDENCE: 1.0,
     }
 
 
-def _required_phrases(rule: RuleBase, env: Env) -> frozenset[str] | None:
-    """Phrases of which at least one must occur in a chat for ``rule`` to fire (None: no such
-    guarantee). Lets ``run_rules`` skip most rule × conversation pairs with one set test."""
+def _requirements(rule: RuleBase, env: Env) -> list[tuple[str, frozenset[str]]]:
+    """(role, phrases) pairs that must all hold for ``rule`` to fire in a chat: some message of
+    that role (human agent / customer) contains one of the phrases. Exact, never a guess:
+    a phrase-only matcher cannot hit a text none of whose phrases the automaton found."""
+    reqs: list[tuple[str, frozenset[str]]] = []
     if isinstance(rule, _MatchRule):
         m = env.matcher(rule)
-        return m.phrases if rule.match == "present" and not m.patterns else None
-    if isinstance(rule, SequenceRule):
+        if rule.match == "present" and not m.patterns:
+            reqs.append((rule.applies_to.role, m.phrases))
+    elif isinstance(rule, SequenceRule):
         t = env.matcher(rule.trigger)
-        return t.phrases if not t.patterns else None
-    return None
+        if not t.patterns:
+            reqs.append(("customer", t.phrases))
+    if rule.when.customer_says:
+        reqs.append(("customer", env.customer_words(rule)))
+    return reqs
+
+
+class PhraseIndex:
+    """Which conversations of a split have a rule-set phrase in a message of a role.
+
+    The automaton runs once per distinct text; a (role, phrases) requirement becomes one
+    boolean mask over messages, so rules skip chats where they cannot fire without a
+    per-conversation test.
+    """
+
+    def __init__(self, split: Split, env: Env) -> None:
+        self.split = split
+        self.by_phrase: dict[str, list[int]] = {}
+        for j, (u, f) in enumerate(zip(split.norm_uniques, split.first_of.tolist(), strict=True)):
+            for p in env.view(u, split.tokens[f]).found:
+                self.by_phrase.setdefault(p, []).append(j)
+
+    def conversations(self, role: str, phrases: frozenset[str]) -> np.ndarray:
+        sp = self.split
+        hit = np.zeros(len(sp), dtype=bool)
+        idx = [j for p in phrases for j in self.by_phrase.get(p, ())]
+        if idx:
+            texts = np.zeros(len(sp.norm_uniques), dtype=bool)
+            texts[idx] = True
+            msgs = texts[sp.norm_codes] & (sp.human_agent if role == "agent" else sp.customer)
+            hit[sp.conv_of[msgs]] = True
+        return hit
+
+
+def _when_mask(rule: RuleBase, split: Split) -> np.ndarray:
+    """``_preconditions`` of every conversation of the split at once, except customer_says
+    (a phrase requirement, see ``_requirements``)."""
+    w = rule.when
+    ok = np.ones(len(split), dtype=bool)
+    if w.platforms:
+        ok &= np.isin(np.asarray(split.platforms, dtype=object),
+                      np.asarray(w.platforms, dtype=object))
+    if w.has_event or w.lacks_event:
+        events = np.asarray(split.cols["event"], dtype=object)
+        for e in w.has_event:
+            ok &= np.bincount(split.conv_of[events == e], minlength=len(split)) > 0
+        for e in w.lacks_event:
+            ok &= np.bincount(split.conv_of[events == e], minlength=len(split)) == 0
+    if w.min_agent_messages:
+        ok &= np.bincount(split.conv_of[split.human_agent], minlength=len(split)) >= w.min_agent_messages
+    return ok
+
+
+class _Columns:
+    """Findings accumulated column-wise as they are found (a dict per finding was a hot
+    spot; keeping the conversations alive until the end made garbage collection one)."""
+
+    def __init__(self) -> None:
+        self.cols: dict[str, list[Any]] = {c: [] for c in schema.FINDING_COLUMNS}
+        self.rule_of: list[int] = []
+
+    def add(self, conv: Conversation, ri: int, hits: list[RuleHit]) -> None:
+        c = self.cols
+        k = len(hits)
+        c[schema.CONVERSATION_ID].extend([conv.conversation_id] * k)
+        c[schema.SHOP_ID].extend([conv.shop_id] * k)
+        self.rule_of.extend([ri] * k)
+        for h in hits:
+            a, i, ev, s, e, x = _hit_fields(conv, h)
+            c[schema.AGENT_ID].append(a)
+            c[schema.MESSAGE_INDEX].append(i)
+            c[schema.EVIDENCE].append(ev)
+            c[schema.EVIDENCE_START].append(s)
+            c[schema.EVIDENCE_END].append(e)
+            c[schema.EXPLANATION].append(x)
+
+    def frame(self, rules: Sequence[RuleBase]) -> pd.DataFrame:
+        n = len(self.rule_of)
+        if not n:
+            return schema.findings_frame([])
+        cols = self.cols
+        per_rule = [(r.id, r.dimension, r.polarity, r.severity, float(r.points)) for r in rules]
+        for k, c in enumerate((schema.RULE_ID, schema.DIMENSION, schema.POLARITY, schema.SEVERITY, schema.POINTS)):
+            vals = [v[k] for v in per_rule]
+            cols[c] = [vals[ri] for ri in self.rule_of]
+        cols[schema.SOURCE] = ["rule"] * n
+        cols[schema.CONFIDENCE] = [1.0] * n
+        df = pd.DataFrame(cols, columns=list(schema.FINDING_COLUMNS))
+        return df.astype(schema.empty_findings().dtypes.to_dict())
 
 
 def run_rules(partition: pd.DataFrame, rules: Sequence[RuleBase], env: Env) -> pd.DataFrame:
-    """Evaluate ``rules`` (a subset of ``env.ruleset``) with the full rule set's phrase index."""
-    records: list[dict[str, Any]] = []
-    if rules:
-        plan = [(rule, _required_phrases(rule, env)) for rule in rules]
-        for conv in iter_conversations(partition):
-            for rule, needs in plan:
-                if needs is not None and needs.isdisjoint(env.conversation_found(conv)):
-                    continue  # none of its phrases in this chat: cannot fire
-                if _preconditions(rule, conv, env):
-                    records.extend(_record(rule, conv, h) for h in rule.evaluate(conv, env))
-    return schema.findings_frame(records)
+    """Evaluate ``rules`` (a subset of ``env.ruleset``) with the full rule set's phrase index.
+
+    First, per rule, the conversations where it can fire at all (exact tests over the whole
+    partition: phrase requirements, type-specific ``plan``); then conversation by
+    conversation, the candidate rules in rule order — the same findings in the same order as
+    evaluating every rule on every conversation.
+    """
+    schema.require_columns(partition, NEEDED, "ruleengine")
+    if not rules or partition.empty:
+        return schema.findings_frame([])
+    split = split_conversations(partition)
+    cand = np.ones((len(rules), len(split)), dtype=bool)
+    for ri, rule in enumerate(rules):
+        cand[ri] = _when_mask(rule, split)
+        for req in _requirements(rule, env):
+            if cand[ri].any():
+                cand[ri] &= split.phrase_index(env).conversations(*req)
+        plan = getattr(rule, "plan", None)  # type-specific exact narrowing / partition-wide work
+        if plan is not None and cand[ri].any():
+            cand[ri] = plan(split, cand[ri], env)
+    out = _Columns()
+    conv_idx, rule_idx = np.nonzero(cand.T)  # conversation-major, rules in order
+    ci_list, ri_list = conv_idx.tolist(), rule_idx.tolist()
+    k, n = 0, len(ci_list)
+    while k < n:
+        ci = ci_list[k]
+        conv = split.conversation(ci)
+        while k < n and ci_list[k] == ci:
+            ri = ri_list[k]
+            hits = rules[ri].evaluate(conv, env)  # preconditions hold: they are in ``cand``
+            if hits:
+                out.add(conv, ri, hits)
+            k += 1
+    return out.frame(rules)
 
 
 def apply_rules(partition: pd.DataFrame, ruleset: RuleSet, shops: Mapping[str, Shop]) -> pd.DataFrame:

@@ -121,9 +121,17 @@ def _inner_bounds(found: dict[str, list[tuple[int, int]]], tokens: Sequence[str]
     extra: set[int] = set()
     if not whole:
         return extra
+    # (s, e) lies in some whole span iff the widest end among wholes starting at or before s
+    # reaches e: one bisect per span instead of a scan of every whole span
+    whole.sort()
+    w_starts = [ws for ws, _ in whole]
+    reach: list[int] = []
+    for _, we in whole:
+        reach.append(max(we, reach[-1]) if reach else we)
     for spans in found.values():
         for s, e in spans:
-            if any(ws <= s and e <= we for ws, we in whole):
+            k = bisect_right(w_starts, s) - 1
+            if k >= 0 and reach[k] >= e:
                 extra.update((s, e))
     return extra
 

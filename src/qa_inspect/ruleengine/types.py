@@ -14,12 +14,13 @@ from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
 from qa_inspect.config import BusinessHours, Shop
 from qa_inspect.registry import Registry
-from qa_inspect.ruleengine.conversation import Conversation
+from qa_inspect.ruleengine.conversation import Conversation, Split
 from qa_inspect.ruleengine.spec import MatcherSpec, RuleBase, Strict, check_regexes
 
 if TYPE_CHECKING:
@@ -65,15 +66,58 @@ class _MatchRule(RuleBase, MatcherSpec):
             return pos[-w:]
         return pos
 
+    def plan(self, split: Split, cand: np.ndarray, env: Env) -> np.ndarray:
+        """The chats where this rule fires, from one ``find`` per distinct candidate text:
+        present fires where a candidate message hits, absent where there are candidates and
+        none hits (``evaluate`` then only renders the finding)."""
+        matcher = env.matcher(self)
+        a = self.applies_to
+        key = ("candidates", a.role, a.position, a.window if a.position != "any" else 0)
+        got = split.cache.get(key)
+        if got is None:  # the candidate messages of every chat: shared by rules with the same scope
+            role = split.human_agent if a.role == "agent" else split.customer
+            msgs = np.flatnonzero(role)  # every message of the role, so first/last ranks are right
+            conv = split.conv_of[msgs]
+            if a.position != "any" and len(msgs):
+                new = np.ones(len(msgs), dtype=bool)
+                new[1:] = conv[1:] != conv[:-1]
+                first = np.flatnonzero(new)  # index into msgs of each conversation's first
+                size = np.diff(np.append(first, len(msgs)))
+                rank = np.arange(len(msgs)) - np.repeat(first, size)
+                if a.position == "last":
+                    rank = np.repeat(size, size) - 1 - rank
+                keep = rank < a.window
+                msgs, conv = msgs[keep], conv[keep]
+            has_cands = np.zeros(len(split), dtype=bool)
+            has_cands[conv] = True
+            got = split.cache[key] = (msgs, conv, split.norm_codes[msgs], has_cands)
+        msgs, conv, codes, has_cands = got
+        if not len(msgs):
+            return np.zeros(len(split), dtype=bool)
+        live = cand[conv]
+        texts = np.zeros(len(split.norm_uniques), dtype=bool)
+        if matcher.patterns:
+            texts[codes[live]] = True
+        else:  # a phrase-only matcher can only hit texts holding one of its phrases
+            texts[[j for p in matcher.phrases for j in split.phrase_index(env).by_phrase.get(p, ())]] = True
+            texts &= np.bincount(codes[live], minlength=len(texts)) > 0
+        hit_text = np.zeros(len(split.norm_uniques), dtype=bool)
+        for j in np.flatnonzero(texts).tolist():
+            if env.find(matcher, split.norm_uniques[j], split.tokens[split.first_of[j]]):
+                hit_text[j] = True
+        hit = np.zeros(len(split), dtype=bool)
+        hit[conv[live & hit_text[codes]]] = True
+        if self.match == "present":
+            return cand & hit
+        return cand & has_cands & ~hit
+
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
         matcher = env.matcher(self)
         cands = self.candidates(conv)
         if not cands:
             return []  # nothing to judge: N/A
-        # None of the rule's phrases anywhere in the chat (one set test): no candidate can hit.
-        hopeless = not matcher.patterns and matcher.phrases.isdisjoint(env.conversation_found(conv))
         hits: list[RuleHit] = []
-        for i in () if hopeless else cands:
+        for i in cands:  # run_rules calls this only where ``plan`` found the answer
             found = env.find(matcher, conv.norm[i], conv.tokens[i])
             if not found:
                 continue
@@ -121,10 +165,14 @@ class RegexRule(_MatchRule):
 # --- timing ------------------------------------------------------------------------------------
 
 def _shop_clock(conv: Conversation, shops: dict[str, Shop]) -> tuple[ZoneInfo, BusinessHours]:
-    shop = shops.get(conv.shop_id)
+    return _clock_of(conv.shop_id, conv.platform, shops)
+
+
+def _clock_of(shop_id: str, platform: str, shops: dict[str, Shop]) -> tuple[ZoneInfo, BusinessHours]:
+    shop = shops.get(shop_id)
     if shop is not None:
         return ZoneInfo(shop.timezone), shop.business_hours
-    tz = "Asia/Taipei" if conv.platform == "shopee" else "Asia/Shanghai"
+    tz = "Asia/Taipei" if platform == "shopee" else "Asia/Shanghai"
     return ZoneInfo(tz), BusinessHours()
 
 
@@ -139,6 +187,96 @@ def clock_start(ts: pd.Timestamp, tz: ZoneInfo, hours: BusinessHours) -> pd.Time
     day = local.date() if minute < start_m else local.date() + timedelta(days=1)
     opening = datetime.combine(day, time(start_m // 60, start_m % 60), tzinfo=tz)
     return pd.Timestamp(opening).tz_convert("UTC")
+
+
+def partition_clocks(split: Split, shops: dict[str, Shop]) -> None:
+    """``clock_start`` of every timed customer message of a split, vectorised per shop clock.
+
+    Sets ``split.extra["clock_ns"]`` (one list for the split, indexed by ``conv.offset + i``,
+    handed to every conversation's ``extra``); None where not computed, e.g. an opening time
+    that cannot be built: the caller then falls back to ``clock_start`` itself, so errors
+    and results stay those of the scalar path.
+    """
+    n = len(split.conv_of)
+    clock: list[int | None] = [None] * n
+    groups: dict[tuple[str, int, int], list[int]] = {}
+    keys: dict[tuple[str, str], tuple[str, int, int]] = {}
+    for ci in range(len(split)):
+        sp = (split.shops[ci], split.platforms[ci])
+        k = keys.get(sp)
+        if k is None:
+            tz, hours = _clock_of(*sp, shops)
+            k = keys[sp] = (tz.key, *hours.minutes())
+        groups.setdefault(k, []).append(ci)
+    for (tz_key, start_m, end_m), members in groups.items():
+        in_group = np.zeros(len(split), dtype=bool)
+        in_group[members] = True
+        idx = np.flatnonzero(in_group[split.conv_of] & split.customer & split.has_ts)
+        if not len(idx):
+            continue
+        tz = ZoneInfo(tz_key)
+        ns = split.ts_ns[idx]
+        local = pd.DatetimeIndex(ns, tz="UTC").tz_convert(tz)
+        minute = np.asarray(local.hour, dtype=np.int64) * 60 + np.asarray(local.minute, dtype=np.int64)
+        inside = (start_m <= minute) & (minute < end_m)
+        out: list[int | None] = ns.tolist()
+        outside = np.flatnonzero(~inside)
+        if len(outside):
+            midnight = np.asarray(local[outside].tz_localize(None).normalize().asi8, dtype=np.int64)
+            day_ns = midnight + (minute[outside] >= start_m).astype(np.int64) * 86_400_000_000_000
+            openings: dict[int, int | None] = {}
+            for d in np.unique(day_ns).tolist():
+                try:
+                    day = pd.Timestamp(d).date()
+                    opening = datetime.combine(day, time(start_m // 60, start_m % 60), tzinfo=tz)
+                    openings[d] = pd.Timestamp(opening).tz_convert("UTC").value
+                except (ValueError, OverflowError):
+                    openings[d] = None
+            for j, d in zip(outside.tolist(), day_ns.tolist(), strict=True):
+                out[j] = openings[d]
+        for j, v in zip(idx.tolist(), out, strict=True):
+            clock[j] = v
+    split.extra["clock_ns"] = clock
+
+
+def partition_delays(split: Split, shops: dict[str, Shop], business_hours_only: bool
+                     ) -> list[list[tuple[int, float]]]:
+    """``TimingRule._delays`` of every conversation of a split (index = conversation).
+
+    A human reply answers the first customer message since the previous human reply of the
+    chat: one segment per reply, found with array operations instead of a loop per chat.
+    """
+    n = len(split.conv_of)
+    out: list[list[tuple[int, float]]] = [[] for _ in range(len(split))]
+    if not n:
+        return out
+    conv_of, human = split.conv_of, split.human_agent
+    new_seg = np.ones(n, dtype=bool)
+    new_seg[1:] = (conv_of[1:] != conv_of[:-1]) | human[:-1]
+    seg = np.cumsum(new_seg) - 1
+    first_cust = np.full(int(seg[-1]) + 1, -1, dtype=np.int64)
+    cust = np.flatnonzero(split.customer)[::-1]
+    first_cust[seg[cust]] = cust  # written last-to-first: the first customer of each segment stays
+    replies = np.flatnonzero(human)
+    waits = first_cust[seg[replies]]
+    ok = waits >= 0
+    ts = split.cols["ts"]
+    clock = split.extra.get("clock_ns") if business_hours_only else None
+    replies = replies[ok]
+    for w, i, ci in zip(waits[ok].tolist(), replies.tolist(), conv_of[replies].tolist(), strict=True):
+        t0, t1 = ts[w], ts[i]
+        if t0 is None or t1 is None:
+            continue
+        if not business_hours_only:
+            start = t0
+        else:
+            c = clock[w] if clock is not None else None
+            if c is None:
+                tz, hours = _clock_of(split.shop(ci), split.platform(ci), shops)
+                c = clock_start(pd.Timestamp(t0, tz="UTC"), tz, hours).value
+            start = c
+        out[ci].append((i - split.bounds[ci][0], max(0.0, (t1 - start) / 1e9)))
+    return out
 
 
 class TimingRule(RuleBase):
@@ -182,7 +320,12 @@ class TimingRule(RuleBase):
         got = conv.extra.get(key)
         if got is not None:
             return got
-        tz, hours = _shop_clock(conv, env.shops)
+        per_conv = conv.extra.get(("split_delays", self.business_hours_only))
+        if per_conv is not None:  # computed for the whole partition by ``plan``
+            got = conv.extra[key] = per_conv[conv.index]
+            return got
+        clock: list[int | None] | None = conv.extra.get("clock_ns") if self.business_hours_only else None
+        shop_clock: tuple[ZoneInfo, BusinessHours] | None = None
         out: list[tuple[int, float]] = []
         waiting: int | None = None
         for i in range(len(conv)):
@@ -191,12 +334,58 @@ class TimingRule(RuleBase):
             elif conv.is_human_agent(i) and waiting is not None:
                 t0, t1 = conv.ts_ns[waiting], conv.ts_ns[i]
                 if t0 is not None and t1 is not None:
-                    start = (clock_start(pd.Timestamp(t0, tz="UTC"), tz, hours).value
-                             if self.business_hours_only else t0)
+                    if not self.business_hours_only:
+                        start = t0
+                    else:
+                        c = clock[conv.offset + waiting] if clock is not None else None
+                        if c is None:
+                            shop_clock = shop_clock or _shop_clock(conv, env.shops)
+                            c = clock_start(pd.Timestamp(t0, tz="UTC"), *shop_clock).value
+                        start = c
                     out.append((i, max(0.0, (t1 - start) / 1e9)))
                 waiting = None
         conv.extra[key] = out
         return out
+
+    def plan(self, split: Split, cand: np.ndarray, env: Env) -> np.ndarray:
+        """Reply clocks of every customer message of the partition at once (vectorised
+        ``clock_start``; shared by all timing rules of the call through ``conv.extra``)."""
+        platforms = split.platforms
+        limits = {p: self.threshold(p) for p in set(platforms)}
+        timed = split.timed
+        if any(v is None for v in limits.values()):
+            timed = timed & np.asarray([limits[p] is not None for p in platforms], dtype=bool)
+        cand = cand & timed  # else N/A: no standard for the platform, or no timestamps
+        if not cand.any():
+            return cand
+        bho = self.business_hours_only
+        if bho and "clock_ns" not in split.extra:
+            partition_clocks(split, env.shops)
+        if ("split_delays", bho) not in split.extra:
+            split.extra[("split_delays", bho)] = partition_delays(split, env.shops, bho)
+        flat = split.extra.get(("flat_delays", bho))
+        if flat is None:  # (conversation, seconds) of every delay, in order: array tests below
+            delays = split.extra[("split_delays", bho)]
+            flat = split.extra[("flat_delays", bho)] = (
+                np.asarray([ci for ci, d in enumerate(delays) for _ in d], dtype=np.int64),
+                np.asarray([sec for d in delays for _, sec in d], dtype=np.float64))
+        conv, secs = flat
+        # the firing tests of ``evaluate``, for every conversation at once
+        limit = np.asarray([np.nan if limits[p] is None else limits[p] for p in platforms], dtype=np.float64)
+        slow = secs > limit[conv]
+        per_conv = np.bincount(conv, minlength=len(split))
+        hit = slow == (self.fire_when == "over")
+        if self.metric == "first_response":
+            first = np.zeros(len(split), dtype=bool)
+            starts = np.flatnonzero(np.r_[True, conv[1:] != conv[:-1]]) if len(conv) else np.zeros(0, dtype=np.int64)
+            first[conv[starts]] = hit[starts]
+            fires = first
+        elif self.metric == "reply_delay":
+            fires = np.bincount(conv[hit], minlength=len(split)) > 0
+        else:
+            n_slow = np.bincount(conv[slow], minlength=len(split))
+            fires = (n_slow > self.max_count) == (self.fire_when == "over")
+        return cand & fires & (per_conv > 0)
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
         limit = self.threshold(conv.platform)
@@ -421,6 +610,25 @@ class PartialAnswerRule(_QuestionRule):
             res = (topics, any(rx.search(norm) for rx in env.regexes(self.yes_no_patterns)))
         return env.remember(self, "covers", norm, res)
 
+    def plan(self, split: Split, cand: np.ndarray, env: Env) -> np.ndarray:
+        """Only chats whose buyer asked at least ``min_questions`` topic questions in all (a
+        turn's questions are a subset of the chat's, so fewer can never fire); ``asked`` runs
+        once per distinct buyer text, as ``evaluate`` would."""
+        cust = split.customer & cand[split.conv_of]
+        per_text = np.zeros(len(split.norm_uniques), dtype=np.int64)
+        for j in np.unique(split.norm_codes[cust]).tolist():
+            per_text[j] = len(self.asked(env, split.norm_uniques[j]))
+        # a buyer turn: the messages between two human replies of one chat
+        n = len(split.conv_of)
+        change = np.ones(n, dtype=bool)
+        change[1:] = (split.conv_of[1:] != split.conv_of[:-1]) | split.human_agent[1:]
+        turn = np.cumsum(change) - 1
+        asked = np.bincount(turn[cust], weights=per_text[split.norm_codes[cust]], minlength=int(turn[-1]) + 1)
+        turn_conv = split.conv_of[change]
+        ok = np.zeros(len(split), dtype=bool)
+        ok[turn_conv[asked >= self.min_questions]] = True
+        return cand & ok
+
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
         hits: list[RuleHit] = []
         i, n = 0, len(conv)
@@ -558,9 +766,8 @@ class TemplateRule(RuleBase):
                                if words else (None,))
         return got[0]
 
-    def _count(self, conv: Conversation, env: Env, i: int) -> tuple[bool, int]:
-        """(counted, conversations using this reply) for reply ``i``, once per distinct text."""
-        norm = conv.norm[i]
+    def _key(self, env: Env, norm: str) -> tuple[bool, str]:
+        """(counted, template key) of one reply text, once per distinct text."""
         got = env.memo(self, "key", norm)
         if got is None:
             from qa_inspect.ruleengine.engine import template_key
@@ -569,16 +776,49 @@ class TemplateRule(RuleBase):
             rx = self._excluder(env)
             counted = len(key) >= self.min_chars and not (rx is not None and rx.search(key))
             got = env.remember(self, "key", norm, (counted, key))
-        counted, key = got
+        return got
+
+    def _count(self, conv: Conversation, env: Env, i: int) -> tuple[bool, int]:
+        """(counted, conversations using this reply) for reply ``i``."""
+        counted, key = self._key(env, conv.norm[i])
         return counted, env.template_count(key, conv.shop_id, self.scope) if counted else 0
+
+    def plan(self, split: Split, cand: np.ndarray, env: Env) -> np.ndarray:
+        """Only chats with at least one template reply (``min_share`` > 0 needs one), judged
+        once per distinct (text, shop) pair of human replies."""
+        if not env.template_counts:
+            return np.zeros(len(split), dtype=bool)
+        shop_codes, shops = pd.factorize(pd.Series(split.shops, dtype=object))
+        msgs = np.flatnonzero(split.human_agent)
+        pair = split.norm_codes[msgs] * max(len(shops), 1) + shop_codes[split.conv_of[msgs]]
+        uniq, inverse = np.unique(pair, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        templ = np.zeros(len(uniq), dtype=bool)
+        pair_counts: list[tuple[bool, int]] = []
+        for k, pr in enumerate(uniq.tolist()):
+            text, shop = divmod(pr, max(len(shops), 1))
+            counted, key = self._key(env, split.norm_uniques[text])
+            n = env.template_count(key, shops[shop], self.scope) if counted else 0
+            pair_counts.append((counted, n))
+            templ[k] = counted and n >= self.min_conversations
+        # (counted, conversations using it) of every human reply, for ``evaluate``
+        per_msg: list[tuple[bool, int] | None] = [None] * len(split.conv_of)
+        for m, k in zip(msgs.tolist(), inverse.tolist(), strict=True):
+            per_msg[m] = pair_counts[k]
+        split.extra[("template_counts", id(self))] = per_msg
+        ok = np.zeros(len(split), dtype=bool)
+        ok[split.conv_of[msgs[templ[inverse]]]] = True
+        return cand & ok
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
         if not env.template_counts:
             return []
         where = "本店" if self.scope == "shop" else "整批"
         per_agent: dict[str | None, tuple[list[int], list[tuple[int, int]]]] = {}
+        per_msg = conv.extra.get(("template_counts", id(self)))  # from ``plan``, when it ran
         for i in conv.human_agent:
-            counted, n = self._count(conv, env, i)
+            got = per_msg[conv.offset + i] if per_msg is not None else None
+            counted, n = got if got is not None else self._count(conv, env, i)
             if not counted:
                 continue
             cnt, templ = per_agent.setdefault(conv.agent_id[i], ([], []))
