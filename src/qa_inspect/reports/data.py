@@ -36,6 +36,7 @@ AGENT_KPI_COLUMNS: tuple[str, ...] = (S.AGENT_ID, S.SHOP_ID, *KPI_COLUMNS)
 SHOP_KPI_COLUMNS: tuple[str, ...] = (S.SHOP_ID, *KPI_COLUMNS)
 TREND_COLUMNS: tuple[str, ...] = (S.NIGHT, S.AGENT_ID, "mean_total", "n")
 REVIEW_COLUMNS: tuple[str, ...] = (S.CONVERSATION_ID, "reason", "priority")
+BUYER_COLUMNS: tuple[str, ...] = (S.SHOP_ID, S.CUSTOMER_ID)
 # Optional conversation columns (pipeline.AUTO_TOTAL, schema.HUMAN_TOTAL / OVERRIDDEN): where a
 # supervisor's review overrode a total, TOTAL is the human one and AUTO_TOTAL the scorecard's.
 AUTO_TOTAL = "auto_total"
@@ -52,6 +53,11 @@ class ReportData:
     ``kb_answers`` maps a claim (the finding's evidence text) or a rule id to the knowledge-base
     reference answer shown as a coaching suggestion. ``coaching_picks`` lists conversation ids for
     the coaching pack; ``None`` lets the reports pick (review queue first, then each agent's worst).
+
+    ``messages`` may hold only the conversations the pages show (``render.needed_conversations``;
+    the other rows are never read). Then pass ``buyers`` (:func:`buyers_of` over ALL the run's
+    messages): buyer aliases are made for every buyer of the run, and a nickname that only appears
+    in unshown messages may still appear in a shown one. ``None`` derives them from ``messages``.
     """
 
     run_id: str
@@ -66,6 +72,7 @@ class ReportData:
     shops: dict[str, Shop] = field(default_factory=dict)
     kb_answers: dict[str, str] = field(default_factory=dict)
     coaching_picks: list[str] | None = None
+    buyers: pd.DataFrame | None = None
 
     def validate(self) -> None:
         """Fail fast with the missing column names instead of a KeyError inside a template."""
@@ -76,6 +83,12 @@ class ReportData:
         S.require_columns(self.shop_kpis, SHOP_KPI_COLUMNS, "reports (shop_kpis)")
         S.require_columns(self.trend, TREND_COLUMNS, "reports (trend)")
         S.require_columns(self.review_queue, REVIEW_COLUMNS, "reports (review_queue)")
+        if self.buyers is not None:
+            S.require_columns(self.buyers, BUYER_COLUMNS, "reports (buyers)")
+
+    def buyer_frame(self) -> pd.DataFrame:
+        """``shop_id, customer_id`` rows of every buyer of the run (see ``buyers``)."""
+        return self.messages[list(BUYER_COLUMNS)] if self.buyers is None else self.buyers
 
     def shop_ids(self) -> list[str]:
         """Shops that have conversations in this run (plus configured shops seen in messages)."""
@@ -91,6 +104,7 @@ def for_shop(data: ReportData, shop_id: str) -> ReportData:
     coaching picks are internal and not passed on.
     """
     conv = data.conversations[data.conversations[S.SHOP_ID] == shop_id].copy()
+    buyers = None if data.buyers is None else data.buyers[data.buyers[S.SHOP_ID] == shop_id].copy()
     conv_ids = set(conv[S.CONVERSATION_ID])
     rq = data.review_queue[data.review_queue[S.CONVERSATION_ID].isin(conv_ids)].copy()
     shops = {shop_id: data.shops[shop_id]} if shop_id in data.shops else {}
@@ -107,6 +121,7 @@ def for_shop(data: ReportData, shop_id: str) -> ReportData:
         shops=shops,
         kb_answers={},
         coaching_picks=[],
+        buyers=buyers,
     )
     assert_single_shop(out, shop_id)
     return out
@@ -119,6 +134,8 @@ def assert_single_shop(data: ReportData, shop_id: str) -> None:
         other = set(df[S.SHOP_ID].dropna().astype(str)) - {shop_id}
         if other:
             raise BugError(f"merchant data for {shop_id} holds rows of {sorted(other)} in {name}")
+    if data.buyers is not None and set(data.buyers[S.SHOP_ID].dropna().astype(str)) - {shop_id}:
+        raise BugError(f"merchant data for {shop_id} holds other shops' buyers")
     conv_ids = set(data.conversations[S.CONVERSATION_ID])
     for name in ("messages", "findings", "review_queue"):
         df = getattr(data, name)
@@ -136,13 +153,20 @@ def with_buyer_aliases(data: ReportData) -> tuple[ReportData, dict[str, str]]:
     message text (before PII masking) since buyers' nicknames appear in greetings.
     """
     ids = set(data.conversations[S.CUSTOMER_ID].dropna().astype(str))
-    ids |= set(data.messages[S.CUSTOMER_ID].dropna().astype(str))
-    aliases = {c: buyer_alias(c) for c in ids if c}
+    ids |= set(data.buyer_frame()[S.CUSTOMER_ID].dropna().astype(str))
+    aliases = {c: buyer_alias(c) for c in sorted(ids) if c}
     conv = data.conversations.copy()
     conv[S.CUSTOMER_ID] = conv[S.CUSTOMER_ID].map(lambda c: aliases.get(str(c), c) if pd.notna(c) else c)
     msgs = data.messages.copy()
     msgs[S.CUSTOMER_ID] = msgs[S.CUSTOMER_ID].map(lambda c: aliases.get(str(c), c) if pd.notna(c) else c)
     return replace(data, conversations=conv, messages=msgs, kb_answers={}), aliases
+
+
+def buyers_of(messages: pd.DataFrame) -> pd.DataFrame:
+    """Distinct ``shop_id, customer_id`` of ``messages``: what :class:`ReportData` ``buyers`` needs
+    from the full message frame (tens of thousands of rows instead of a million)."""
+    b = messages[list(BUYER_COLUMNS)]
+    return b[b[S.CUSTOMER_ID].notna()].drop_duplicates().reset_index(drop=True)
 
 
 def buyer_alias(customer_id: str) -> str:
@@ -205,11 +229,37 @@ def apply_overrides(conv: pd.DataFrame, overrides: pd.DataFrame | None,
     return out
 
 
+def load_needed_messages(con: object, run_id: str, conv_ids: set[str]) -> tuple[pd.DataFrame | None, pd.DataFrame]:
+    """The messages of ``conv_ids`` (rows and columns as :func:`_table` reads them, in table
+    order) and the run's buyers (:func:`buyers_of`), without reading the whole messages table."""
+    kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())  # type: ignore[attr-defined]
+    if "messages" not in kinds:
+        return None, _empty(BUYER_COLUMNS)
+    cols = [r[0] for r in con.execute(  # type: ignore[attr-defined]
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages'").fetchall()]
+    if kinds["messages"] != "BASE TABLE" or S.RUN_ID not in cols:  # no rowid order to keep: filter here
+        m = _table(con, "messages", run_id)
+        assert m is not None
+        return m[m[S.CONVERSATION_ID].isin(conv_ids)].reset_index(drop=True), buyers_of(m)
+    ids = sorted(conv_ids)
+    # ORDER BY rowid: the order a plain scan (what _table reads) returns, whatever plan the IN picks
+    msgs = con.execute(  # type: ignore[attr-defined]
+        "SELECT * FROM messages WHERE run_id = ? AND conversation_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY rowid",
+        [run_id, ids]).df()
+    buyers = con.execute(  # type: ignore[attr-defined]
+        "SELECT DISTINCT shop_id, customer_id FROM messages WHERE run_id = ? AND customer_id IS NOT NULL",
+        [run_id]).df()
+    return msgs, buyers
+
+
 def load_report_data(con: object, run_id: str, shops: dict[str, Shop],
                      generated_at: datetime | None = None, *,
-                     grade: Callable[[float], str] | None = None) -> ReportData:
+                     grade: Callable[[float], str] | None = None, all_messages: bool = False) -> ReportData:
     """Read one run from the DuckDB store (tables conversations, messages, findings, review_queue,
     and agent_kpis/shop_kpis/trend when the store keeps them).
+
+    Messages: only those of the conversations the pages show (``render.needed_conversations``)
+    plus the run's buyers, unless ``all_messages``; the reports are the same either way.
 
     Totals are the EFFECTIVE ones: where a supervisor's review overrode a conversation
     (``v_conversations``), TOTAL is the human total, AUTO_TOTAL the automatic one and OVERRIDDEN
@@ -229,17 +279,16 @@ def load_report_data(con: object, run_id: str, shops: dict[str, Shop],
             known = ""
         raise UserError(f"run '{run_id}' has no conversations in the store; known runs: {known or '(none)'}")
     conv = apply_overrides(conv, _overrides(con), grade)
-    msgs = _table(con, "messages", run_id)
     fnd = _table(con, "findings", run_id)
     rq = _table(con, "review_queue", run_id)
     ak = _table(con, "agent_kpis", run_id)
     sk = _table(con, "shop_kpis", run_id)
     tr = _table(con, "trend", run_id)
-    return ReportData(
+    data = ReportData(
         run_id=run_id,
         generated_at=generated_at or datetime.now().astimezone(),
         conversations=conv,
-        messages=msgs if msgs is not None else S.empty_messages(),
+        messages=S.empty_messages(),
         findings=fnd if fnd is not None else S.empty_findings(),
         agent_kpis=ak if ak is not None else _empty(AGENT_KPI_COLUMNS),
         shop_kpis=sk if sk is not None else _empty(SHOP_KPI_COLUMNS),
@@ -247,3 +296,21 @@ def load_report_data(con: object, run_id: str, shops: dict[str, Shop],
         review_queue=rq if rq is not None else _empty(REVIEW_COLUMNS),
         shops=shops,
     )
+    if all_messages:
+        msgs = _table(con, "messages", run_id)
+        return replace(data, messages=msgs if msgs is not None else S.empty_messages())
+    from qa_inspect.reports.render import needed_conversations  # render imports this module
+
+    msgs, buyers = load_needed_messages(con, run_id, needed_conversations(data))
+    return replace(data, messages=msgs if msgs is not None else S.empty_messages(), buyers=buyers)
+
+
+def needed_only(data: ReportData) -> ReportData:
+    """``data`` with only the messages the pages show and the run's buyers: the same reports from
+    a fraction of the memory (for callers that hold the full frame anyway, like tests)."""
+    from qa_inspect.reports.render import needed_conversations  # render imports this module
+
+    m = data.messages
+    need = needed_conversations(data)
+    return replace(data, messages=m[m[S.CONVERSATION_ID].astype(str).isin(need)].reset_index(drop=True),
+                   buyers=data.buyers if data.buyers is not None else buyers_of(m))

@@ -28,7 +28,7 @@ from markupsafe import Markup
 
 from qa_inspect import schema as S
 from qa_inspect.reports import charts
-from qa_inspect.reports.data import AUTO_TOTAL, ReportData, for_shop, with_buyer_aliases
+from qa_inspect.reports.data import AUTO_TOTAL, ReportData, for_shop, needed_only, with_buyer_aliases
 from qa_inspect.reports.labels import labels_for
 from qa_inspect.safe_io import safe_path
 
@@ -87,8 +87,9 @@ def resolve_mask(mask: Mask | None) -> Mask:
 
 
 def buyer_masker(aliases: dict[str, str], mask: Mask) -> Mask:
-    """Replace buyer nicknames (longest first) with aliases, then mask PII."""
-    names = sorted((n for n in aliases if len(n) >= 2), key=len, reverse=True)
+    """Replace buyer nicknames (longest first, then by name: the same order whatever the map's
+    order) with aliases, then mask PII."""
+    names = sorted((n for n in aliases if len(n) >= 2), key=lambda n: (-len(n), n))
 
     def run(text: str) -> str:
         for n in names:
@@ -286,6 +287,7 @@ def _positions(df: pd.DataFrame, key: str) -> dict[str, Any]:
     return {str(k): v for k, v in df.groupby(key, sort=False, dropna=True).indices.items()}
 
 
+_CONVERT_ROWS = 100_000  # frames up to this size are converted to object arrays once per run
 _VIEW_COLUMNS = frozenset({
     S.SEQ, S.ROLE, S.TS, S.AGENT_ID, S.CUSTOMER_ID, S.TEXT, S.IS_AUTO_REPLY,  # messages
     S.MESSAGE_INDEX, S.RULE_ID, S.SOURCE, S.DIMENSION, S.POLARITY, S.SEVERITY, S.POINTS, S.CONFIDENCE,
@@ -306,8 +308,8 @@ class RunLookups:
     finds_by_agent: dict[str, Any]
     kpis_by_agent: dict[str, Any]
     trend_by_agent: dict[str, Any]
-    msg_text: dict[tuple[str, int], str]
-    selling: list[dict[str, Any]]  # other agents' good selling, best first
+    msg_text: dict[tuple[str, int], str]  # (conversation, seq) -> text, of the selling examples only
+    selling: list[dict[str, Any]]  # good selling, best first: the head any agent's picks come from
     team_dims: dict[str, float | None]
     team_totals: list[float]
     team_total: float | None
@@ -315,7 +317,7 @@ class RunLookups:
     nights: list[str]
     team_by_night: dict[str, float | None]
     charts: charts.AgentCharts | None = None
-    _arrays: dict[int, dict[str, Any]] = field(default_factory=dict, repr=False)
+    _arrays: dict[int, list[tuple[str, Any]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, data: ReportData, *, with_charts: bool = True) -> RunLookups:
@@ -333,16 +335,15 @@ class RunLookups:
             sel = tn == night
             w = n_tr[sel]
             team_by_night[night] = _f((mt[sel] * w).sum() / w.sum()) if w.sum() else _f(mt[sel].mean())
-        sel = fnd[(fnd[S.POLARITY] == "+") & (fnd[S.DIMENSION] == "selling") & (fnd[S.MESSAGE_INDEX] >= 0)]
-        sel = sel.assign(_p=pd.to_numeric(sel[S.POINTS], errors="coerce").fillna(0)).sort_values(
-            ["_p", S.CONVERSATION_ID], ascending=[False, True], kind="stable")
-        selling = sel.to_dict("records")
+        selling = _selling(fnd)
         m = data.messages
-        msg_text = dict(zip(zip(m[S.CONVERSATION_ID].astype(str), m[S.SEQ].tolist(), strict=True),
-                            m[S.TEXT].tolist(), strict=True))
+        msgs_by_conv = _positions(m, S.CONVERSATION_ID)
+        # texts for the picks of any agent id a caller may ask for: page agents, selling owners, others
+        askers = [*_agent_ids(conv), *{r[S.AGENT_ID] for r in selling}, object()]
+        msg_text = _texts(m, msgs_by_conv, _selling_conversations(selling, askers))
         team_dims, team_totals = _dim_means(conv), _totals(conv)
         out = cls(
-            conv_pos=conv_pos, msgs_by_conv=_positions(m, S.CONVERSATION_ID),
+            conv_pos=conv_pos, msgs_by_conv=msgs_by_conv,
             finds_by_conv=_positions(fnd, S.CONVERSATION_ID), conv_by_agent=_positions(conv, S.AGENT_ID),
             finds_by_agent=_positions(fnd, S.AGENT_ID), kpis_by_agent=_positions(data.agent_kpis, S.AGENT_ID),
             trend_by_agent=_positions(tr, S.AGENT_ID), msg_text=msg_text, selling=selling,
@@ -360,15 +361,74 @@ class RunLookups:
         return df.iloc[0:0] if pos is None else df.take(pos)
 
     def records(self, df: pd.DataFrame, index: dict[str, Any], key: str) -> list[dict[str, Any]]:
-        """Rows of ``df`` at ``index[key]`` as plain dicts, from column arrays converted once."""
+        """Rows of ``df`` at ``index[key]`` as plain dicts (per-row pandas access dominated the
+        agent pages). Small frames are converted to object arrays once; of big ones (a run's
+        findings: object arrays of whole columns cost hundreds of MB) only these rows are."""
         pos = index.get(key)
         if pos is None:
             return []
-        arrays = self._arrays.get(id(df))
-        if arrays is None:  # only the columns conversation_view reads: object arrays cost memory
-            cols = [c for c in df.columns if c in _VIEW_COLUMNS]
-            arrays = self._arrays[id(df)] = {c: df[c].to_numpy(dtype=object) for c in cols}
-        return [{c: a[i] for c, a in arrays.items()} for i in pos]
+        cols = [c for c in df.columns if c in _VIEW_COLUMNS]
+        if len(df) > _CONVERT_ROWS:
+            arrays = [(c, df[c].take(pos).to_numpy(dtype=object)) for c in cols]
+            return [{c: a[i] for c, a in arrays} for i in range(len(pos))]
+        whole = self._arrays.get(id(df))
+        if whole is None:
+            whole = self._arrays[id(df)] = [(c, df[c].to_numpy(dtype=object)) for c in cols]
+        return [{c: a[i] for c, a in whole} for i in pos]
+
+
+def _agent_ids(conv: pd.DataFrame) -> list[str]:
+    """The agents that get a page, in page order."""
+    return sorted(set(conv[S.AGENT_ID].dropna().astype(str)))
+
+
+def _selling_head(agents: list[Any]) -> int:
+    """How many of the best selling findings (owners ``agents``, best first) any agent's picks can
+    come from: each agent takes the first 3 of OTHER agents, so stop once every agent has 3."""
+    counts: dict[Any, int] = {}
+    top = 0
+    for n, a in enumerate(agents, start=1):
+        counts[a] = counts.get(a, 0) + 1
+        top = max(top, counts[a])
+        if n - top >= 3:
+            return n
+    return len(agents)
+
+
+def _selling(fnd: pd.DataFrame) -> list[dict[str, Any]]:
+    """Positive selling findings on a message, most points first: the head of that list that
+    any agent's good-selling examples can come from (see :func:`_selling_head`)."""
+    # ranked on a narrow frame (positions as index); only the head's full rows are copied
+    narrow = fnd[[S.POLARITY, S.DIMENSION, S.MESSAGE_INDEX, S.POINTS, S.CONVERSATION_ID, S.AGENT_ID]]
+    narrow = narrow.set_axis(range(len(fnd)))
+    sel = narrow[(narrow[S.POLARITY] == "+") & (narrow[S.DIMENSION] == "selling") & (narrow[S.MESSAGE_INDEX] >= 0)]
+    sel = sel.assign(_p=pd.to_numeric(sel[S.POINTS], errors="coerce").fillna(0)).sort_values(
+        ["_p", S.CONVERSATION_ID], ascending=[False, True], kind="stable")
+    head = sel.iloc[:_selling_head(sel[S.AGENT_ID].tolist())]
+    return fnd.take(head.index.to_numpy()).assign(_p=head["_p"].to_numpy()).to_dict("records")
+
+
+def _selling_picks(selling: list[dict[str, Any]], agent_id: Any) -> list[dict[str, Any]]:
+    """The 3 best good-selling findings of agents other than ``agent_id``."""
+    picked: list[dict[str, Any]] = []
+    for r in selling:
+        if len(picked) == 3:
+            break
+        if r[S.AGENT_ID] != agent_id:
+            picked.append(r)
+    return picked
+
+
+def _selling_conversations(selling: list[dict[str, Any]], agents: list[Any]) -> set[str]:
+    return {str(r[S.CONVERSATION_ID]) for a in agents for r in _selling_picks(selling, a)}
+
+
+def _texts(m: pd.DataFrame, by_conv: dict[str, Any], conv_ids: set[str]) -> dict[tuple[str, int], str]:
+    """(conversation, seq) -> text of the messages of ``conv_ids`` (a later duplicate wins)."""
+    pos = [p for c in sorted(conv_ids) if c in by_conv for p in by_conv[c]]
+    sub = m.take(sorted(pos))
+    return dict(zip(zip(sub[S.CONVERSATION_ID].astype(str), sub[S.SEQ].tolist(), strict=True),
+                    sub[S.TEXT].tolist(), strict=True))
 
 
 def _views(data: ReportData, conv_ids: list[str], mask: Mask | None,
@@ -416,6 +476,17 @@ def _rule_table(findings: pd.DataFrame, polarity: str | None = "-", limit: int |
     if f.empty:
         return []
     groups: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for start in range(0, len(f), _CHUNK):  # chunks: Python lists of a run's findings cost 100s of MB
+        _rule_hits(f.iloc[start:start + _CHUNK], groups)
+    rows = sorted((groups[k] for k in sorted(groups)), key=lambda r: (-r["points"], -r["count"], r["rule_id"]))
+    return rows[:limit] if limit else rows
+
+
+_CHUNK = 50_000
+
+
+def _rule_hits(f: pd.DataFrame, groups: dict[tuple[str, str, str, str], dict[str, Any]]) -> None:
+    """Add the rows of ``f`` to :func:`_rule_table`'s groups, in row order."""
     pts = pd.to_numeric(f[S.POINTS], errors="coerce").fillna(0.0).tolist()
     cols = [f[c].tolist() for c in (S.RULE_ID, S.SOURCE, S.DIMENSION, S.POLARITY, S.EXPLANATION)]
     for rid, src, dim, pol, expl, p in zip(*cols, pts, strict=True):
@@ -428,8 +499,6 @@ def _rule_table(findings: pd.DataFrame, polarity: str | None = "-", limit: int |
         g["points"] += float(p)
         if not g["example"] and _s(expl):
             g["example"] = _s(expl)
-    rows = sorted((groups[k] for k in sorted(groups)), key=lambda r: (-r["points"], -r["count"], r["rule_id"]))
-    return rows[:limit] if limit else rows
 
 
 def _worst_best(conv: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -444,14 +513,8 @@ def _worst_best(conv: pd.DataFrame) -> tuple[list[str], list[str]]:
 
 def _good_selling(look: RunLookups, agent_id: str, mask: Mask) -> list[dict[str, Any]]:
     """The 3 best positive selling findings of OTHER agents with the message they praise (PII masked)."""
-    picked: list[dict[str, Any]] = []
-    for r in look.selling:
-        if len(picked) == 3:
-            break
-        if r[S.AGENT_ID] != agent_id:
-            picked.append(r)
     out = []
-    for r in picked:
+    for r in _selling_picks(look.selling, agent_id):
         text = look.msg_text.get((str(r[S.CONVERSATION_ID]), int(r[S.MESSAGE_INDEX])))
         if text is None:
             continue
@@ -555,6 +618,16 @@ _ISSUES = {
 }
 
 
+def _issue_examples(neg: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """Per issue: its findings among one shop's negative ones, and the example rows shown (the
+    conversations with the most points lost on this issue, one message each)."""
+    for key, pick in _ISSUES.items():
+        sel = neg[pick(neg)] if not neg.empty else neg
+        ex_rows = sel.assign(_p=pd.to_numeric(sel[S.POINTS], errors="coerce").fillna(0)).sort_values(
+            ["_p", S.CONVERSATION_ID], ascending=[False, True]).drop_duplicates(S.CONVERSATION_ID).head(3)
+        yield key, sel, ex_rows
+
+
 def merchant_context(shop_data: ReportData, shop_id: str, *, mask: Mask | None, email: bool = False) -> dict[str, Any]:
     """Context for one shop's report or email. ``shop_data`` must come from :func:`for_shop`."""
     shop = shop_data.shops.get(shop_id)
@@ -563,11 +636,7 @@ def merchant_context(shop_data: ReportData, shop_id: str, *, mask: Mask | None, 
     conv, f = shop_data.conversations, shop_data.findings
     neg = f[f[S.POLARITY] == "-"]
     issues = []
-    for key, pick in _ISSUES.items():
-        sel = neg[pick(neg)] if not neg.empty else neg
-        # Examples: the conversations with the most points lost on this issue, one message each.
-        ex_rows = sel.assign(_p=pd.to_numeric(sel[S.POINTS], errors="coerce").fillna(0)).sort_values(
-            ["_p", S.CONVERSATION_ID], ascending=[False, True]).drop_duplicates(S.CONVERSATION_ID).head(3)
+    for key, sel, ex_rows in _issue_examples(neg):
         examples = []
         msgs = shop_data.messages
         for _, r in ex_rows.iterrows():
@@ -662,12 +731,41 @@ def coaching_picks(data: ReportData) -> list[str]:
     for _, g in data.conversations.groupby(S.AGENT_ID, sort=True):
         worst, _ = _worst_best(g)
         picks.extend(worst[:1])
-    with_findings = set(data.findings[S.CONVERSATION_ID].astype(str))
+    with_findings = set(data.findings[S.CONVERSATION_ID].drop_duplicates().astype(str))
     seen: list[str] = []
     for c in picks:
         if c in known and c in with_findings and c not in seen:
             seen.append(c)
     return seen[:COACHING_MAX]
+
+
+def needed_conversations(data: ReportData) -> set[str]:
+    """Ids of exactly the conversations whose messages some page or email shows: each agent's
+    worst/best, the good-selling examples, the merchants' issue examples and the coaching pack.
+
+    Reads conversations, findings, review queue and coaching picks, never ``data.messages``, so
+    a run can load only these conversations' messages (``messages`` may be empty here); pages
+    rendered from the restricted frame are byte-identical (pass ``buyers`` too, see ReportData).
+    """
+    conv, fnd = data.conversations, data.findings
+    need: set[str] = set()
+    by_agent = _positions(conv, S.AGENT_ID)
+    agents = _agent_ids(conv)
+    for agent_id in agents:
+        pos = by_agent.get(agent_id)
+        if pos is not None:
+            worst, best = _worst_best(conv.take(pos))
+            need.update(worst, best)
+    need |= _selling_conversations(_selling(fnd), agents)
+    narrow = fnd[[S.POLARITY, S.SHOP_ID, S.SOURCE, S.DIMENSION, S.POINTS, S.CONVERSATION_ID]]
+    neg = narrow[narrow[S.POLARITY] == "-"]
+    for shop_id in data.shop_ids():
+        # the rows for_shop + merchant_context see: the shop's findings, then the negative ones
+        shop_neg = neg[neg[S.SHOP_ID] == shop_id]
+        for _, _, ex_rows in _issue_examples(shop_neg):
+            need.update(str(c) for c in ex_rows[S.CONVERSATION_ID])
+    need.update(coaching_picks(data))
+    return need
 
 
 def coaching_context(data: ReportData, mask: Mask) -> dict[str, Any]:
@@ -704,6 +802,9 @@ def render_reports(data: ReportData, out_dir: Path, *, mask_pii_for_merchants: b
     ``mask_pii_for_merchants`` is False; the coaching pack (meant to be printed) is always masked.
     """
     data.validate()
+    # The pages show a few hundred conversations: drop the other messages before the per-shop
+    # and aliased copies are made (a no-op when the caller passed only those already).
+    data = needed_only(data)
     pii = resolve_mask(mask)
     env = make_env()
     root = Path(out_dir) / "reports"
@@ -713,7 +814,7 @@ def render_reports(data: ReportData, out_dir: Path, *, mask_pii_for_merchants: b
     idx = ReportIndex(out_dir=root, index=root / "index.html", coaching=root / "coaching.html")
     look = RunLookups.build(data)  # grouped once: per-agent pages must not filter the full frames
     agent_tpl = env.get_template("agent.html")
-    for agent_id in sorted(set(data.conversations[S.AGENT_ID].dropna().astype(str))):
+    for agent_id in _agent_ids(data.conversations):
         path = safe_path(root / "agents", agent_id, suffix=".html")  # distinct ids -> distinct names
         path.write_text(agent_tpl.render(agent_context(data, agent_id, mask=pii, look=look)), encoding="utf-8")
         idx.agents[agent_id] = path
