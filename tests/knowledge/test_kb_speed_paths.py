@@ -88,3 +88,129 @@ def test_prefilter_is_exact_around_each_cue(kbs: dict[str, KnowledgeBase], cue: 
     for t in texts:
         norm = normalize_text(t)
         assert _key(extract_claims(norm, [], finder)) == _key(extract_claims(norm, [], finder, prefilter=False)), t
+
+
+# --- verify_knowledge's vectorised column reads, FAQ batching and fact coverage -------------------
+
+
+def test_object_columns_give_the_same_findings(sample: pd.DataFrame, kbs: dict[str, KnowledgeBase]) -> None:
+    """The Arrow-string fast paths (no NA, norm lengths checked at once) equal the generic per-row paths."""
+    fast = verify_knowledge(sample, kbs)
+    slow_in = sample.copy()
+    for c in (schema.TEXT, schema.NORM_TEXT, schema.ROLE, schema.SHOP_ID, schema.CONVERSATION_ID,
+              schema.AGENT_ID, schema.SKU):
+        slow_in[c] = slow_in[c].astype(object)
+    slow_in[schema.TS] = slow_in[schema.TS].astype(object)  # per-element local days
+    pd.testing.assert_frame_equal(fast, verify_knowledge(slow_in, kbs))
+
+
+def test_missing_and_stale_norm_text_are_normalised_here(sample: pd.DataFrame,
+                                                         kbs: dict[str, KnowledgeBase]) -> None:
+    """A norm_text that is missing or not as long as the text is recomputed (offsets stay valid)."""
+    ids = sorted(sample[schema.CONVERSATION_ID].unique())[:80]
+    sub = sample[sample[schema.CONVERSATION_ID].isin(ids)].reset_index(drop=True)
+    broken = sub.copy()
+    norm = broken[schema.NORM_TEXT].astype(object)
+    norm[::7] = None
+    norm[3::7] = norm[3::7].map(lambda s: s + "!")
+    broken[schema.NORM_TEXT] = norm.astype("string")
+    pd.testing.assert_frame_equal(verify_knowledge(sub, kbs), verify_knowledge(broken, kbs))
+    pd.testing.assert_frame_equal(verify_knowledge(sub, kbs),
+                                  verify_knowledge(sub.drop(columns=[schema.NORM_TEXT]), kbs))
+
+
+def test_findings_frame_matches_the_schema_builder() -> None:
+    from qa_inspect.knowledge.verify import _Findings, _Msgs
+
+    m = _Msgs(texts=["满300减30哦", "x"], norms=["满300减30哦", "x"], roles=["agent", "agent"],
+              cids=["c1", "c2"], shops=["s", "s"], agents=["a1", None], seqs=[3, 4], skus=[None, None],
+              auto=[False, False])
+    out = _Findings()
+    out.add(m, 0, "KB-PRICE", "-", "major", 10.0, 0, 7, "说「满300减30」", 0.9)
+    out.add(m, 1, "KB-FAQ", "+", "info", 0.67, 0, 1, "e", 0.7)
+    ref = schema.findings_frame([
+        {schema.CONVERSATION_ID: "c1", schema.SHOP_ID: "s", schema.AGENT_ID: "a1", schema.MESSAGE_INDEX: 3,
+         schema.RULE_ID: "KB-PRICE", schema.DIMENSION: "product_knowledge", schema.POLARITY: "-",
+         schema.SEVERITY: "major", schema.POINTS: 10.0, schema.EVIDENCE: "满300减30", schema.EVIDENCE_START: 0,
+         schema.EVIDENCE_END: 7, schema.EXPLANATION: "说「满300减30」", schema.SOURCE: "knowledge",
+         schema.CONFIDENCE: 0.9},
+        {schema.CONVERSATION_ID: "c2", schema.SHOP_ID: "s", schema.AGENT_ID: None, schema.MESSAGE_INDEX: 4,
+         schema.RULE_ID: "KB-FAQ", schema.DIMENSION: "product_knowledge", schema.POLARITY: "+",
+         schema.SEVERITY: "info", schema.POINTS: 0.67, schema.EVIDENCE: "x", schema.EVIDENCE_START: 0,
+         schema.EVIDENCE_END: 1, schema.EXPLANATION: "e", schema.SOURCE: "knowledge", schema.CONFIDENCE: 0.7},
+    ])
+    pd.testing.assert_frame_equal(out.frame(), ref)
+    pd.testing.assert_frame_equal(_Findings().frame(), schema.empty_findings())
+
+
+def test_conversation_days_equal_one_by_one() -> None:
+    from qa_inspect.knowledge.verify import _conversation_days, _local_day
+
+    ts = pd.Series(pd.to_datetime(["2026-11-24 15:59:59+00:00", "2026-11-24 16:00:00+00:00", None, None,
+                                   "2026-11-25 03:00:00+00:00", None], utc=True))
+    bounds = [(0, 1), (1, 2), (2, 4), (4, 6)]
+    tzs = ["Asia/Shanghai", "Asia/Taipei", "Asia/Shanghai", "Asia/Shanghai"]
+
+    def ref(series: pd.Series) -> list:
+        out = []
+        for (a, b), tz in zip(bounds, tzs, strict=True):
+            first = next((t for t in series.iloc[a:b] if not pd.isna(t)), None)
+            out.append(_local_day(first, tz) if first is not None else None)
+        return out
+
+    got = _conversation_days(ts, bounds, tzs)
+    assert got == ref(ts)
+    assert [str(d) for d in got] == ["2026-11-24", "2026-11-25", "None", "2026-11-25"]
+    naive = ts.dt.tz_localize(None)
+    assert _conversation_days(naive, bounds, tzs) == ref(naive)
+    assert _conversation_days(ts.astype(object), bounds, tzs) == ref(ts)
+    assert _conversation_days(ts, bounds, [None, "Asia/Taipei", None, None]) == [None, got[1], None, None]
+
+
+def _match_many_reference(index, norms: list[str], tokens: list) -> list:  # noqa: ANN001
+    """The FAQ match of each text on its own, computed the plain way (no batching, no dedup)."""
+    from qa_inspect.knowledge.faq import _blank, _chars, _squash
+
+    out = []
+    for n, t in zip(norms, tokens, strict=True):
+        b = _blank(n, index.names)
+        toks = list(t) if t is not None and b == n else index.tokenizer.lcut(b)
+        sim = 0.5 * (index.word_vec.transform([toks]) @ index.word_m.T).toarray()[0] \
+            + 0.5 * (index.char_vec.transform([_chars(b)]) @ index.char_m.T).toarray()[0]
+        i = int(sim.argmax())
+        out.append((i, float(sim[i])) if sim[i] >= index.threshold and len(_squash(b)) >= 2 else None)
+    return out
+
+
+def test_faq_batch_equals_one_by_one(sample: pd.DataFrame, kbs: dict[str, KnowledgeBase]) -> None:
+    checked = 0
+    for shop, kb in kbs.items():
+        if kb.faq_index is None:
+            continue
+        rows = sample[(sample[schema.SHOP_ID] == shop) & (sample[schema.ROLE] == "customer")].head(150)
+        norms = rows[schema.NORM_TEXT].tolist()
+        toks = rows[schema.TOKENS].tolist()
+        # the same texts again, without tokens and with other tokens: each its own entry
+        norms += norms[:20] + norms[:20]
+        toks += [None] * 20 + [["x"] for _ in range(20)]
+        fast = kb.faq_index.match_many(norms, toks)
+        assert fast == _match_many_reference(kb.faq_index, norms, toks)
+        checked += sum(h is not None for h in fast)
+    assert checked > 10
+
+
+_FACT_PIECES = ["7天", "七天", "无理由", "退换", "48小时", "两天", "发货", "99", "元", "包邮", "满", "保修", "一年",
+                "12个月", "顺丰", "运费险", "赠送", "1.5", "%", "亲", "，", " ", "可以", "的"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_FACT_PIECES), min_size=0, max_size=5), min_size=1, max_size=4),
+       st.lists(st.sampled_from(_FACT_PIECES), min_size=0, max_size=14))
+def test_covered_facts_equals_fact_covered(facts: list[list[str]], answer: list[str]) -> None:
+    from qa_inspect.knowledge.faq import covered_facts, fact_covered
+
+    fs = ["".join(f) for f in facts]
+    ans = normalize_text("".join(answer))
+    memo: dict = {}
+    assert covered_facts(fs, ans, memo) == [f for f in fs if fact_covered(f, ans)]
+    assert covered_facts(fs, ans, memo) == covered_facts(fs, ans)  # the memo changes nothing

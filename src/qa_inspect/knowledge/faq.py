@@ -93,27 +93,34 @@ class FaqIndex:
         """
         if not norms:
             return []
-        # Each distinct (text, tokens) once: buyers repeat the same questions a lot.
-        toks_in = list(tokens) if tokens is not None else [None] * len(norms)
-        keys = [(n, tuple(t) if t is not None else None) for n, t in zip(norms, toks_in, strict=True)]
-        first: dict[tuple[str, tuple[str, ...] | None], int] = {}
-        for k in keys:
-            first.setdefault(k, len(first))
-        if len(first) < len(keys):
-            uniq = list(first)
-            res = self.match_many([n for n, _ in uniq], [list(t) if t is not None else None for _, t in uniq])
-            return [res[first[k]] for k in keys]
         blanked = [_blank(n, self.names) for n in norms]
-        toks = [list(t) if t is not None and b == n else self.tokenizer.lcut(b)
-                for n, b, t in zip(norms, blanked, tokens or [None] * len(norms), strict=True)]
-        norms = blanked
-        w = self.word_vec.transform(toks)
-        c = self.char_vec.transform([_chars(n) for n in norms])
-        sim = 0.5 * (w @ self.word_m.T).toarray() + 0.5 * (c @ self.char_m.T).toarray()
+        # Features are computed once per distinct input: word features per token list (the given
+        # tokens when nothing was blanked, else jieba on the blanked text), char features per
+        # blanked text. Many questions differ only in the product named, blanked away. A row's
+        # similarities depend on that row alone, so this gives the same numbers.
+        wslot: dict[tuple, int] = {}
+        wdocs: list[list[str]] = []
+        widx: list[int] = []
+        cslot: dict[str, int] = {}
+        cidx: list[int] = []
+        for n, b, t in zip(norms, blanked, tokens or [None] * len(norms), strict=True):
+            key: tuple = (0, tuple(t)) if t is not None and b == n else (1, b)
+            k = wslot.get(key)
+            if k is None:
+                k = wslot[key] = len(wdocs)
+                wdocs.append(list(t) if key[0] == 0 else self.tokenizer.lcut(b))  # type: ignore[arg-type]
+            widx.append(k)
+            k = cslot.get(b)
+            if k is None:
+                k = cslot[b] = len(cslot)
+            cidx.append(k)
+        w = self.word_vec.transform(wdocs)
+        c = self.char_vec.transform([_chars(b) for b in cslot])
+        sim = 0.5 * (w @ self.word_m.T).toarray()[widx] + 0.5 * (c @ self.char_m.T).toarray()[cidx]
+        best = np.argmax(sim, axis=1)
+        scores = sim[np.arange(len(norms)), best]
         out: list[tuple[int, float] | None] = []
-        for k, n in enumerate(norms):
-            i = int(np.argmax(sim[k]))
-            s = float(sim[k, i])
+        for i, s, n in zip(best.tolist(), scores.tolist(), blanked, strict=True):
             out.append((i, s) if s >= self.threshold and len(_squash(n)) >= 2 else None)
         return out
 
@@ -144,6 +151,60 @@ def fact_covered(fact: str, answer_norm: str) -> bool:
             return _overlap(rest, ans) >= 0.5
         return False
     return _overlap(fs, ans) >= 0.6
+
+
+def covered_facts(facts: Sequence[str], answer_norm: str, memo: dict | None = None) -> list[str]:
+    """``[f for f in facts if fact_covered(f, answer_norm)]``, each fact parsed once per ``memo``.
+
+    Same decisions as :func:`fact_covered` (tests compare the two); the fact-side work
+    (normalising, durations, numbers) is kept in ``memo`` (a dict the caller owns) and the
+    answer-side work is done at most once per call.
+    """
+    memo = {} if memo is None else memo
+    ans_parts: list = []  # [squashed answer, durations set, numbers set], filled lazily
+
+    def ans(k: int) -> object:
+        if not ans_parts:
+            ans_parts.extend([_squash(answer_norm), None, None])
+        if k == 1 and ans_parts[1] is None:
+            ans_parts[1] = {(kd, round(v, 2)) for kd, v, _, _ in durations(answer_norm)}
+        if k == 2 and ans_parts[2] is None:
+            ans_parts[2] = {round(v, 2) for v, _, _ in numbers(answer_norm)}
+        return ans_parts[k]
+
+    out = []
+    for fact in facts:
+        fp = memo.get(fact)
+        if fp is None:
+            fp = memo[fact] = _fact_parts(fact)
+        fs, fd, fn, rest = fp
+        a = ans(0)
+        if not fs or fs in a:  # type: ignore[operator]
+            ok = True
+        elif fd:
+            ok = all(d in ans(1) for d in fd) and _overlap(rest, a) >= 0.5  # type: ignore[arg-type,operator]
+        elif fn:
+            ok = all(v in ans(2) for v in fn) and _overlap(rest, a) >= 0.5  # type: ignore[arg-type,operator]
+        else:
+            ok = _overlap(fs, a) >= 0.6  # type: ignore[arg-type]
+        if ok:
+            out.append(fact)
+    return out
+
+
+def _fact_parts(fact: str) -> tuple[str, list[tuple[str, float]], list[float], str]:
+    """What :func:`fact_covered` derives from the fact alone: squashed text, durations, numbers, rest."""
+    f = normalize_text(fact)
+    fs = _squash(f)
+    fd = durations(f)
+    if fd:
+        rest = _squash(_UNIT_NOISE.sub("", _strip_spans(f, [(s, e) for _, _, s, e in fd])))
+        return fs, [(k, round(v, 2)) for k, v, _, _ in fd], [], rest
+    fn = numbers_only_arabic(f)
+    if fn:
+        rest = _squash(_UNIT_NOISE.sub("", re.sub(r"\d+(?:\.\d+)?", "", f)))
+        return fs, [], [round(v, 2) for v in fn], rest
+    return fs, [], [], ""
 
 
 def numbers_only_arabic(s: str) -> list[float]:

@@ -16,12 +16,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 
 from qa_inspect import schema
 from qa_inspect.knowledge.base import MATERIAL_TERMS, NORM_MATERIAL_TERMS, KnowledgeBase
 from qa_inspect.knowledge.claims import Claim, extract_claims
-from qa_inspect.knowledge.faq import fact_covered
+from qa_inspect.knowledge.faq import covered_facts
 from qa_inspect.knowledge.numbers import fmt_num
 from qa_inspect.text.normalize import normalize_text
 
@@ -331,6 +332,70 @@ def analyse_message(kb: KnowledgeBase, text: str, norm: str | None, day: dt.date
     the caller (one per partition) for the text-only part: mentions and extracted claims.
     """
     norm = norm if norm is not None and len(norm) == len(text) else normalize_text(text)
+    implied = list(implied)
+    if cache is None:
+        plan = _plan(kb, text, norm, implied, None)
+    else:
+        pkey = ("p", kb.shop_id, text, norm, _claims_key(implied))
+        plan = cache.get(pkey)
+        if plan is None:
+            plan = cache[pkey] = _plan(kb, text, norm, implied, cache)
+    ms, steps = plan
+    results = []
+    for c, before, after_skus, said, owners, jx in steps:
+        if before is not None:
+            cands = _candidates(before, context)
+        elif context:
+            cands = list(context)
+        else:
+            cands = list(after_skus) if after_skus is not None else []
+        if owners and not owners & set(cands):
+            continue  # "60支" naming another product ("升级成60支的"), not a spec claim
+        if cache is None:
+            verdict = judge(c, kb, cands, day, said)
+        else:  # the verdict depends on the claim's kind, value and extras, not on where it is
+            jkey = ("j", kb.shop_id, jx, tuple(cands), day, said)
+            verdict = cache.get(jkey)
+            if verdict is None:
+                verdict = cache[jkey] = judge(c, kb, cands, day, said)
+        results.append(ClaimResult(c, verdict, RULE_OF_KIND[c.kind]))
+    mentioned = _candidates(ms[-1], context) if ms else []
+    return results, mentioned
+
+
+_Step = tuple[Claim, "Mention | None", "tuple[str, ...] | None", str, "set[str] | None", tuple]
+
+
+def _plan(kb: KnowledgeBase, text: str, norm: str, implied: list[Claim],
+          cache: dict | None) -> tuple[list[Mention], list[_Step]]:
+    """The context-free part of ``analyse_message``: the message's product mentions (gifts are no
+    switch) and, per claim, the last mention before it, the products of the first mention after
+    it, the words said, the products a spec value names, and the claim's verdict key."""
+    got = _text_facts(kb, norm, cache)
+    ms, claims = got[0], list(got[1])
+    gifts = [(c.start, c.end) for c in claims if c.kind == "gift"]
+    ms = [m for m in ms if not any(a <= m.start and m.end <= b for a, b in gifts)]  # a gift is no switch
+    taken = {c.kind for c in claims}
+    claims += [c for c in implied if c.kind not in taken]
+    steps: list[_Step] = []
+    for c in claims:
+        before = [m for m in ms if m.end <= c.start]
+        after = [m for m in ms if m.start >= c.end]
+        said = text[c.start:c.end]
+        if c.extra.get("implied"):
+            said = f"{said}（答「{c.extra['implied']}」）"
+        owners = _cached_owners(kb, norm[c.start:c.end], cache) if c.kind == "spec" else None
+        steps.append((c, before[-1] if before else None, after[0].skus if after else None, said, owners,
+                      (c.kind, c.value, tuple(sorted(c.extra.items())))))
+    return ms, steps
+
+
+def _claims_key(claims: Iterable[Claim]) -> tuple:
+    return tuple((c.kind, c.start, c.end, c.value, tuple(sorted(c.extra.items()))) for c in claims)
+
+
+def _text_facts(kb: KnowledgeBase, norm: str, cache: dict | None) -> tuple[list[Mention], list[Claim]]:
+    """Product mentions and extracted claims of a normalised text (cached per text when ``cache``)."""
     key = ("c", kb.shop_id, norm)
     got = cache.get(key) if cache is not None else None
     if got is None:
@@ -338,31 +403,17 @@ def analyse_message(kb: KnowledgeBase, text: str, norm: str | None, day: dt.date
         got = (ms0, extract_claims(norm, [(m.start, m.end) for m in ms0], kb.find_materials))
         if cache is not None:
             cache[key] = got
-    ms, claims = got[0], list(got[1])
-    gifts = [(c.start, c.end) for c in claims if c.kind == "gift"]
-    ms = [m for m in ms if not any(a <= m.start and m.end <= b for a, b in gifts)]  # a gift is no switch
-    taken = {c.kind for c in claims}
-    claims += [c for c in implied if c.kind not in taken]
-    results = []
-    for c in claims:
-        before = [m for m in ms if m.end <= c.start]
-        if before:
-            cands = _candidates(before[-1], context)
-        elif context:
-            cands = list(context)
-        else:
-            after = [m for m in ms if m.start >= c.end]
-            cands = list(after[0].skus) if after else []
-        said = text[c.start:c.end]
-        if c.extra.get("implied"):
-            said = f"{said}（答「{c.extra['implied']}」）"
-        if c.kind == "spec":
-            owners = kb.owners_of(norm[c.start:c.end])
-            if owners and not owners & set(cands):
-                continue  # "60支" naming another product ("升级成60支的"), not a spec claim
-        results.append(ClaimResult(c, judge(c, kb, cands, day, said), RULE_OF_KIND[c.kind]))
-    mentioned = _candidates(ms[-1], context) if ms else []
-    return results, mentioned
+    return got
+
+
+def _cached_owners(kb: KnowledgeBase, fragment: str, cache: dict | None) -> set[str]:
+    if cache is None:
+        return kb.owners_of(fragment)
+    key = ("o", kb.shop_id, fragment)
+    got = cache.get(key)
+    if got is None:
+        got = cache[key] = kb.owners_of(fragment)
+    return got
 
 
 def message_verdict(results: Iterable[ClaimResult]) -> str:
@@ -486,37 +537,66 @@ class _Msgs:
     shops: list
     agents: list
     seqs: list[int]
-    skus: list
+    skus: list[str | None]  # str or None (missing)
     auto: list
 
 
-def _record(m: _Msgs, i: int, rule_id: str, polarity: str, severity: str, points: float, start: int, end: int,
-            explanation: str, confidence: float) -> dict:
-    text = m.texts[i]
-    return {
-        schema.CONVERSATION_ID: m.cids[i],
-        schema.SHOP_ID: m.shops[i],
-        schema.AGENT_ID: m.agents[i],
-        schema.MESSAGE_INDEX: m.seqs[i],
-        schema.RULE_ID: rule_id,
-        schema.DIMENSION: DIMENSION,
-        schema.POLARITY: polarity,
-        schema.SEVERITY: severity,
-        schema.POINTS: points,
-        schema.EVIDENCE: text[start:end] if start >= 0 else "",
-        schema.EVIDENCE_START: start,
-        schema.EVIDENCE_END: end,
-        schema.EXPLANATION: explanation,
-        schema.SOURCE: SOURCE,
-        schema.CONFIDENCE: confidence,
-    }
+_FINDING_DTYPES = schema.empty_findings().dtypes.to_dict()  # constant: the findings contract's dtypes
+
+
+class _Findings:
+    """Findings collected column by column: one list per column, no object per finding (tens of
+    thousands of small tuples or dicts per partition were a good part of this stage's time,
+    garbage collection included)."""
+
+    _COLS = (schema.CONVERSATION_ID, schema.SHOP_ID, schema.AGENT_ID, schema.MESSAGE_INDEX, schema.RULE_ID,
+             schema.POLARITY, schema.SEVERITY, schema.POINTS, schema.EVIDENCE, schema.EVIDENCE_START,
+             schema.EVIDENCE_END, schema.EXPLANATION, schema.CONFIDENCE)
+
+    def __init__(self) -> None:
+        self.cols: list[list] = [[] for _ in self._COLS]
+
+    def add(self, m: _Msgs, i: int, rule_id: str, polarity: str, severity: str, points: float, start: int,
+            end: int, explanation: str, confidence: float) -> None:
+        c = self.cols
+        c[0].append(m.cids[i])
+        c[1].append(m.shops[i])
+        c[2].append(m.agents[i])
+        c[3].append(m.seqs[i])
+        c[4].append(rule_id)
+        c[5].append(polarity)
+        c[6].append(severity)
+        c[7].append(points)
+        c[8].append(m.texts[i][start:end] if start >= 0 else "")
+        c[9].append(start)
+        c[10].append(end)
+        c[11].append(explanation)
+        c[12].append(confidence)
+
+    def frame(self) -> pd.DataFrame:
+        """The contract frame (same columns and dtypes as ``schema.findings_frame``)."""
+        n = len(self.cols[0])
+        if not n:
+            return schema.empty_findings()
+        data = dict(zip(self._COLS, self.cols, strict=True))
+        data[schema.DIMENSION] = [DIMENSION] * n
+        data[schema.SOURCE] = [SOURCE] * n
+        return pd.DataFrame({c: pd.Series(data[c], dtype=_FINDING_DTYPES[c]) for c in schema.FINDING_COLUMNS})
+
+
+def _mention_memo(kb: KnowledgeBase, cache: dict) -> dict[str, list[Mention]]:
+    """The call's normalised text -> product mentions table for one shop."""
+    memo = cache.get(("m", kb.shop_id))
+    if memo is None:
+        memo = cache[("m", kb.shop_id)] = {}
+    return memo
 
 
 def _cached_mentions(kb: KnowledgeBase, norm: str, cache: dict) -> list[Mention]:
-    key = ("m", kb.shop_id, norm)
-    ms = cache.get(key)
+    memo = _mention_memo(kb, cache)
+    ms = memo.get(norm)
     if ms is None:
-        ms = cache[key] = mentions(kb, norm)
+        ms = memo[norm] = mentions(kb, norm)
     return ms
 
 
@@ -535,149 +615,329 @@ def verify_knowledge(partition: pd.DataFrame, kbs: dict[str, KnowledgeBase]) -> 
         return schema.empty_findings()
     df = partition.sort_values([schema.CONVERSATION_ID, schema.SEQ], kind="stable")
     n = len(df)
-    texts = df[schema.TEXT].astype("object").where(df[schema.TEXT].notna(), "").astype(str).tolist()
+    texts = _texts(df[schema.TEXT])
     if schema.NORM_TEXT in df.columns:
-        raw = df[schema.NORM_TEXT].astype("object").tolist()
-        norms = [n if isinstance(n, str) and len(n) == len(t) else normalize_text(t) for n, t in zip(raw, texts,
-                                                                                                     strict=True)]
+        norms = _norms(df[schema.NORM_TEXT], df[schema.TEXT], texts)
     else:
         norms = [normalize_text(t) for t in texts]
     tokens = df[schema.TOKENS].tolist() if schema.TOKENS in df.columns else [None] * n
-    roles = df[schema.ROLE].astype("object").tolist()
-    shops = df[schema.SHOP_ID].astype("object").tolist()
+    roles = _objects(df[schema.ROLE])
+    shops = _objects(df[schema.SHOP_ID])
     # FAQ matching for every buyer message of a shop in one batch (per-message sklearn calls are slow)
-    faq_hits: dict[int, tuple[int, float] | None] = {}
-    for shop_id, kb in kbs.items():
-        if kb.faq_index is None:
-            continue
-        idx = [i for i, (r, sh) in enumerate(zip(roles, shops, strict=True)) if r == "customer" and sh == shop_id
-               and norms[i].strip()]
-        toks = [tokens[i] if isinstance(tokens[i], list) else None for i in idx]
-        for i, hit in zip(idx, kb.faq_index.match_many([norms[i] for i in idx], toks), strict=True):
-            faq_hits[i] = hit
-    cids = df[schema.CONVERSATION_ID].astype("object").tolist()
+    buyer_rows = np.flatnonzero((df[schema.ROLE] == "customer").to_numpy(dtype=bool, na_value=False)).tolist()
+    faq_hits = _faq_hits(kbs, buyer_rows, shops, norms, tokens)
+    cids = _objects(df[schema.CONVERSATION_ID])
     msgs = _Msgs(
         texts=texts, norms=norms, roles=roles, cids=cids, shops=shops,
-        agents=[None if _na(a) else a for a in df[schema.AGENT_ID].astype("object").tolist()],
-        seqs=[int(x) for x in df[schema.SEQ].tolist()],
-        skus=df[schema.SKU].astype("object").tolist() if schema.SKU in df.columns else [None] * n,
+        agents=_agents(df[schema.AGENT_ID]),
+        seqs=df[schema.SEQ].tolist() if df[schema.SEQ].dtype == np.int64 else [int(x) for x in df[schema.SEQ].tolist()],
+        skus=_skus(df[schema.SKU]) if schema.SKU in df.columns else [None] * n,
         auto=df[schema.IS_AUTO_REPLY].tolist() if schema.IS_AUTO_REPLY in df.columns else [False] * n,
     )
-    ts = df[schema.TS].tolist()
     # conversation bounds, and each conversation's FAQ hits, in one pass each
-    bounds: list[tuple[int, int]] = []
-    start = 0
-    for i in range(1, n + 1):
-        if i == n or cids[i] != cids[start]:
-            bounds.append((start, i))
-            start = i
-    conv_faq: list[dict[int, tuple[int, float] | None]] = [{} for _ in bounds]
-    if faq_hits:
-        conv_of = [0] * n
-        for k, (a, b) in enumerate(bounds):
-            conv_of[a:b] = [k] * (b - a)
-        for i, h in faq_hits.items():
-            k = conv_of[i]
-            conv_faq[k][i - bounds[k][0]] = h
-    cache: dict = {}  # per call: mentions and claims of a text (chat logs repeat a lot)
-    records: list[dict] = []
+    cuts = [0, *[i for i in range(1, n) if cids[i] != cids[i - 1]], n]
+    bounds = list(zip(cuts[:-1], cuts[1:], strict=True))  # (first row, end row) per conversation
+    conv_kbs = [kbs.get(str(shops[a])) for a, _ in bounds]
+    days = _conversation_days(df[schema.TS], bounds, [kb.timezone if kb is not None else None for kb in conv_kbs])
+    # Per call, never shared between calls: results that depend only on their key (text-level
+    # mentions/claims/deflections, verdicts, FAQ coverage). Chat logs repeat texts a lot.
+    cache: dict = {}
+    out = _Findings()
     for k, (a, b) in enumerate(bounds):
-        kb = kbs.get(str(shops[a]))
+        kb = conv_kbs[k]
         if kb is None:
             continue
-        first = next((t for t in ts[a:b] if not _na(t)), None)
-        day = _local_day(first, kb.timezone) if first is not None else None
-        records.extend(_verify_conversation(msgs, a, b, day, conv_faq[k], kb, cache))
-    return schema.findings_frame(records)
+        _verify_conversation(msgs, a, b, days[k], faq_hits, kb, cache, out)
+    return out.frame()
+
+
+def _faq_hits(kbs: dict[str, KnowledgeBase], buyer_rows: list[int], shops: list, norms: list[str],
+              tokens: list) -> dict[int, tuple[int, float] | None]:
+    """FAQ match of every non-empty buyer message (``buyer_rows``) of a shop with an FAQ:
+    row -> (entry, similarity).
+
+    One batch per shop (per-message sklearn calls are slow), each distinct (text, tokens) once:
+    the match of a text does not depend on the rest of the batch.
+    """
+    faq_kbs = {shop_id: kb for shop_id, kb in kbs.items() if kb.faq_index is not None}
+    if not faq_kbs:
+        return {}
+    # shop -> (text -> slot of its first tokens), unique (text, tokens), row -> slot
+    firsts: dict[str, dict[str, int]] = {s: {} for s in faq_kbs}
+    uniq: dict[str, list[tuple[str, list | None]]] = {s: [] for s in faq_kbs}
+    extra: dict[tuple[str, str, tuple | None], int] = {}
+    rows: list[int] = []  # parallel lists, not a tuple per row
+    row_shops: list[str] = []
+    row_slots: list[int] = []
+    for i in buyer_rows:
+        sh = shops[i]
+        if sh not in faq_kbs:
+            continue
+        nm = norms[i]
+        if not nm.strip():
+            continue
+        t = tokens[i] if isinstance(tokens[i], list) else None
+        u, f = uniq[sh], firsts[sh]
+        slot = f.get(nm)
+        if slot is None:
+            slot = f[nm] = len(u)
+            u.append((nm, t))
+        elif u[slot][1] != t:  # same text, other tokens (not from this pipeline): its own entry
+            key = (sh, nm, tuple(t) if t is not None else None)
+            slot = extra.get(key)  # type: ignore[assignment]
+            if slot is None:
+                slot = extra[key] = len(u)
+                u.append((nm, t))
+        rows.append(i)
+        row_shops.append(sh)
+        row_slots.append(slot)
+    results = {sh: kb.faq_index.match_many([n for n, _ in uniq[sh]], [t for _, t in uniq[sh]])  # type: ignore[union-attr]
+               for sh, kb in faq_kbs.items() if uniq[sh]}
+    return {i: results[sh][slot] for i, sh, slot in zip(rows, row_shops, row_slots, strict=True)}
+
+
+def _objects(col: pd.Series) -> list:
+    """A column as a list of Python objects (no object-dtype copy of an Arrow string column)."""
+    return col.tolist() if isinstance(col.dtype, pd.StringDtype) else col.astype("object").tolist()
+
+
+def _skus(col: pd.Series) -> list[str | None]:
+    """The export's sku of each row as str, None when missing."""
+    if isinstance(col.dtype, pd.StringDtype):
+        return col.tolist() if not col.hasnans else [s if isinstance(s, str) else None for s in col.tolist()]
+    return [None if s is None or pd.isna(s) else str(s) for s in col.astype("object").tolist()]
+
+
+def _agents(col: pd.Series) -> list:
+    """Agent ids with missing ones as None."""
+    if isinstance(col.dtype, pd.StringDtype):
+        return col.tolist() if not col.hasnans else [a if isinstance(a, str) else None for a in col.tolist()]
+    return [None if _na(a) else a for a in col.astype("object").tolist()]
+
+
+def _texts(col: pd.Series) -> list[str]:
+    """The text column as a list of str (missing -> "")."""
+    if isinstance(col.dtype, pd.StringDtype):
+        if not col.hasnans:
+            return col.tolist()
+        return [t if isinstance(t, str) else "" for t in col.tolist()]
+    return col.astype("object").where(col.notna(), "").astype(str).tolist()
+
+
+def _norms(norm_col: pd.Series, text_col: pd.Series, texts: list[str]) -> list[str]:
+    """``norm_text`` where it is a string as long as the text (offsets must be valid in the
+    text), else the text normalised here. Checked in one vectorised step when possible."""
+    if isinstance(norm_col.dtype, pd.StringDtype) and isinstance(text_col.dtype, pd.StringDtype) \
+            and not norm_col.hasnans and not text_col.hasnans \
+            and bool((norm_col.str.len().to_numpy() == text_col.str.len().to_numpy()).all()):
+        return norm_col.tolist()
+    raw = norm_col.astype("object").tolist()
+    return [n if isinstance(n, str) and len(n) == len(t) else normalize_text(t) for n, t in zip(raw, texts,
+                                                                                                strict=True)]
+
+
+def _conversation_days(ts: pd.Series, bounds: list[tuple[int, int]],
+                       tzs: list[str | None]) -> list[dt.date | None]:
+    """Shop-local start day of each conversation (rows ``bounds[k]`` of ``ts``; its first timestamp).
+
+    Only the first timestamp of each conversation is converted, one vectorised call per time
+    zone (turning all timestamps into Python objects was a tenth of this stage). ``tzs[k]``
+    None: not needed (no KB for that shop).
+    """
+    days: list[dt.date | None] = [None] * len(bounds)
+    valid = np.flatnonzero(ts.notna().to_numpy())
+    if not len(valid) or not bounds:
+        return days
+    starts = np.fromiter((a for a, _ in bounds), dtype=np.int64, count=len(bounds))
+    ends = np.fromiter((b for _, b in bounds), dtype=np.int64, count=len(bounds))
+    k = np.searchsorted(valid, starts)
+    first = valid[np.minimum(k, len(valid) - 1)]
+    has = (k < len(valid)) & (first < ends)
+    by_tz: dict[str, list[int]] = {}
+    for c in np.flatnonzero(has).tolist():
+        tz = tzs[c]
+        if tz is not None:
+            by_tz.setdefault(tz, []).append(c)
+    vectorised = isinstance(ts.dtype, pd.DatetimeTZDtype) or ts.dtype.kind == "M"
+    for tz, convs in by_tz.items():
+        sel = ts.iloc[first[convs]]
+        if vectorised:
+            aware = isinstance(ts.dtype, pd.DatetimeTZDtype)
+            local = pd.DatetimeIndex(sel).tz_convert(ZoneInfo(tz)) if aware else pd.DatetimeIndex(sel)
+            got = local.date.tolist()
+        else:
+            got = [_local_day(t, tz) for t in sel.tolist()]
+        for c, d in zip(convs, got, strict=True):
+            days[c] = d
+    return days
 
 
 def _verify_conversation(msgs: _Msgs, a: int, b: int, day: dt.date | None,
                          faq_hits: dict[int, tuple[int, float] | None], kb: KnowledgeBase,
-                         cache: dict) -> list[dict]:
+                         cache: dict, out: _Findings) -> None:
     """Walk one conversation (rows ``a:b`` of ``msgs``) in order, tracking the products under discussion.
 
     The buyer's focus (products the buyer names, or the export's sku) and the products the agent
     named last are both candidates; an agent recommending another product does not make the
-    buyer's next question about it. Positions ``i`` are relative to ``a``.
+    buyer's next question about it. Positions ``i`` are relative to ``a``; ``faq_hits`` is keyed
+    by partition row (``a + i``). Findings go to ``out``.
     """
     texts, norms, roles = msgs.texts[a:b], msgs.norms[a:b], msgs.roles[a:b]
     skus, auto = msgs.skus[a:b], msgs.auto[a:b]
-    out: list[dict] = []
+    memo = _mention_memo(kb, cache)
+    agent_memo = _agent_memo(kb, cache)
+    products = kb.products
     focus: list[str] = []
     agent_recent: list[str] = []
     last_sku_field: str | None = None
     q_block: list[int] = []  # buyer messages since the last agent message that answered something
     # No product named yet (Qianniu exports have no sku)? Chats are mostly about one product, so
-    # fall back to the first product the buyer (else the agent) names later in the conversation.
-    later: list[str] = []
-    for want in ("customer", "agent"):
-        for j, role in enumerate(roles):
-            if role == want and not (want == "agent" and UPSELL_RE.search(norms[j])):
-                ms = _cached_mentions(kb, norms[j], cache)
-                if ms:
-                    later = list(ms[0].skus)
-                    break
-        if later:
-            break
+    # fall back to the first product the buyer (else the agent) names later in the conversation
+    # (computed only when needed: most chats have a focus from the sku field).
+    later: list[str] | None = None
     confirmed_at: set[int] = set()
     contradicted_at: set[int] = set()
     faq_pending: list[tuple[int, tuple[int, float]]] = []
     for i, role in enumerate(roles):
-        text, norm = texts[i], norms[i]
         sku = skus[i]
-        if sku is not None and not pd.isna(sku) and str(sku) in kb.products and str(sku) != last_sku_field:
-            focus, last_sku_field = [str(sku)], str(sku)
+        if sku is not None and sku != last_sku_field and sku in products:
+            focus, last_sku_field = [sku], sku
         if role == "customer":
-            ms = _cached_mentions(kb, norm, cache)
+            norm = norms[i]
+            ms = memo.get(norm)
+            if ms is None:
+                ms = memo[norm] = mentions(kb, norm)
             if ms:
                 focus = _candidates(ms[-1], focus + agent_recent)
                 agent_recent = []
             if norm.strip():
-                q_block = [*q_block[-(Q_BLOCK - 1):], i]
-                hit = faq_hits.get(i)
+                q_block.append(i)
+                if len(q_block) > Q_BLOCK:
+                    del q_block[0]
+                hit = faq_hits.get(a + i)
                 # an FAQ about a named product ("磁吸充电宝什么时候有货") only for that product
-                if hit is not None and kb.faq_skus[hit[0]] and not kb.faq_skus[hit[0]] & set(focus or later):
-                    faq_hits[i] = hit = None
+                if hit is not None and kb.faq_skus[hit[0]]:
+                    if not focus and later is None:
+                        later = _later(kb, roles, norms, memo, cache)
+                    if not kb.faq_skus[hit[0]] & set(focus or later):  # type: ignore[arg-type]
+                        faq_hits[a + i] = hit = None
                 if hit is not None:
                     faq_pending.append((i, hit))
             continue
         if role != "agent" or bool(auto[i]):
             continue
-        context = focus + [s for s in agent_recent if s not in focus] or later
-        question = " ".join(norms[j] for j in q_block)
-        implied = implied_claims(kb, norms[q_block[-1]], norm) if q_block else []
-        results, mentioned = analyse_message(kb, text, norm, day, context, implied, cache=cache)
+        norm = norms[i]
+        facts = agent_memo.get(norm)
+        if facts is None:
+            facts = agent_memo[norm] = _AgentText.of(kb, norm, cache)
+        if facts.inert:
+            continue  # names nothing, claims nothing, dodges nothing, answers no yes/no question
+        text = texts[i]
+        if agent_recent:  # never empty then, so ``later`` is not needed
+            context = focus + [s for s in agent_recent if s not in focus]
+        else:
+            if not focus and later is None:
+                later = _later(kb, roles, norms, memo, cache)
+            context = focus or later  # type: ignore[assignment]
+        implied: list[Claim] = []
+        if q_block and facts.yes_no:
+            question = norms[q_block[-1]]
+            ikey = ("i", kb.shop_id, question, norm)
+            implied = cache.get(ikey)  # type: ignore[assignment]
+            if implied is None:
+                implied = cache[ikey] = implied_claims(kb, question, norm)
+        if facts.claims or implied:
+            results, mentioned, contradicted = _analysis(kb, text, norm, day, context, implied, cache)
+        else:
+            results, contradicted = [], False
+            mentioned = _candidates(facts.mentions[-1], context) if facts.mentions else []
         if mentioned:
-            agent_recent = mentioned
+            agent_recent = list(mentioned)
         for r in results:
             v = r.verdict
             if v.status == "contradicted":
                 pts = POINTS_MAJOR if v.severity == "major" else POINTS_MINOR
-                out.append(_record(msgs, a + i, r.rule_id, "-", v.severity, pts, r.claim.start, r.claim.end,
-                                   v.explanation, 0.9))
+                out.add(msgs, a + i, r.rule_id, "-", v.severity, pts, r.claim.start, r.claim.end, v.explanation, 0.9)
             elif v.status == "confirmed":
                 confirmed_at.add(i)
-                out.append(_record(msgs, a + i, r.rule_id, "+", "info", POINTS_CONFIRMED, r.claim.start,
-                                   r.claim.end, v.explanation, 0.9))
-        if any(r.verdict.status == "contradicted" for r in results):
+                out.add(msgs, a + i, r.rule_id, "+", "info", POINTS_CONFIRMED, r.claim.start, r.claim.end,
+                        v.explanation, 0.9)
+        if contradicted:
             contradicted_at.add(i)
-        m = find_deflection(norm)
+        m = facts.deflection
         if m and q_block and i not in confirmed_at:
+            question = " ".join(norms[j] for j in q_block)
             answers = topics_answerable(kb, question, context, day)
-            hits = [faq_hits[j] for j in q_block if faq_hits.get(j) is not None]
+            hits = [faq_hits[a + j] for j in q_block if faq_hits.get(a + j) is not None]
             if hits:
                 answers.append(("faq", kb.faq[hits[-1][0]].answer))  # type: ignore[index]
             if answers:
                 asked = " / ".join(texts[j][:30] for j in q_block)
-                out.append(_record(msgs, a + i, "KB-DEFLECT", "-", "major", POINTS_DEFLECT, m.start(), m.end(),
-                                   f"买家问「{asked}」，客服推托「{text[m.start():m.end()]}」；知识库可答: "
-                                   + "；".join(a for _, a in answers[:2]), 0.8))
+                out.add(msgs, a + i, "KB-DEFLECT", "-", "major", POINTS_DEFLECT, m.start(), m.end(),
+                        f"买家问「{asked}」，客服推托「{text[m.start():m.end()]}」；知识库可答: "
+                        + "；".join(a for _, a in answers[:2]), 0.8)
                 q_block = []
         if results:
             q_block = []  # answered; later deflections refer to later questions
     for qi, hit in faq_pending:
-        out.extend(_faq_check(kb, msgs, a, b, qi, hit, confirmed_at | contradicted_at))
-    return out
+        _faq_check(kb, msgs, a, b, qi, hit, confirmed_at | contradicted_at, cache, out)
+
+
+def _later(kb: KnowledgeBase, roles: list, norms: list[str], memo: dict[str, list[Mention]],
+           cache: dict) -> list[str]:
+    """The first product the buyer names in the conversation, else the first one the agent names
+    outside an upsell (the fallback product of a chat without sku)."""
+    for want in ("customer", "agent"):
+        for role, nm in zip(roles, norms, strict=True):
+            if role == want:
+                ms = memo.get(nm)
+                if ms is None:
+                    ms = memo[nm] = mentions(kb, nm)
+                if ms and not (want == "agent" and _cached_upsell(nm, cache)):
+                    return list(ms[0].skus)
+    return []
+
+
+@dataclass(slots=True)
+class _AgentText:
+    """What an agent message's text alone says (per shop; computed once per distinct text per call)."""
+
+    mentions: list[Mention]
+    claims: list[Claim]
+    deflection: re.Match[str] | None
+    yes_no: bool  # starts like a yes/no answer (有的/没有了/是的): may imply a claim (implied_claims)
+    inert: bool  # nothing of the above: the message changes no state and makes no finding
+
+    @classmethod
+    def of(cls, kb: KnowledgeBase, norm: str, cache: dict) -> _AgentText:
+        ms, claims = _text_facts(kb, norm, cache)
+        m = find_deflection(norm)
+        yes_no = bool(YES_RE.search(norm) or HAS_RE.search(norm) or NONE_RE.search(norm))
+        return cls(ms, claims, m, yes_no, not ms and not claims and m is None and not yes_no)
+
+
+def _agent_memo(kb: KnowledgeBase, cache: dict) -> dict[str, _AgentText]:
+    memo = cache.get(("t", kb.shop_id))
+    if memo is None:
+        memo = cache[("t", kb.shop_id)] = {}
+    return memo
+
+
+def _analysis(kb: KnowledgeBase, text: str, norm: str, day: dt.date | None, context: list[str],
+              implied: list[Claim], cache: dict) -> tuple[list[ClaimResult], list[str], bool]:
+    """``analyse_message`` and whether any of its claims is contradicted. (Not cached as a whole:
+    its parts are, and a per-context cache kept tens of thousands of objects alive, which cost
+    more in garbage collection than it saved.)"""
+    results, mentioned = analyse_message(kb, text, norm, day, context, implied, cache=cache)
+    return results, mentioned, any(r.verdict.status == "contradicted" for r in results)
+
+
+def _cached_upsell(norm: str, cache: dict) -> bool:
+    key = ("u", norm)
+    got = cache.get(key)
+    if got is None:
+        got = cache[key] = UPSELL_RE.search(norm) is not None
+    return got
 
 
 FAQ_MAX_REPLIES = 3
@@ -686,7 +946,7 @@ Q_BLOCK = 3  # buyer messages kept as "the question" until an agent message answ
 
 
 def _faq_check(kb: KnowledgeBase, msgs: _Msgs, a: int, b: int, i: int, hit: tuple[int, float],
-               checked_at: set[int]) -> list[dict]:
+               checked_at: set[int], cache: dict, out: _Findings) -> None:
     """Do the agent replies to FAQ question ``i`` state the FAQ's key facts?
 
     Greetings are not answers. Missing all key facts is a finding only when the replies contain
@@ -695,32 +955,57 @@ def _faq_check(kb: KnowledgeBase, msgs: _Msgs, a: int, b: int, i: int, hit: tupl
     """
     entry = kb.faq[hit[0]]
     if not entry.key_facts:
-        return []
-    texts, norms, roles, auto = msgs.texts[a:b], msgs.norms[a:b], msgs.roles[a:b], msgs.auto[a:b]
+        return
+    norms, roles, auto = msgs.norms, msgs.roles, msgs.auto  # absolute rows a + j
+    can_answer = cache.get("r")
+    if can_answer is None:
+        can_answer = cache["r"] = {}
     replies: list[int] = []
-    for j in range(i + 1, len(roles)):
+    for j in range(a + i + 1, b):
         role = roles[j]
         if role == "customer":
             break
-        reply = norms[j].strip()
-        if role == "agent" and not bool(auto[j]) and not GREETING_RE.fullmatch(reply) \
-                and not reply.endswith(("?", "？")):  # a greeting or a question back is not an answer
+        if role == "agent" and not bool(auto[j]):
+            nm = norms[j]
+            ok = can_answer.get(nm)
+            if ok is None:
+                ok = can_answer[nm] = _can_answer(nm)
+            if not ok:
+                continue
             replies.append(j)
             if len(replies) >= FAQ_MAX_REPLIES:
                 break
     if not replies:
-        return []
+        return
     answer = " ".join(norms[j] for j in replies)
-    if find_deflection(answer):
-        return []  # KB-DEFLECT covers it
-    covered = [f for f in entry.key_facts if fact_covered(f, answer)]
-    missing = [f for f in entry.key_facts if f not in covered]
-    text = texts[replies[0]]
-    expl = (f"买家问题匹配 FAQ「{entry.question}」(相似度 {hit[1]:.2f})；关键信息 {'、'.join(entry.key_facts)}；"
-            f"已答 {'、'.join(covered) or '无'}；缺少 {'、'.join(missing) or '无'}")
-    if not covered:
-        if any(j in checked_at for j in replies):
-            return []
-        return [_record(msgs, a + replies[0], "KB-FAQ", "-", "minor", POINTS_FAQ_MISS, 0, len(text), expl, 0.7)]
-    return [_record(msgs, a + replies[0], "KB-FAQ", "+", "info", round(POINTS_FAQ_OK * len(covered) / len(entry.key_facts), 2),
-                    0, len(text), expl, 0.7)]
+    key = ("f", kb.shop_id, hit[0], answer)
+    got = cache.get(key)
+    if got is None:
+        if find_deflection(answer):
+            got = cache[key] = (None, [], [])  # KB-DEFLECT covers it
+        else:
+            covered = covered_facts(entry.key_facts, answer, cache.setdefault("facts", {}))
+            got = cache[key] = (bool(covered), covered, [f for f in entry.key_facts if f not in covered])
+    any_covered, covered, missing = got
+    if any_covered is None:
+        return
+    sim = f"{hit[1]:.2f}"
+    ekey = ("e", key, sim)
+    expl = cache.get(ekey)
+    if expl is None:
+        expl = cache[ekey] = (f"买家问题匹配 FAQ「{entry.question}」(相似度 {sim})；关键信息 {'、'.join(entry.key_facts)}；"
+                              f"已答 {'、'.join(covered) or '无'}；缺少 {'、'.join(missing) or '无'}")
+    first = replies[0]
+    if not any_covered:
+        if any(j - a in checked_at for j in replies):
+            return
+        out.add(msgs, first, "KB-FAQ", "-", "minor", POINTS_FAQ_MISS, 0, len(msgs.texts[first]), expl, 0.7)
+        return
+    out.add(msgs, first, "KB-FAQ", "+", "info", round(POINTS_FAQ_OK * len(covered) / len(entry.key_facts), 2),
+            0, len(msgs.texts[first]), expl, 0.7)
+
+
+def _can_answer(norm: str) -> bool:
+    """Could this agent message answer a question (not a greeting, not a question back)?"""
+    reply = norm.strip()
+    return not GREETING_RE.fullmatch(reply) and not reply.endswith(("?", "？"))
