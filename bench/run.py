@@ -224,6 +224,9 @@ def run_e2e(cmd: list[str], data: Path, out: Path, *, workers: int, reports: boo
     res["run_summary"] = bool(summary)
     stages = summary.get("stage_seconds")
     res["stage_seconds"] = stages if isinstance(stages, dict) else None
+    cpu = summary.get("stage_cpu_seconds")
+    res["stage_cpu_seconds"] = cpu if isinstance(cpu, dict) else None
+    res["wall_seconds"] = summary.get("wall_seconds") if isinstance(summary.get("wall_seconds"), dict) else None
     for key in ("messages", "rejects", "conversations", "findings", "mean_total", "ruleset_version", "seconds"):
         if key in summary:
             res[f"run_{key}"] = summary[key]
@@ -358,8 +361,14 @@ def render_table(res: dict[str, Any]) -> str:
                          f"{r.get('run_conversations', '?')} conversations, {r.get('run_findings', '?')} findings")
         if r.get("stage_seconds"):
             total = sum(float(v) for v in r["stage_seconds"].values()) or 1.0
+            cpu = r.get("stage_cpu_seconds") or {}
+            lines.append(f"    {'stage':<28}{'seconds':>9}   share {'CPU s':>9}  (CPU of the process that ran it)")
             for stage, sec in r["stage_seconds"].items():
-                lines.append(f"    {stage:<28}{float(sec):>9.2f} s {100 * float(sec) / total:5.1f} %")
+                c = f"{float(cpu[stage]):>9.2f}" if stage in cpu else f"{'-':>9}"
+                lines.append(f"    {stage:<28}{float(sec):>9.2f} s {100 * float(sec) / total:5.1f} % {c}")
+            if r.get("wall_seconds"):
+                lines.append("    client wall clock per phase: " + ", ".join(
+                    f"{k} {float(v):.1f}" for k, v in r["wall_seconds"].items()))
         elif r["exit_code"] == 0:
             lines.append("    stage times: missing (run_summary.json has no stage_seconds mapping)"
                          if r["run_summary"] else "    stage times: missing (no run_summary.json)")

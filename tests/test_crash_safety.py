@@ -342,9 +342,8 @@ def test_reports_are_swapped_in_whole_or_not_at_all(tmp_path: Path, monkeypatch:
     The renderer is replaced by one that dies after writing one page (the swap is under test)."""
     from types import SimpleNamespace
 
-    import qa_inspect.reports.data as data_mod
     import qa_inspect.reports.render as render_mod
-    from qa_inspect.pipeline import Reporter, _render_reports, clean_stale
+    from qa_inspect.pipeline import Reporter, clean_stale, swap_in_reports
 
     def render(pages: dict[str, str], fail: bool) -> object:
         def fake(_data: object, out_dir: Path) -> object:
@@ -357,18 +356,17 @@ def test_reports_are_swapped_in_whole_or_not_at_all(tmp_path: Path, monkeypatch:
             return SimpleNamespace(index=root.resolve() / "index.html")
         return fake
 
-    monkeypatch.setattr(data_mod, "ReportData", lambda **kw: kw)
     (tmp_path / "reports").mkdir()
     for name in ("index.html", "coaching.html"):
         (tmp_path / "reports" / name).write_text("old", encoding="utf-8")
-    args = ("r1", *[pd.DataFrame()] * 7, SimpleNamespace(shops={}), tmp_path, Reporter(quiet=True))
+    args = (SimpleNamespace(run_id="r1"), tmp_path, Reporter(quiet=True))
     new = {"index.html": "new", "coaching.html": "new"}
     monkeypatch.setattr(render_mod, "render_reports", render(new, fail=True))
     with pytest.raises(RuntimeError):
-        _render_reports(*args)
+        swap_in_reports(*args)
     assert {p.read_text() for p in (tmp_path / "reports").iterdir()} == {"old"}  # the old set, whole
     assert clean_stale(tmp_path, OUTPUT_FILES) and leftovers(tmp_path) == []  # next run removes the staging
     monkeypatch.setattr(render_mod, "render_reports", render(new, fail=False))
-    index = _render_reports(*args)
+    index = swap_in_reports(*args)
     assert index == str(tmp_path / "reports" / "index.html")
     assert {p.read_text() for p in (tmp_path / "reports").iterdir()} == {"new"} and leftovers(tmp_path) == []

@@ -18,13 +18,10 @@ import pandas as pd
 import pytest
 
 from qa_inspect import schema as S
-from qa_inspect.engines import EngineOptions, run_engine
 from qa_inspect.ingest import ingest_paths
 from qa_inspect.pipeline import (
     SPOOL_PREFIX,
     Partitions,
-    Reporter,
-    ResultSpool,
     load_context,
     run_audit,
     split_partitions,
@@ -175,29 +172,29 @@ def _gen_module() -> object:
     return mod
 
 
-def test_engine_memory_is_bounded_by_the_partition_not_the_night(rules_dir: Path, tmp_path: Path) -> None:
-    """Python heap peak (tracemalloc) of the scoring passes on generated messages: with small
-    partitions the client holds one partition and per-conversation rows, with one partition it
-    holds the whole night with tokens and all results. Not timed; ~10 s."""
+def test_run_memory_follows_the_partition_not_the_night(rules_dir: Path, tmp_path: Path) -> None:
+    """Python heap peak (tracemalloc) of whole runs on generated nights of growing size
+    messages (1,500 and 6,000 here): with small partitions the run streams (ingest spills buckets, results go to the
+    spool), so 4x the night costs about the same; one partition holding the night costs more.
+    Not timed; ~30 s."""
     if not (REPO / "bench" / "gen.py").exists():
         pytest.skip("bench/gen.py not available")
     import subprocess
 
-    data = tmp_path / "m.csv"
-    subprocess.run([sys.executable, str(REPO / "bench" / "gen.py"), "--messages", "2500", "--out", str(data)],
-                   check=True, capture_output=True)
-    ctx = load_context(rules_dir)
-    msgs = ingest_paths([data], rules_dir=rules_dir).messages
-    peaks: dict[int, int] = {}
-    rows: dict[int, dict[str, int]] = {}
-    for size in (100_000, 20):
-        spool = ResultSpool(tmp_path / f"spool{size}", ctx.shops)
-        parts = Partitions(msgs, size)
+    nights = {}
+    for n in (1500, 6000):
+        nights[n] = tmp_path / f"m{n}.csv"
+        subprocess.run([sys.executable, str(REPO / "bench" / "gen.py"), "--messages", str(n), "--out",
+                        str(nights[n])], check=True, capture_output=True)
+    load_context(rules_dir)  # imports and lazy module state before measuring
+    peaks: dict[tuple[int, int], int] = {}
+    for n, size in ((1500, 20), (6000, 20), (6000, 100_000)):
         tracemalloc.start()
-        run_engine("local", parts, ctx, EngineOptions(), Reporter(quiet=True), spool)
-        peaks[size] = tracemalloc.get_traced_memory()[1]
+        s = run_audit([nights[n]], tmp_path / f"out{n}_{size}", rules_dir=rules_dir, partition_size=size,
+                      render=False)
+        peaks[(n, size)] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        rows[size] = dict(spool.rows)
-        spool.remove()
-    assert rows[20] == rows[100_000] and rows[20]["messages"] == len(msgs)
-    assert peaks[20] < 0.5 * peaks[100_000], peaks
+        assert s.messages + s.rejects == n
+        assert (s.partitions > 5) == (size == 20)
+    assert peaks[(6000, 20)] < 1.3 * peaks[(1500, 20)], peaks
+    assert peaks[(6000, 20)] < 0.85 * peaks[(6000, 100_000)], peaks

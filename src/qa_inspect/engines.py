@@ -1,13 +1,16 @@
-"""Execution engines for the partition passes of the nightly run: ``local``, ``pool``, ``dask``.
+"""Execution engines for the partition work of the nightly run: ``local``, ``pool``, ``dask``.
 
-Every engine runs the same two passes over partitions of whole conversations (see
-pipeline.py): pass 1 ``count_partition`` (normalise, count reply templates), the client merges
-the template counts of the whole batch, pass 2 ``process_partition`` with the merged counts. Engines differ only in where the passes run and how the context (rule set,
-knowledge bases, models, tokenizer, shops, scorecard) gets there: it is loaded ONCE per
-process (pool initializer, dask worker plugin), never per partition. Results come back to the
-client one partition at a time and go to a ``sink`` (pipeline.ResultSpool spills them to disk),
-so neither the client nor the engine ever holds the whole night: partitions are produced lazily
-and at most a few per worker are in flight.
+An engine opens a :class:`Session` that maps a task over items: ``task(item, shared, ctx, timer)``
+is a module-level function (picklable by reference), ``ctx`` the configuration (rule set,
+knowledge bases, models, tokenizer, shops, scorecard) loaded ONCE per process (pool
+initializer, dask worker plugin), never per item. Results come back in item order with a
+bounded number of items in flight, so neither the client nor the engine holds the whole night.
+The pipeline runs its phases (ingest chunks into buckets, count reply templates per bucket,
+score each bucket) as maps over the same session, so workers are started and loaded once.
+
+``local`` and ``pool`` share the client's file system: tasks read and write the run's spill
+folder themselves. ``dask`` workers may not see it (``shared_files`` is False): the pipeline then
+loads each bucket on the client and ships the frame.
 
 Engines are looked up by name in ``ENGINES`` (an explicit registry): unknown names are rejected.
 """
@@ -25,27 +28,20 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import pandas as pd
+from typing import Any
 
 from qa_inspect.errors import BugError, UsageError, UserError
 from qa_inspect.pipeline import (
     Context,
-    PartitionResult,
-    Reporter,
     StageTimer,
-    count_partition,
-    crash_point,
     load_context,
-    process_partition,
     stage,
 )
 from qa_inspect.registry import Registry
 
-Counted = tuple[Counter[str], dict[str, float]]
-Sink = Callable[[int, PartitionResult], None]
-IN_FLIGHT_PER_WORKER = 2  # partitions queued per worker: keeps workers busy, bounds client memory
+Task = Callable[[Any, Any, Context, StageTimer], Any]
+IN_FLIGHT_PER_WORKER = 2  # items queued per worker: keeps workers busy, bounds client memory
+WORKER_CONFIG = "worker_config"  # stage_seconds key: context loading inside workers, summed
 
 
 @dataclass
@@ -59,25 +55,40 @@ class EngineOptions:
 
 @dataclass
 class EngineRun:
-    """How many partition results went to the sink, plus timing: ``stage_seconds`` is summed over
-    partitions where they ran (worker side), ``wall_seconds`` is the client's clock per pass."""
+    """Timing of a session: ``stage_seconds`` summed over items where they ran (worker side),
+    ``wall_seconds`` the client's clock per pass."""
 
     delivered: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: dict[str, float] = field(default_factory=dict)
     workers: int = 1
-    context_loads: int = 0  # how many times workers loaded the context (one per worker, never per partition)
+    context_loads: int = 0  # how many times workers loaded the context (one per worker, never per item)
 
 
-WORKER_CONFIG = "worker_config"  # stage_seconds key: context loading inside workers, summed
+class Session:
+    """An open engine: ``map`` a task over items; ``run`` accumulates the timing."""
+
+    name = "local"
+    shared_files = True  # tasks can read/write the client's spill folder
+
+    def __init__(self, ctx: Context, opts: EngineOptions) -> None:
+        self.ctx, self.opts = ctx, opts
+        self.run = EngineRun()
+
+    def map(self, task: Task, items: Sequence[Any], shared: Any = None) -> Iterator[Any]:
+        raise NotImplementedError  # pragma: no cover - every registered engine overrides it
+
+    def close(self) -> None:
+        return None
+
+    def _account(self, seconds: dict[str, float]) -> None:
+        if WORKER_CONFIG in seconds:
+            self.run.context_loads += 1
+        for k, v in seconds.items():
+            self.run.stage_seconds[k] = self.run.stage_seconds.get(k, 0.0) + v
 
 
-class Engine(Protocol):
-    def __call__(self, parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions,
-                 rep: Reporter, sink: Sink) -> EngineRun: ...
-
-
-ENGINES: Registry[Engine] = Registry("engine")
+ENGINES: Registry[Callable[[Context, EngineOptions], Session]] = Registry("engine")
 
 
 def merge_counts(counts: Sequence[Counter[str]]) -> Counter[str]:
@@ -112,29 +123,22 @@ def _check_version(ctx: Context, expected: str) -> None:
                         "rules/models changed during the run or workers run another qa-inspect; re-run")
 
 
-# --------------------------------------------------------------------------- local
-def run_local(parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions, rep: Reporter,
-              sink: Sink) -> EngineRun:
-    """In this process, with the context the client already loaded; one partition at a time."""
+def _call(task: Task, item: Any, shared: Any, ctx: Context, load: dict[str, float]) -> tuple[Any, dict[str, float]]:
+    """Run one task with a fresh timer; the worker's context load time rides on its first result."""
     timer = StageTimer()
-    n = len(parts)
-    t0 = time.perf_counter()
-    per_part: list[Counter[str]] = []
-    for i in range(n):
-        per_part.append(count_partition(parts[i], ctx, timer))
-        rep.progress("prepare", i + 1, n)
-    counts = merge_counts(per_part)
-    del per_part
-    t1 = time.perf_counter()
-    run = EngineRun()
-    for i in range(n):
-        sink(i, process_partition(parts[i], ctx, counts, timer))
-        run.delivered += 1
-        crash_point("partition", i + 1)
-        rep.progress("score", i + 1, n)
-    run.stage_seconds = timer.seconds
-    run.wall_seconds = {"pass1": t1 - t0, "pass2": time.perf_counter() - t1}
-    return run
+    timer.add(load)
+    return task(item, shared, ctx, timer), timer.seconds
+
+
+# --------------------------------------------------------------------------- local
+class LocalSession(Session):
+    """In this process, with the context the client already loaded; one item at a time."""
+
+    def map(self, task: Task, items: Sequence[Any], shared: Any = None) -> Iterator[Any]:
+        for item in items:
+            res, secs = _call(task, item, shared, self.ctx, {})
+            self._account(secs)
+            yield res
 
 
 def bounded(submit: Callable[[int], Any], result: Callable[[Any], Any], n: int, window: int) -> Iterator[Any]:
@@ -188,6 +192,13 @@ def _init_worker(rules_dir: Path, models_dir: Path | None, parent: int | None = 
     t = time.perf_counter()
     _WORKER_CTX = load_context(rules_dir, models_dir)
     _WORKER_LOAD[WORKER_CONFIG] = time.perf_counter() - t
+    import gc
+
+    from qa_inspect.pipeline import GC_THRESHOLD
+
+    gc.collect()
+    gc.freeze()  # the worker's context lives as long as the worker (see pipeline.quiet_gc)
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def _pop_load(load: dict[str, float]) -> dict[str, float]:
@@ -196,69 +207,36 @@ def _pop_load(load: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def _count_loads(run: EngineRun, seconds: dict[str, float]) -> None:
-    if WORKER_CONFIG in seconds:
-        run.context_loads += 1
-    for k, v in seconds.items():
-        run.stage_seconds[k] = run.stage_seconds.get(k, 0.0) + v
-
-
-def _worker_ctx(version: str) -> Context:
+def _pool_call(args: tuple[Task, Any, Any, str]) -> tuple[Any, dict[str, float]]:
+    task, item, shared, version = args
     if _WORKER_CTX is None:
         raise BugError("pool worker has no context (initializer did not run)")
     _check_version(_WORKER_CTX, version)
-    return _WORKER_CTX
+    return _call(task, item, shared, _WORKER_CTX, _pop_load(_WORKER_LOAD))
 
 
-def _pool_count(args: tuple[pd.DataFrame, str]) -> Counted:
-    timer = StageTimer()
-    ctx = _worker_ctx(args[1])
-    timer.add(_pop_load(_WORKER_LOAD))
-    counts = count_partition(args[0], ctx, timer)
-    return counts, timer.seconds
+class PoolSession(Session):
+    """``workers`` spawned processes; each loads the context once in its initializer. Items go
+    out and results come back pickled, a bounded number in flight."""
 
+    name = "pool"
 
-def _with_load(res: PartitionResult, load: dict[str, float]) -> PartitionResult:
-    for k, v in load.items():
-        res.seconds[k] = res.seconds.get(k, 0.0) + v
-    return res
+    def __init__(self, ctx: Context, opts: EngineOptions) -> None:
+        super().__init__(ctx, opts)
+        self.run.workers = max(1, opts.workers)
+        self.pool = ProcessPoolExecutor(max_workers=self.run.workers, mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=_init_worker,
+                                        initargs=(ctx.rules_dir, opts.models_dir, os.getpid()))
 
+    def map(self, task: Task, items: Sequence[Any], shared: Any = None) -> Iterator[Any]:
+        window = self.run.workers * IN_FLIGHT_PER_WORKER
+        for res, secs in bounded(lambda k: self.pool.submit(_pool_call, (task, items[k], shared, self.ctx.version)),
+                                 lambda f: f.result(), len(items), window):
+            self._account(secs)
+            yield res
 
-def _pool_process(args: tuple[pd.DataFrame, Counter[str], str]) -> PartitionResult:
-    ctx = _worker_ctx(args[2])
-    return _with_load(process_partition(args[0], ctx, args[1]), _pop_load(_WORKER_LOAD))
-
-
-def run_pool(parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions, rep: Reporter,
-             sink: Sink) -> EngineRun:
-    """``workers`` spawned processes; each loads the context once in its initializer. Partitions go
-    out and results come back pickled (pandas frames), a bounded number in flight; both passes
-    send the partition (pass 1 returns only the template counts, so nothing big is kept)."""
-    n = len(parts)
-    workers = max(1, min(opts.workers, n))
-    run = EngineRun(workers=workers)
-    window = workers * IN_FLIGHT_PER_WORKER
-    t0 = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(ctx.rules_dir, opts.models_dir, os.getpid())) as pool:
-        per_part: list[Counter[str]] = []
-        for i, (c, secs) in enumerate(bounded(lambda k: pool.submit(_pool_count, (parts[k], ctx.version)),
-                                              lambda f: f.result(), n, window), 1):
-            per_part.append(c)
-            _count_loads(run, secs)
-            rep.progress("prepare", i, n)
-        counts = merge_counts(per_part)
-        del per_part
-        t1 = time.perf_counter()
-        for i, res in enumerate(bounded(lambda k: pool.submit(_pool_process, (parts[k], counts, ctx.version)),
-                                        lambda f: f.result(), n, window), 1):
-            sink(i - 1, res)
-            run.delivered += 1
-            crash_point("pool_partition", i)
-            _count_loads(run, res.seconds)
-            rep.progress("score", i, n)
-    run.wall_seconds = {"pass1": t1 - t0, "pass2": time.perf_counter() - t1}
-    return run
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --------------------------------------------------------------------------- dask
@@ -322,106 +300,83 @@ def plugin_name(version: str) -> str:
     return f"qa-inspect-context-{version}"
 
 
-def _dask_ctx(name: str) -> tuple[Context, dict[str, float]]:
+def _dask_call(task: Task, item: Any, shared: Any, plugin: str) -> tuple[Any, dict[str, float]]:
     from distributed import get_worker
 
-    plugin = get_worker().plugins.get(name)
-    ctx = getattr(plugin, "ctx", None)
-    if plugin is None or ctx is None:
-        raise BugError(f"dask worker has no loaded context plugin '{name}'")
-    return ctx, plugin.take_load()
+    p = get_worker().plugins.get(plugin)
+    ctx = getattr(p, "ctx", None)
+    if p is None or ctx is None:
+        raise BugError(f"dask worker has no loaded context plugin '{plugin}'")
+    return _call(task, item, shared, ctx, p.take_load())
 
 
-def _dask_count(partition: pd.DataFrame, plugin: str) -> Counted:
-    timer = StageTimer()
-    ctx, load = _dask_ctx(plugin)
-    timer.add(load)
-    counts = count_partition(partition, ctx, timer)
-    return counts, timer.seconds
+class DaskSession(Session):
+    """The same tasks on an existing dask.distributed cluster (``Client(address)``).
 
-
-def _dask_process(partition: pd.DataFrame, counts: Counter[str], plugin: str) -> PartitionResult:
-    ctx, load = _dask_ctx(plugin)
-    return _with_load(process_partition(partition, ctx, counts), load)
-
-
-def run_dask(parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions, rep: Reporter,
-             sink: Sink) -> EngineRun:
-    """Same passes on an existing dask.distributed cluster (``Client(address)``).
-
-    Partitions are submitted a bounded number at a time (two per worker) in each pass; pass 1
-    returns only template counts, pass 2 results come back one by one to the sink. Nothing is
-    pinned on the workers between the passes, so cluster memory does not grow with the night.
+    The configuration travels in a worker plugin (no shared mount needed for rules/models);
+    items are submitted a bounded number at a time (two per worker), ``shared`` is scattered
+    once per map. Nothing is pinned on the workers between maps, so cluster memory does not
+    grow with the night. Workers are not assumed to see the client's disk (``shared_files``).
     """
-    try:
-        from distributed import Client
-    except ImportError as exc:  # pragma: no cover - dask is a dependency
-        raise UserError(f"the dask engine needs dask.distributed: {exc}") from None
-    n = len(parts)
-    run = EngineRun()
-    t0 = time.perf_counter()
-    try:
-        client = Client(opts.dask_address, set_as_default=False, timeout=30)
-    except (OSError, TimeoutError) as exc:
-        raise UserError(f"cannot connect to the dask scheduler at {opts.dask_address}: {exc}") from None
-    name = plugin_name(ctx.version)
-    try:
-        nworkers = len(client.scheduler_info().get("workers", {}))
-        if nworkers == 0:
-            try:
-                client.wait_for_workers(1, timeout=60)
-            except TimeoutError:
-                raise UserError(f"the dask cluster at {opts.dask_address} has no workers") from None
-            nworkers = len(client.scheduler_info().get("workers", {}))
-        models = _snapshot(opts.models_dir) if opts.models_dir else None
-        client.register_plugin(context_plugin(_snapshot(ctx.rules_dir), models, ctx.version), name=name)
-        t_ctx = time.perf_counter()
-        window = max(1, nworkers) * IN_FLIGHT_PER_WORKER
-        per_part: list[Counter[str]] = []
-        for i, (c, secs) in enumerate(bounded(
-                lambda k: client.submit(_dask_count, parts[k], plugin=name, pure=False),
-                lambda f: f.result(), n, window), 1):
-            per_part.append(c)
-            _count_loads(run, secs)
-            rep.progress("prepare", i, n)
-        counts = merge_counts(per_part)
-        del per_part
-        t1 = time.perf_counter()
-        counts_f = client.scatter(counts, broadcast=True)
-        for i, res in enumerate(bounded(
-                lambda k: client.submit(_dask_process, parts[k], counts=counts_f, plugin=name, pure=False),
-                lambda f: f.result(), n, window), 1):
-            sink(i - 1, res)
-            run.delivered += 1
-            _count_loads(run, res.seconds)
-            rep.progress("score", i, n)
-        t2 = time.perf_counter()
-    finally:
+
+    name = "dask"
+    shared_files = False
+
+    def __init__(self, ctx: Context, opts: EngineOptions) -> None:
+        super().__init__(ctx, opts)
         try:
-            client.unregister_worker_plugin(name)
+            from distributed import Client
+        except ImportError as exc:  # pragma: no cover - dask is a dependency
+            raise UserError(f"the dask engine needs dask.distributed: {exc}") from None
+        t0 = time.perf_counter()
+        try:
+            self.client = Client(opts.dask_address, set_as_default=False, timeout=30)
+        except (OSError, TimeoutError) as exc:
+            raise UserError(f"cannot connect to the dask scheduler at {opts.dask_address}: {exc}") from None
+        self.plugin = plugin_name(ctx.version)
+        try:
+            nworkers = len(self.client.scheduler_info().get("workers", {}))
+            if nworkers == 0:
+                try:
+                    self.client.wait_for_workers(1, timeout=60)
+                except TimeoutError:
+                    raise UserError(f"the dask cluster at {opts.dask_address} has no workers") from None
+                nworkers = len(self.client.scheduler_info().get("workers", {}))
+            models = _snapshot(opts.models_dir) if opts.models_dir else None
+            self.client.register_plugin(context_plugin(_snapshot(ctx.rules_dir), models, ctx.version),
+                                        name=self.plugin)
+        except BaseException:
+            self.close()
+            raise
+        self.run.workers = nworkers
+        self.run.wall_seconds["dask_setup"] = time.perf_counter() - t0
+
+    def map(self, task: Task, items: Sequence[Any], shared: Any = None) -> Iterator[Any]:
+        window = max(1, self.run.workers) * IN_FLIGHT_PER_WORKER
+        shared_f = self.client.scatter(shared, broadcast=True) if shared is not None else None
+        for res, secs in bounded(lambda k: self.client.submit(_dask_call, task, items[k], shared_f,
+                                                              plugin=self.plugin, pure=False),
+                                 lambda f: f.result(), len(items), window):
+            self._account(secs)
+            yield res
+
+    def close(self) -> None:
+        try:
+            self.client.unregister_worker_plugin(self.plugin)
         except Exception:  # noqa: BLE001 - cleanup must not hide the run's own error
             pass
-        client.close()
-    run.workers = nworkers
-    run.wall_seconds = {"dask_setup": t_ctx - t0, "pass1": t1 - t_ctx, "pass2": t2 - t1}
-    return run
+        self.client.close()
 
 
-ENGINES.register("local", run_local)
-ENGINES.register("pool", run_pool)
-ENGINES.register("dask", run_dask)
+ENGINES.register("local", LocalSession)
+ENGINES.register("pool", PoolSession)
+ENGINES.register("dask", DaskSession)
 
 
-def run_engine(name: str, parts: Sequence[pd.DataFrame], ctx: Context, opts: EngineOptions,
-               rep: Reporter, sink: Sink) -> EngineRun:
-    """Run both passes with the named engine, each partition's result to ``sink(index, result)``;
-    checks nothing was lost on the way."""
-    run = ENGINES.get(name)(parts, ctx, opts, rep, sink)
-    if run.delivered != len(parts):
-        raise BugError(f"engine {name}: {len(parts)} partitions in, {run.delivered} results")
-    return run
+def open_session(name: str, ctx: Context, opts: EngineOptions) -> Session:
+    """The named engine, started (workers spawned / cluster connected, context loaded there)."""
+    return ENGINES.get(name)(ctx, opts)
 
 
-__all__ = ["ENGINES", "context_plugin", "Engine", "EngineOptions", "EngineRun", "Sink", "bounded", "merge_counts",
-           "resolve_engine",
-           "run_dask", "run_engine", "run_local", "run_pool"]
+__all__ = ["ENGINES", "EngineOptions", "EngineRun", "Session", "Task", "bounded", "context_plugin",
+           "merge_counts", "open_session", "resolve_engine"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,10 @@ from typing import Any
 import pandas as pd
 
 from qa_inspect import schema as S
-from qa_inspect.config import load_shops, resolve_rules_dir
-from qa_inspect.errors import BugError, UsageError, UserError
+from qa_inspect.config import resolve_rules_dir
+from qa_inspect.errors import UsageError, UserError
 from qa_inspect.ingest import frame as F
-from qa_inspect.ingest.base import FileImport, FileInfo, ImportContext, Importer
-from qa_inspect.ingest.profiles import load_profiles
+from qa_inspect.ingest.base import FileInfo, Importer
 from qa_inspect.ingest.qianniu import import_qianniu, looks_like_qianniu
 from qa_inspect.ingest.research import import_jddc, import_stc3, looks_like_jddc
 from qa_inspect.ingest.table import import_table
@@ -151,68 +149,22 @@ def detect_format(path: Path) -> str:
 
 def ingest_paths(paths: list[Path] | list[str] | Path | str, *, rules_dir: Path, fmt: str | None = None,
                  profile: str | None = None, encoding: str | None = None,
-                 session_gap_minutes: float = 10.0) -> IngestResult:
-    """Import every file under ``paths`` into one canonical message frame (see docs/schema.md)."""
+                 session_gap_minutes: float = 10.0, chunk_bytes: int | None = None) -> IngestResult:
+    """Import every file under ``paths`` into one canonical message frame (see docs/schema.md).
+
+    The same chunk functions as the streaming ingest (ingest/stream.py) with a single bucket, so
+    there is one code path; ``chunk_bytes`` (default stream.CHUNK_BYTES) only changes memory.
+    """
+    from qa_inspect.ingest import stream  # stream builds on this module's registry and helpers
+
     if isinstance(paths, (str, Path)):
         paths = [paths]  # type: ignore[list-item]
     if session_gap_minutes <= 0:
         raise UsageError("--session-gap must be a positive number of minutes")
-    if fmt is not None and fmt not in IMPORTERS:
-        IMPORTERS.get(fmt)  # raises UserError listing the known formats
-    files = collect_files([Path(p) for p in paths])
-    if not files:
-        raise UserError(f"no data files found in {', '.join(str(p) for p in paths)}")
-    ctx = ImportContext(shops=load_shops(rules_dir), profiles=load_profiles(rules_dir), profile=profile,
-                        encoding=encoding)
-    if profile is not None and profile not in ctx.profiles:
-        raise UsageError(f"unknown import profile '{profile}'; known: {', '.join(sorted(ctx.profiles))}")
-    staged: list[pd.DataFrame] = []
-    rejects: list[pd.DataFrame] = []
-    infos: list[FileInfo] = []
-    for i, path in enumerate(files):
-        name = fmt or detect_format(path)
-        imp: FileImport = IMPORTERS.get(name)(path, ctx)
-        info = imp.info
-        info.messages, info.rejects = len(imp.messages), len(imp.rejects)
-        if info.messages + info.rejects != info.data_rows:
-            raise BugError(f"{path}: {info.data_rows} source rows but {info.messages} messages + "
-                           f"{info.rejects} rejects")
-        if info.data_rows == 0:
-            info.warnings.append("no data rows")
-        infos.append(info)
-        msgs, rej = imp.messages, imp.rejects
-        del imp  # one copy of a file's messages at a time, not two
-        if len(msgs):
-            msgs[F.FILE_ORDER] = i
-            staged.append(msgs)
-        if len(rej):
-            rejects.append(rej)
-        del msgs, rej
-    if staged:
-        all_staged = staged[0] if len(staged) == 1 else pd.concat(staged, ignore_index=True)
-        staged = []
-        kept, dups = drop_duplicates(all_staged)
-        del all_staged
-        staged = [kept] if len(kept) else []
-        if len(dups):
-            rejects.append(dups)
-            per_file = dups[S.REJECT_FILE].value_counts()
-            for info in infos:
-                n = int(per_file.get(info.path, 0))
-                info.messages, info.rejects = info.messages - n, info.rejects + n
-    rej = pd.concat(rejects, ignore_index=True) if rejects else S.empty_rejects()
-    if not staged:
-        reasons = Counter(rej[S.REJECT_REASON]) if len(rej) else Counter()
-        detail = "; ".join(f"{r}: {n}" for r, n in reasons.most_common())
-        example = ""
-        if len(rej):
-            r0 = rej.iloc[0]
-            example = f" First: {r0[S.REJECT_FILE]}:{r0[S.REJECT_LINE]} ({r0[S.REJECT_FIELD]}) {r0[S.REJECT_REASON]}."
-        names = ", ".join(str(f) for f in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-        raise UserError(f"no usable messages in {len(files)} file(s) ({names})"
-                        + (f"; every row was rejected ({detail}).{example}" if detail else " (empty input)."))
-    messages = _assemble(staged[0], session_gap_minutes)
-    return IngestResult(messages=messages, rejects=rej.reset_index(drop=True), files=infos)
+    messages, rejects, infos = stream.ingest_chunked(
+        paths, rules_dir=rules_dir, fmt=fmt, profile=profile, encoding=encoding,
+        session_gap_minutes=session_gap_minutes, chunk_bytes=chunk_bytes or stream.CHUNK_BYTES)
+    return IngestResult(messages=messages, rejects=rejects, files=infos)
 
 
 R_DUPLICATE = "duplicate row"
