@@ -104,7 +104,7 @@ def neutralise_formula(value: Any) -> Any:
     return "'" + value if value.startswith(FORMULA_PREFIXES) else value
 
 
-_FORMULA_RE = "^[=+\\-@\t\r]"
+FORMULA_RE = "^[=+\\-@\t\r]"
 
 
 def neutralise_arrow(arr: Any) -> Any:
@@ -115,7 +115,7 @@ def neutralise_arrow(arr: Any) -> Any:
 
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         return arr
-    risky = pc.and_(pc.match_substring_regex(arr, _FORMULA_RE),
+    risky = pc.and_(pc.match_substring_regex(arr, FORMULA_RE),
                     pc.invert(pc.is_in(arr, value_set=pa.array(["+", "-"], type=arr.type))))
     return pc.if_else(risky, pc.binary_join_element_wise(pa.scalar("'", arr.type), arr, pa.scalar("", arr.type)),
                       arr)
