@@ -394,3 +394,32 @@ def test_stats_match_reference(batch: pd.DataFrame, sample_logs_dir: Path, rules
     edge[S.AGENT_ID] = edge[S.AGENT_ID].astype("string")
     edge.loc[[4, 5], S.TS] = pd.NaT
     assert_same_stats(edge, build_conversations(edge, SHOPS, PRESALE), SHOPS)
+
+
+def test_stats_match_reference_on_messy_rows() -> None:
+    """Rows out of order, several shops and timezones, bots, auto-replies, missing timestamps and
+    rows without a conversation id (they count nowhere): positions instead of group-bys, same numbers."""
+    rng = np.random.default_rng(8)
+    shops = {**SHOPS, "t": Shop(shop_id="t", name="T", platform="shopee", timezone="Asia/Taipei")}
+    t0 = pd.Timestamp("2026-11-23 00:30", tz="UTC")
+    rows = []
+    for c in range(80):
+        shop = ["s", "t", "u"][rng.integers(3)]
+        for seq in range(int(rng.integers(1, 12))):
+            ts = t0 + pd.Timedelta(seconds=int(rng.integers(0, 50000))) if rng.random() > 0.08 else pd.NaT
+            rows.append({S.PLATFORM: "tmall", S.SHOP_ID: shop, S.CONVERSATION_ID: f"c{c:02d}", S.SEQ: seq,
+                         S.TS: ts, S.ROLE: ["customer", "customer", "agent", "bot", "system"][rng.integers(5)],
+                         S.AGENT_ID: "a1", S.CUSTOMER_ID: f"b{c}",
+                         S.TEXT: ["多少钱？", "好的", "有货吗", "在的", "怎么退", None][rng.integers(6)],
+                         S.SKU: None, S.IS_AUTO_REPLY: [True, False, False, None][rng.integers(4)],
+                         S.EVENT: [None, None, "order"][rng.integers(3)], S.AMOUNT: None,
+                         S.SOURCE_FILE: "f", S.SOURCE_LINE: seq + 1})
+    m = pd.DataFrame(rows).astype({S.CONVERSATION_ID: "string", S.SHOP_ID: "string", S.ROLE: "string",
+                                   S.TEXT: "string", S.IS_AUTO_REPLY: "boolean", S.EVENT: "string"})
+    m[S.TS] = pd.to_datetime(m[S.TS], utc=True)
+    m = m.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    conv = build_conversations(m, shops, PRESALE)
+    assert_same_stats(m, conv, shops)
+    m.loc[m.index[:6], S.CONVERSATION_ID] = pd.NA
+    assert_same_stats(m, build_conversations(m, shops, PRESALE), shops)
+    assert_same_stats(m.iloc[0:0], conv.iloc[0:0], shops)

@@ -73,6 +73,10 @@ def _in_hours(ts: pd.Series, shop_ids: pd.Series, shops: dict[str, Shop]) -> pd.
     return out
 
 
+def _flag(s: pd.Series) -> np.ndarray:
+    return s.fillna(False).to_numpy(dtype=bool)
+
+
 def conversation_stats(messages: pd.DataFrame, conversations: pd.DataFrame, shops: dict[str, Shop],
                        *, slow_reply_s: float = 60.0) -> pd.DataFrame:
     """Per-conversation counts for the KPIs of one partition.
@@ -81,50 +85,77 @@ def conversation_stats(messages: pd.DataFrame, conversations: pd.DataFrame, shop
     (from ``scoring.build_conversations``: AGENT_ID, CUSTOMER_ID, NIGHT, STARTED_AT, N_MESSAGES,
     ``presale_intent``). Output: STATS_COLUMNS, one row per conversation. Human agent = role agent
     and not an auto-reply; bots and system rows neither answer nor open a turn.
+
+    Rows are sorted by conversation, so "next/previous human message in the conversation" is a
+    running min/max over row positions bounded by the conversation's rows, and the per-row
+    sums use integer conversation codes; the regex and business-hours tests run only on the rows
+    they can change. tests/test_kpis.py keeps the group-by original as the oracle.
     """
     from qa_inspect.scoring.scorecard import PRESALE_INTENT
 
     S.require_columns(conversations, (S.CONVERSATION_ID, S.SHOP_ID, S.AGENT_ID, S.CUSTOMER_ID, S.NIGHT,
                                       S.STARTED_AT, S.N_MESSAGES, PRESALE_INTENT), "kpis")
-    m = messages.sort_values([S.CONVERSATION_ID, S.SEQ], kind="stable").reset_index(drop=True)
-    conv = m[S.CONVERSATION_ID]
-    human = (m[S.ROLE] == "agent") & ~m[S.IS_AUTO_REPLY].fillna(False).astype(bool)
-    cust = m[S.ROLE] == "customer"
-    pos = pd.Series(np.arange(len(m), dtype="float64"), index=m.index)
-    hpos = pos.where(human)
-    next_human = hpos.groupby(conv).bfill()  # position of the next human message at/after the row
-    prev_human = hpos.groupby(conv).ffill().fillna(-1.0)
-    replied = cust & next_human.notna()
+    text_col = S.NORM_TEXT if S.NORM_TEXT in messages.columns else S.TEXT
+    need = list(dict.fromkeys([S.CONVERSATION_ID, S.SEQ, S.ROLE, S.IS_AUTO_REPLY, S.TS, S.SHOP_ID, text_col]))
+    m = messages[need].sort_values([S.CONVERSATION_ID, S.SEQ], kind="stable").reset_index(drop=True)
+    n = len(m)
+    # Rows without a conversation id belong to no conversation (a group-by on the id drops them).
+    codes, ids = pd.factorize(m[S.CONVERSATION_ID], sort=True)
+    keyed = codes >= 0
+    human = _flag(m[S.ROLE] == "agent") & ~_flag(m[S.IS_AUTO_REPLY].astype("boolean")) & keyed
+    cust = _flag(m[S.ROLE] == "customer") & keyed
+    pos = np.arange(n)
+    new_conv = np.ones(n, dtype=bool)
+    new_conv[1:] = codes[1:] != codes[:-1]
+    conv_start = np.maximum.accumulate(np.where(new_conv, pos, 0)) if n else pos
+    conv_end = (np.minimum.accumulate(np.where(np.append(new_conv[1:], True), pos + 1, n)[::-1])[::-1]
+                if n else pos)
+    # position of the next human message at/after the row, and of the last one before it
+    nh = np.minimum.accumulate(np.where(human, pos, n)[::-1])[::-1] if n else pos
+    next_human = np.where(nh < conv_end, nh, -1)
+    ph = np.maximum.accumulate(np.where(human, pos, -1)) if n else pos
+    prev_human = np.where(ph >= conv_start, ph, -1)
+    replied = cust & (next_human >= 0)
     # A turn: the customer messages since the last human message; timed from its first message.
-    keys = pd.DataFrame({"c": conv, "p": prev_human})
-    turn_start = pd.Series(False, index=m.index)
-    turn_start[cust] = ~keys[cust].duplicated()
-    nh_idx = next_human.fillna(-1).astype(int)
+    turn_start = np.zeros(n, dtype=bool)
+    ci = np.flatnonzero(cust)
+    turn_start[ci] = ~pd.Series(codes[ci].astype(np.int64) * (n + 1) + prev_human[ci] + 1).duplicated().to_numpy()
+    ts = m[S.TS]
     # take on the datetime array itself (-1 -> NaT): going through numpy boxes every timestamp
-    next_ts = pd.Series(m[S.TS].array.take(nh_idx.to_numpy(), allow_fill=True), index=m.index)
-    resp = (next_ts - m[S.TS]).dt.total_seconds()
-    timed = turn_start & resp.notna() & _in_hours(m[S.TS], m[S.SHOP_ID], shops)
-    text = (m[S.NORM_TEXT] if S.NORM_TEXT in m.columns else m[S.TEXT]).fillna("").astype(str)
-    question = cust & text.str.contains(QUESTION_RE, regex=True)
-    first_turn = turn_start & ~turn_start.groupby(conv).cumsum().gt(1)
+    next_ts = pd.Series(ts.array.take(next_human, allow_fill=True), index=m.index)
+    resp = (next_ts - ts).dt.total_seconds()
+    timed = turn_start & resp.notna().to_numpy(dtype=bool)
+    ti = np.flatnonzero(timed)
+    if len(ti):
+        timed[ti] = _in_hours(ts.iloc[ti], m[S.SHOP_ID].iloc[ti], shops).to_numpy(dtype=bool)
+    question = np.zeros(n, dtype=bool)
+    if len(ci):
+        text = m[text_col].iloc[ci].fillna("").astype(str)
+        question[ci] = text.str.contains(QUESTION_RE, regex=True).to_numpy(dtype=bool)
+    turns_so_far = np.cumsum(turn_start)
+    before_conv = np.where(conv_start > 0, turns_so_far[np.maximum(conv_start - 1, 0)], 0) if n else turns_so_far
+    first_turn = turn_start & (turns_so_far - before_conv <= 1)
 
+    k = np.flatnonzero(keyed)
     per = pd.DataFrame({
-        S.CONVERSATION_ID: conv,
-        N_CUSTOMER_MESSAGES: cust.astype(int),
-        N_AGENT_MESSAGES: human.astype(int),
-        N_REPLIED: replied.astype(int),
-        N_TURNS_TIMED: timed.astype(int),
-        RESPONSE_S_SUM: resp.where(timed, 0.0),
-        N_SLOW: (timed & (resp > slow_reply_s)).astype(int),
-        N_QUESTIONS: question.astype(int),
-        N_UNANSWERED: (question & ~replied).astype(int),
-        FIRST_RESPONSE_IN_HOURS: resp.where(first_turn & timed),
+        N_CUSTOMER_MESSAGES: cust[k].astype(int),
+        N_AGENT_MESSAGES: human[k].astype(int),
+        N_REPLIED: replied[k].astype(int),
+        N_TURNS_TIMED: timed[k].astype(int),
+        RESPONSE_S_SUM: resp.where(timed, 0.0).to_numpy()[k],
+        N_SLOW: (timed & (resp > slow_reply_s).to_numpy(dtype=bool))[k].astype(int),
+        N_QUESTIONS: question[k].astype(int),
+        N_UNANSWERED: (question & ~replied)[k].astype(int),
+        FIRST_RESPONSE_IN_HOURS: resp.where(first_turn & timed).to_numpy()[k],
     })
-    agg = per.groupby(S.CONVERSATION_ID).agg({
+    # the same group sums (pandas' compensated float sum) in the same row order, keyed by code
+    agg = per.groupby(codes[k], sort=True).agg({
         N_CUSTOMER_MESSAGES: "sum", N_AGENT_MESSAGES: "sum", N_REPLIED: "sum", N_TURNS_TIMED: "sum",
         RESPONSE_S_SUM: "sum", N_SLOW: "sum", N_QUESTIONS: "sum", N_UNANSWERED: "sum",
         FIRST_RESPONSE_IN_HOURS: "max",
     })
+    agg.index = ids[agg.index.to_numpy()]
+    agg.index.name = S.CONVERSATION_ID
     base = conversations[[S.CONVERSATION_ID, S.SHOP_ID, S.AGENT_ID, S.CUSTOMER_ID, S.NIGHT, S.STARTED_AT,
                           S.N_MESSAGES, PRESALE_INTENT]].rename(columns={PRESALE_INTENT: INQUIRY})
     out = base.merge(agg, left_on=S.CONVERSATION_ID, right_index=True, how="left")

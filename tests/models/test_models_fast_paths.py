@@ -169,3 +169,44 @@ def test_risk_features_match_reference(audit: dict) -> None:
         assert len(want) > 20
         pd.testing.assert_frame_equal(fast(p), want)
         pd.testing.assert_frame_equal(fast(p.iloc[0:0]), ref(p.iloc[0:0]))
+
+
+def test_key_rows_is_a_dict_lookup() -> None:
+    """Hash join == a dict filled row by row (repeated keys: last row), also with missing ids and
+    float seqs (the dict route)."""
+    from qa_inspect.models.features import key_rows
+
+    rng = np.random.default_rng(3)
+    cids = pd.Series(rng.choice(["a", "b", "c", "d"], 300), dtype="string")
+    seqs = rng.integers(-2, 40, 300)
+    q_cids = pd.Series(rng.choice(["a", "b", "e"], 200), dtype="string")
+    q_seqs = rng.integers(-5, 45, 200)
+
+    def by_dict(c: pd.Series, s: np.ndarray, qc: pd.Series, qs: np.ndarray) -> np.ndarray:
+        row_of = {k: r for r, k in enumerate(zip(c.tolist(), s.tolist(), strict=True))}
+        return np.array([row_of.get(k, -1) for k in zip(qc.tolist(), qs.tolist(), strict=True)], dtype=np.intp)
+
+    got = key_rows(cids, seqs, q_cids, q_seqs)
+    assert np.array_equal(got, by_dict(cids, seqs, q_cids, q_seqs))
+    assert (got >= 0).any() and (got == -1).any()
+    with_na = cids.copy()
+    with_na.iloc[::17] = pd.NA
+    assert np.array_equal(key_rows(with_na, seqs, q_cids, q_seqs), by_dict(with_na, seqs, q_cids, q_seqs))
+    fs = seqs.astype(float)
+    assert np.array_equal(key_rows(cids, fs, q_cids, q_seqs), by_dict(cids, fs, q_cids, q_seqs))
+    assert len(key_rows(cids.iloc[0:0], seqs[:0], q_cids, q_seqs)) == len(q_cids)
+    assert len(key_rows(cids, seqs, q_cids.iloc[0:0], q_seqs[:0])) == 0
+
+
+def test_act_findings_with_repeated_message_keys(audit: dict) -> None:
+    """Two agent rows with one (conversation_id, seq): the last one is the message, as in the reference."""
+    models: Models = audit["models"]
+    p = audit["p"].copy()
+    agent_idx = p.index[p[schema.ROLE] == "agent"]
+    p.loc[agent_idx[5], schema.SEQ] = p.loc[agent_idx[4], schema.SEQ]
+    p.loc[agent_idx[5], schema.CONVERSATION_ID] = p.loc[agent_idx[4], schema.CONVERSATION_ID]
+    acts = ref_predict_act_frame(p, models.acts)
+    pd.testing.assert_frame_equal(predict_acts(p, models), acts, check_exact=False, rtol=0, atol=1e-12)
+    fast = act_findings(p, acts, models, audit["thresholds"])
+    ref = ref_act_findings_frame(p, acts, models.acts, audit["thresholds"])
+    pd.testing.assert_frame_equal(_sorted(fast), _sorted(ref))

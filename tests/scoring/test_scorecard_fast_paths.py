@@ -102,3 +102,52 @@ def test_bundled_card_matches_reference(rules_dir: Path) -> None:
 def test_no_findings_matches_reference(rules_dir: Path) -> None:
     conv, findings = random_case(3, n_conv=10)
     _check(conv, findings.iloc[0:0], load_scorecard(rules_dir), {}, set())
+
+
+def test_repeated_and_unknown_conversations_match_reference(rules_dir: Path) -> None:
+    """A conversation id listed twice gets its findings twice; findings of unknown ids are ignored."""
+    conv, findings = random_case(11, n_conv=40)
+    conv = pd.concat([conv, conv.iloc[[3, 7, 7]]], ignore_index=True)
+    orphan = findings.iloc[:5].copy()
+    orphan[S.CONVERSATION_ID] = "not-here"
+    findings = pd.concat([findings, orphan], ignore_index=True)
+    trace = _check(conv, findings, capped_card(), {}, {"RSP-002"})
+    cid = conv[S.CONVERSATION_ID].iloc[3]
+    per_copy = int((findings[S.CONVERSATION_ID] == cid).sum())
+    assert per_copy > 0 and int((trace[S.CONVERSATION_ID] == cid).sum()) > 0
+    _check(conv, findings, load_scorecard(rules_dir), {}, set())
+
+
+def test_float_message_index_and_ties_match_reference() -> None:
+    """Message order by int(message_index), then rule id, then row, whatever the column's dtype."""
+    conv, findings = random_case(12, n_conv=30)
+    findings[S.MESSAGE_INDEX] = findings[S.MESSAGE_INDEX] % 3  # many ties on (message, rule)
+    _check(conv, findings, capped_card(), {}, {"ATT-001"})
+    as_float = findings.astype({S.MESSAGE_INDEX: "float64"})
+    as_float[S.MESSAGE_INDEX] = as_float[S.MESSAGE_INDEX] + 0.25
+    s1, t1 = score_conversations(conv, as_float, capped_card(), {}, veto_rules={"ATT-001"})
+    s2, t2 = ref_score_conversations(conv, as_float, capped_card(), {}, veto_rules={"ATT-001"})
+    pd.testing.assert_frame_equal(s1, s2)
+    pd.testing.assert_frame_equal(t1, t2)
+
+
+def test_cap_in_order_is_the_running_loop() -> None:
+    """The rank-by-rank cap equals the per-element loop, bit for bit, on awkward floats."""
+    from qa_inspect.scoring.scorecard import _cap_in_order
+
+    rng = np.random.default_rng(0)
+    n = 500
+    groups = rng.integers(0, 40, n)
+    values = rng.uniform(0, 3, n) * rng.choice([0.1, 1 / 3, 0.7, 1.0], n)
+    caps = np.array([0.0, 0.3, 2.2, 7.0, 1e9])[groups % 5]
+    got, hit = _cap_in_order(values, groups, caps)
+    used: dict[int, float] = {}
+    for i in range(n):
+        g = int(groups[i])
+        left = max(float(caps[i]) - used.get(g, 0.0), 0.0)
+        v = float(values[i])
+        assert bool(hit[i]) == (v > left)
+        v = left if v > left else v
+        assert got[i] == v
+        used[g] = used.get(g, 0.0) + v
+    assert hit.any() and not hit.all()

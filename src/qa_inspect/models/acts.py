@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from qa_inspect import schema
 from qa_inspect.errors import InputError
-from qa_inspect.models.features import act_inputs, act_vectorizer, ensure_text_columns
+from qa_inspect.models.features import act_inputs, act_vectorizer, ensure_text_columns, key_rows
 from qa_inspect.models.thresholds import ModelsConfig
 from qa_inspect.text.tokenize import Tokenizer
 
@@ -147,8 +147,17 @@ def train_acts(labelled: pd.DataFrame, *, random_state: int = 0, folds: int = 5,
     return model, metrics
 
 
-def agent_rows(partition: pd.DataFrame) -> pd.DataFrame:
-    return partition[partition[schema.ROLE].astype(str) == "agent"]
+def agent_rows(partition: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """The agent messages; only ``columns`` of them (when all are present) so the other columns,
+    token lists included, are not copied."""
+    mask = (partition[schema.ROLE].astype(str) == "agent").to_numpy(dtype=bool)
+    if columns is not None and all(c in partition.columns for c in columns):
+        return partition.loc[mask, columns]
+    return partition[mask]
+
+
+_ACT_COLUMNS = [schema.CONVERSATION_ID, schema.SEQ, schema.NORM_TEXT, schema.TOKENS]
+_FINDING_DTYPES = schema.empty_findings().dtypes.to_dict()  # constant: the findings contract
 
 
 def _unique_inputs(agents: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -156,29 +165,45 @@ def _unique_inputs(agents: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
 
     Chat logs repeat themselves (templates, 好的, 亲在的): vectorising and predicting each
     distinct input once and fanning the result out gives the same numbers, since every
-    feature and probability is computed row by row.
+    feature and probability is computed row by row. Only the distinct rows are turned into
+    model inputs (``act_inputs``).
     """
-    inputs = act_inputs(agents)
-    codes, uniq_norm = pd.factorize(inputs[schema.NORM_TEXT].to_numpy(dtype=object))
+    norm = agents[schema.NORM_TEXT].astype(str)
+    codes, uniq_norm = pd.factorize(norm)
     codes = codes.astype(np.intp)
-    # Same norm_text almost always means same tokens; check the tokens only where texts repeat.
+    tokens = agents[schema.TOKENS].to_numpy(dtype=object)
+    # Same norm_text almost always means same tokens; check the tokens only where texts repeat:
+    # a repeat whose tokens differ from the text's first row becomes an input of its own.
     dup = np.flatnonzero(pd.Series(codes).duplicated(keep=False).to_numpy())
     if len(dup):
-        tokens = inputs[schema.TOKENS].to_numpy(dtype=object)
-        owner: dict[int, tuple[str, ...]] = {}
+        _, owner_pos = np.unique(codes[dup], return_index=True)
+        owner_of = dict(zip(codes[dup][owner_pos].tolist(), dup[owner_pos].tolist(), strict=True))
+        own = [owner_of[c] for c in codes[dup].tolist()]
+        differs = [i for i, a, b in zip(dup.tolist(), tokens[dup].tolist(), tokens[own].tolist(), strict=True)
+                   if not (a is b or (type(a) is list and type(b) is list and a == b) or _same_tokens(a, b))]
         extra: dict[tuple[int, tuple[str, ...]], int] = {}
-        for i in dup.tolist():
-            c, t = int(codes[i]), tuple(tokens[i])
-            if owner.setdefault(c, t) != t:
-                codes[i] = extra.setdefault((c, t), len(uniq_norm) + len(extra))
+        for i in differs:
+            codes[i] = extra.setdefault((int(codes[i]), tuple(tokens[i])), len(uniq_norm) + len(extra))
     _, first, codes = np.unique(codes, return_index=True, return_inverse=True)
-    return inputs.iloc[first].reset_index(drop=True), codes
+    inputs = pd.DataFrame({
+        schema.TOKENS: [list(t) for t in tokens[first].tolist()],
+        schema.NORM_TEXT: norm.to_numpy()[first],
+    })
+    return inputs, codes.reshape(-1)
+
+
+def _same_tokens(a: object, b: object) -> bool:
+    if a is b:
+        return True
+    if type(a) is list and type(b) is list:
+        return a == b
+    return tuple(a) == tuple(b)  # type: ignore[call-overload]
 
 
 def predict_act_frame(partition: pd.DataFrame, model: ActModel) -> pd.DataFrame:
     """conversation_id, seq, act_<label>... for every agent message of ``partition``."""
     cols = [schema.act_column(a) for a in model.labels]
-    agents = agent_rows(partition)
+    agents = agent_rows(partition, _ACT_COLUMNS)
     if agents.empty:
         out = pd.DataFrame({schema.CONVERSATION_ID: pd.Series(dtype="string"),
                             schema.SEQ: pd.Series(dtype="int64")})
@@ -192,6 +217,13 @@ def predict_act_frame(partition: pd.DataFrame, model: ActModel) -> pd.DataFrame:
     out.insert(0, schema.SEQ, agents[schema.SEQ].astype("int64").to_numpy())
     out.insert(0, schema.CONVERSATION_ID, agents[schema.CONVERSATION_ID].astype("string").to_numpy())
     return out
+
+
+def _take(s: pd.Series, rows: np.ndarray) -> object:
+    """``s`` at ``rows``: Arrow take for string columns (no Python object per value)."""
+    if s.dtype == pd.StringDtype():
+        return s.array.take(rows)
+    return s.to_numpy(dtype=object)[rows]
 
 
 def _clean(name: str) -> str:
@@ -236,21 +268,25 @@ def act_findings_frame(partition: pd.DataFrame, acts: pd.DataFrame, model: ActMo
     """
     if acts.empty or not config.acts:
         return schema.empty_findings()
-    agents = ensure_text_columns(agent_rows(partition))
-    pos_of = {k: j for j, k in enumerate(zip(agents[schema.CONVERSATION_ID], agents[schema.SEQ], strict=True))}
-    a_cid = acts[schema.CONVERSATION_ID].to_numpy(dtype=object)
+    agents = ensure_text_columns(agent_rows(partition, [*_ACT_COLUMNS, schema.TEXT, schema.SHOP_ID, schema.AGENT_ID]))
     a_seq = acts[schema.SEQ].to_numpy()
-    pos = np.fromiter((pos_of.get(k, -1) for k in zip(a_cid, a_seq, strict=True)), dtype=np.intp,
-                      count=len(acts))
-    n_chars_agent = np.fromiter((len(str(t).strip()) for t in agents[schema.NORM_TEXT]), dtype=np.int64,
-                                count=len(agents))
-    n_chars = np.where(pos >= 0, n_chars_agent[np.maximum(pos, 0)] if len(agents) else 0, 0)
+    pos = key_rows(agents[schema.CONVERSATION_ID], agents[schema.SEQ].to_numpy(), acts[schema.CONVERSATION_ID], a_seq)
+    labels = list(config.acts)
+    probs = {li: acts[schema.act_column(lab)].to_numpy(dtype=float) for li, lab in enumerate(labels)}
+    # Characters are counted only where some act clears its threshold (the min_chars test).
+    cand = np.zeros(len(acts), dtype=bool)
+    for li, pol in enumerate(config.acts.values()):
+        cand |= probs[li] >= pol.threshold
+    cand &= pos >= 0
+    n_chars = np.zeros(len(acts), dtype=np.int64)
+    cand_rows = np.flatnonzero(cand)
+    if len(cand_rows):
+        norm_all = agents[schema.NORM_TEXT].to_numpy(dtype=object)
+        n_chars[cand_rows] = [len(str(t).strip()) for t in norm_all[pos[cand_rows]].tolist()]
     hit_rows: list[np.ndarray] = []
     hit_labels: list[np.ndarray] = []
-    labels = list(config.acts)
-    for li, (label, pol) in enumerate(config.acts.items()):
-        p = acts[schema.act_column(label)].to_numpy(dtype=float)
-        rows = np.flatnonzero((p >= pol.threshold) & (n_chars >= pol.min_chars) & (pos >= 0))
+    for li, pol in enumerate(config.acts.values()):
+        rows = np.flatnonzero((probs[li] >= pol.threshold) & (n_chars >= pol.min_chars) & cand)
         hit_rows.append(rows)
         hit_labels.append(np.full(len(rows), li, dtype=np.intp))
     rows_all = np.concatenate(hit_rows)
@@ -265,40 +301,55 @@ def act_findings_frame(partition: pd.DataFrame, acts: pd.DataFrame, model: ActMo
     uniq, codes = _unique_inputs(agents.iloc[needed])
     x = sparse.csr_matrix(model.vectorizer.transform(uniq))
     code_of = dict(zip(needed.tolist(), codes.tolist(), strict=True))
-    text = agents[schema.TEXT].to_numpy(dtype=object)
-    norm = agents[schema.NORM_TEXT].to_numpy(dtype=object)
-    shop = agents[schema.SHOP_ID].to_numpy(dtype=object) if schema.SHOP_ID in agents.columns else None
-    agent = agents[schema.AGENT_ID].to_numpy(dtype=object) if schema.AGENT_ID in agents.columns else None
-    probs = {li: acts[schema.act_column(lab)].to_numpy(dtype=float) for li, lab in enumerate(labels)}
+    # Text of the needed messages only, by position in ``needed``
+    at = np.searchsorted(needed, msg_pos)
+    text = agents[schema.TEXT].iloc[needed].to_numpy(dtype=object)
+    norm = agents[schema.NORM_TEXT].iloc[needed].to_numpy(dtype=object)
+    pols = [config.acts[lab] for lab in labels]
+    label_pos = [model.labels.index(lab) for lab in labels]
     words_cache: dict[tuple[int, int], list[str]] = {}
-    records = []
-    for i, li, mp in zip(rows_all.tolist(), lab_all.tolist(), msg_pos.tolist(), strict=True):
+    # Column lists, not one dict per finding (same values, same frame after findings_frame's dtypes).
+    ev_col: list[str] = []
+    start_col: list[int] = []
+    end_col: list[int] = []
+    expl_col: list[str] = []
+    conf_col: list[float] = []
+    for i, li, mp, k in zip(rows_all.tolist(), lab_all.tolist(), msg_pos.tolist(), at.tolist(), strict=True):
         label = labels[li]
-        pol = config.acts[label]
+        pol = pols[li]
         p = float(probs[li][i])
         u = code_of[mp]
         words = words_cache.get((u, li))
         if words is None:
             a, b = x.indptr[u], x.indptr[u + 1]
-            words = _top_words(model, x.indices[a:b], x.data[a:b], model.labels.index(label))
+            words = _top_words(model, x.indices[a:b], x.data[a:b], label_pos[li])
             words_cache[(u, li)] = words
-        ev, s, e = _span(str(text[mp]), str(norm[mp]), words)
-        records.append({
-            schema.CONVERSATION_ID: a_cid[i],
-            schema.SHOP_ID: shop[mp] if shop is not None else pd.NA,
-            schema.AGENT_ID: agent[mp] if agent is not None else pd.NA,
-            schema.MESSAGE_INDEX: int(a_seq[i]),
-            schema.RULE_ID: f"MODEL:{label}",
-            schema.DIMENSION: pol.dimension,
-            schema.POLARITY: pol.polarity,
-            schema.SEVERITY: pol.severity,
-            schema.POINTS: pol.points,
-            schema.EVIDENCE: ev,
-            schema.EVIDENCE_START: s,
-            schema.EVIDENCE_END: e,
-            schema.EXPLANATION: f"{pol.explanation or label}: p({label})={p:.2f}; top n-grams: "
-                                + ", ".join(words),
-            schema.SOURCE: "model",
-            schema.CONFIDENCE: p,
-        })
-    return schema.findings_frame(records)
+        ev, s, e = _span(str(text[k]), str(norm[k]), words)
+        ev_col.append(ev)
+        start_col.append(s)
+        end_col.append(e)
+        expl_col.append(f"{pol.explanation or label}: p({label})={p:.2f}; top n-grams: " + ", ".join(words))
+        conf_col.append(p)
+    n = len(rows_all)
+
+    def per_label(values: list[str]) -> object:
+        return pd.array(values, dtype="string").take(lab_all)
+
+    cols = {
+        schema.CONVERSATION_ID: _take(acts[schema.CONVERSATION_ID], rows_all),
+        schema.SHOP_ID: _take(agents[schema.SHOP_ID], msg_pos) if schema.SHOP_ID in agents.columns else [pd.NA] * n,
+        schema.AGENT_ID: _take(agents[schema.AGENT_ID], msg_pos) if schema.AGENT_ID in agents.columns else [pd.NA] * n,
+        schema.MESSAGE_INDEX: [int(v) for v in a_seq[rows_all].tolist()],
+        schema.RULE_ID: per_label([f"MODEL:{lab}" for lab in labels]),
+        schema.DIMENSION: per_label([p.dimension for p in pols]),
+        schema.POLARITY: per_label([p.polarity for p in pols]),
+        schema.SEVERITY: per_label([p.severity for p in pols]),
+        schema.POINTS: [pols[li].points for li in lab_all.tolist()],
+        schema.EVIDENCE: ev_col,
+        schema.EVIDENCE_START: start_col,
+        schema.EVIDENCE_END: end_col,
+        schema.EXPLANATION: expl_col,
+        schema.SOURCE: pd.array(["model"] * n, dtype="string"),
+        schema.CONFIDENCE: conf_col,
+    }
+    return pd.DataFrame(cols, columns=list(schema.FINDING_COLUMNS)).astype(_FINDING_DTYPES)

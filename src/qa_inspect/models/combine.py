@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from qa_inspect import schema
+from qa_inspect.models.features import key_rows
 from qa_inspect.models.thresholds import CombinePolicy, ModelsConfig
 
 REVIEW_REASON = "reason"
@@ -65,28 +66,32 @@ def combine(rule_findings: pd.DataFrame, model_findings: pd.DataFrame, acts: pd.
     act_cols = [c for c in acts.columns if c.startswith("act_")] if not acts.empty else []
     act_names = [c[4:] for c in act_cols]
     pmat = acts[act_cols].to_numpy(dtype=float) if act_cols else np.zeros((0, 0))
-    row_of: dict[tuple[str, int], int] = {}
-    if not acts.empty:
-        a_keys = zip(acts[schema.CONVERSATION_ID].astype(str), acts[schema.SEQ].astype("int64").tolist(),
-                     strict=True)
-        row_of = {k: r for r, k in enumerate(a_keys)}  # last row wins, like a dict of rows
-    arow = np.fromiter((row_of.get(k, -1) for k in zip(cid, idx.tolist(), strict=True)), dtype=np.intp,
-                       count=n)
+    if acts.empty:
+        arow = np.full(n, -1, dtype=np.intp)
+    else:  # the act row of each finding's message; a repeated key: its last row
+        arow = key_rows(acts[schema.CONVERSATION_ID].astype(str), acts[schema.SEQ].astype("int64").to_numpy(),
+                        rf[schema.CONVERSATION_ID].astype(str), idx)
     # Linked acts per distinct (rule_id, dimension, polarity): a handful, not one per finding.
-    link_of: dict[tuple[str, str, str], tuple[str, ...]] = {}
-    lkeys = list(zip(rf[schema.RULE_ID].astype(str), rf[schema.DIMENSION].astype(str),
-                     rf[schema.POLARITY].astype(str), strict=True))
-    for k in set(lkeys):
-        link_of[k] = tuple(linked_acts(pol, *k))
-    links = [link_of[k] for k in lkeys]
-    has_link = np.fromiter((bool(x) for x in links), dtype=bool, count=n)
+    lkeys = list(zip(rf[schema.RULE_ID].astype(str).tolist(), rf[schema.DIMENSION].astype(str).tolist(),
+                     rf[schema.POLARITY].astype(str).tolist(), strict=True))
+    link_sets: list[tuple[str, ...]] = []  # distinct linked-act tuples; link_code indexes them
+    code_of_set: dict[tuple[str, ...], int] = {}
+    code_of_key: dict[tuple[str, str, str], int] = {}
+    for k in dict.fromkeys(lkeys):
+        acts_k = tuple(linked_acts(pol, *k))
+        code_of_key[k] = code_of_set.setdefault(acts_k, len(code_of_set))
+        if code_of_key[k] == len(link_sets):
+            link_sets.append(acts_k)
+    link_code = np.fromiter((code_of_key[k] for k in lkeys), dtype=np.intp, count=n)
+    links = [link_sets[c] for c in link_code.tolist()]
+    has_link = np.fromiter((bool(x) for x in link_sets), dtype=bool, count=len(link_sets))[link_code]
     is_model = (rf[schema.SOURCE].astype(str) == "model").to_numpy(dtype=bool)
     compared = (idx >= 0) & has_link & (arow >= 0) & ~is_model
 
     p = np.zeros(n, dtype=float)
     best = np.empty(n, dtype=object)
-    for acts_for in set(links):
-        rows = np.flatnonzero(compared & np.fromiter((x == acts_for for x in links), dtype=bool, count=n))
+    for code, acts_for in enumerate(link_sets):
+        rows = np.flatnonzero(compared & (link_code == code))
         if not len(rows) or not acts_for:
             continue
         sub = np.column_stack([pmat[arow[rows], act_names.index(a)] if a in act_names
@@ -107,8 +112,8 @@ def combine(rule_findings: pd.DataFrame, model_findings: pd.DataFrame, acts: pd.
         kept_r.loc[ag, schema.EXPLANATION] = [f"{expl[i]} [model agrees: p({best[i]})={p[i]:.2f}]" for i in ag]
     absorbed = {(cid[i], int(idx[i]), a) for i in ag for a in links[i]}
 
-    m_keys = zip(mf[schema.CONVERSATION_ID].astype(str), mf[schema.MESSAGE_INDEX].astype("int64").tolist(),
-                 (r.removeprefix("MODEL:") for r in mf[schema.RULE_ID].astype(str)), strict=True)
+    m_keys = zip(mf[schema.CONVERSATION_ID].astype(str).tolist(), mf[schema.MESSAGE_INDEX].astype("int64").tolist(),
+                 (r.removeprefix("MODEL:") for r in mf[schema.RULE_ID].astype(str).tolist()), strict=True)
     not_absorbed = np.fromiter((k not in absorbed for k in m_keys), dtype=bool, count=len(mf))
     confident = ~(mf[schema.CONFIDENCE].astype(float).to_numpy() < pol.model_only_threshold)
     kept_m = mf.loc[not_absorbed & confident].copy()

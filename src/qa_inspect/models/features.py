@@ -69,6 +69,37 @@ def act_inputs(messages: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def key_rows(cids: pd.Series, seqs: np.ndarray, q_cids: pd.Series, q_seqs: np.ndarray) -> np.ndarray:
+    """Row of each query (conversation_id, seq) key in a table, -1 where absent; a repeated key
+    maps to its last row, as a dict filled row by row would.
+
+    One factorisation of the ids and an integer hash join instead of one Python tuple per row;
+    keys with a missing conversation id or non-integer seqs take the dict route (its equality
+    rules are the definition).
+    """
+    seqs, q_seqs = np.asarray(seqs), np.asarray(q_seqs)
+    n, nq = len(cids), len(q_cids)
+    if not nq:
+        return np.zeros(0, dtype=np.intp)
+    if not n:
+        return np.full(nq, -1, dtype=np.intp)
+    if seqs.dtype.kind in "iu" and q_seqs.dtype.kind in "iu":
+        both = pd.concat([cids.reset_index(drop=True), q_cids.reset_index(drop=True)], ignore_index=True)
+        codes, uniq = pd.factorize(both)
+        s_all = np.concatenate([seqs.astype(np.int64), q_seqs.astype(np.int64)])
+        lo, span = int(s_all.min()), int(s_all.max()) - int(s_all.min()) + 1
+        if codes.min() >= 0 and len(uniq) * span < 2 ** 62:
+            keys = codes.astype(np.int64) * span + (s_all - lo)
+            t_keys = keys[:n]
+            last = ~pd.Series(t_keys).duplicated(keep="last").to_numpy()
+            rows = np.flatnonzero(last)
+            found = pd.Index(t_keys[last]).get_indexer(keys[n:])
+            return np.where(found >= 0, rows[np.maximum(found, 0)], -1).astype(np.intp)
+    row_of = {k: r for r, k in enumerate(zip(cids.to_numpy(dtype=object).tolist(), seqs.tolist(), strict=True))}
+    return np.fromiter((row_of.get(k, -1) for k in zip(q_cids.to_numpy(dtype=object).tolist(), q_seqs.tolist(),
+                                                        strict=True)), dtype=np.intp, count=nq)
+
+
 # --- conversation structure (risk model) -------------------------------------------------
 NEGATIVE_CUES = (
     "投诉", "差评", "垃圾", "骗", "态度", "无语", "失望", "生气", "愤怒", "恶心", "坑", "呵呵", "还没", "怎么还",

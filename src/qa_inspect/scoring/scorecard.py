@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,159 +223,213 @@ def score_conversations(conversations: pd.DataFrame, findings: pd.DataFrame, sco
     (TRACE_COLUMNS). ``veto_rules``: rule ids the rule set flags ``veto: true``; they veto like
     scorecard veto items (confidence >= veto_min_confidence). A dimension is N/A (NaN, excluded from the total) when it has no findings
     and the conversation gives no reason to expect it (see docs/scoring.md).
+
+    Array form of the per-finding definition (tests/scoring/reference_score.py): findings are
+    ordered per conversation by (message, rule id, row); the caps, which depend on what came
+    before, run rank by rank within their groups with the same float operations, and each
+    dimension's points are added with Python's ``sum`` in the same order, so every number is
+    bit-identical to the per-finding loop.
     """
     S.require_columns(conversations, (S.CONVERSATION_ID, S.SHOP_ID, PRESALE_INTENT, TIMED, N_AGENT_MESSAGES),
                       "score")
     S.require_columns(findings, S.FINDING_COLUMNS, "score")
     items = scorecard.items
+    dims = S.DIMENSIONS  # a Scorecard has exactly these (validated)
+    n_dims = len(dims)
     veto_set = frozenset(veto_rules)
-    by_conv: dict[str, list[int]] = defaultdict(list)
-    f_conv = findings[S.CONVERSATION_ID].astype(str).tolist()
-    for i, cid in enumerate(f_conv):
-        by_conv[cid].append(i)
-    f_rule = findings[S.RULE_ID].astype(str).tolist()
-    f_dim = findings[S.DIMENSION].astype(str).tolist()
-    f_pol = findings[S.POLARITY].astype(str).tolist()
-    f_src = findings[S.SOURCE].astype(str).tolist()
-    f_sev = findings[S.SEVERITY].astype(str).tolist()
-    f_pts = findings[S.POINTS].astype(float).fillna(0.0).tolist()
-    f_conf = findings[S.CONFIDENCE].astype(float).fillna(1.0).clip(0, 1).tolist()
-    f_msg = findings[S.MESSAGE_INDEX].tolist()
-    f_agent = findings[S.AGENT_ID].tolist()
-    f_evid = findings[S.EVIDENCE].tolist()
-    f_expl = findings[S.EXPLANATION].tolist()
+    vmin = scorecard.veto_min_confidence
 
-    out_scores: dict[str, list[float]] = {d: [] for d in S.DIMENSIONS}
-    totals: list[float] = []
-    grades: list[str] = []
-    vetoes: list[bool] = []
-    veto_rules: list[str | None] = []
-    n_findings: list[int] = []
-    na_reasons: list[str] = []
-    # Trace: per-contribution values here; finding columns are gathered by row at the end.
-    t_row: list[int] = []
-    t_cid: list[str] = []
-    t_shop: list[str] = []
-    t_dim: list[str] = []
-    t_item: list[str] = []
-    t_raw: list[float] = []
-    t_pts: list[float] = []
-    t_cap: list[str] = []
-    t_veto: list[bool] = []
-    # Distinct (rule, dimension, polarity, source, severity) keys are few: match items once each.
-    item_of: dict[tuple[str, str, str, str, str], Item | None] = {}
-    weights_of: dict[str, dict[str, float]] = {}
-    flags = conversations[[S.CONVERSATION_ID, S.SHOP_ID, PRESALE_INTENT, TIMED, N_AGENT_MESSAGES]]
+    # --- conversations
+    conv_keys = [str(x) for x in conversations[S.CONVERSATION_ID].tolist()]
+    shop_keys = [str(x) for x in conversations[S.SHOP_ID].tolist()]
+    n_conv = len(conv_keys)
+    key_index = pd.Index(conv_keys, dtype=object)
+    uniq = key_index.unique()
+    conv_code = uniq.get_indexer(key_index)
 
-    for rec in flags.itertuples(index=False):
-        cid = str(getattr(rec, S.CONVERSATION_ID))
-        shop_id = str(getattr(rec, S.SHOP_ID))
-        rows = sorted(by_conv.get(cid, []), key=lambda i: (_msg_key(f_msg[i]), f_rule[i], i))
-        n_findings.append(len(rows))
-        contribs: dict[str, list[_Contribution]] = defaultdict(list)
-        item_used: dict[tuple[str, str], float] = defaultdict(float)
-        dim_used: dict[tuple[str, float], float] = defaultdict(float)
-        veto_rule: str | None = None
-        dims_with_findings: set[str] = set()
-        for i in rows:
-            dim = f_dim[i]
-            if dim not in scorecard.dimensions:
-                continue
-            dims_with_findings.add(dim)
-            mkey = (f_rule[i], dim, f_pol[i], f_src[i], f_sev[i])
-            if mkey not in item_of:
-                item_of[mkey] = _matching_item(items, *mkey)
-            item = item_of[mkey]
-            if item is None:
-                if f_rule[i] in veto_set and f_conf[i] >= scorecard.veto_min_confidence and veto_rule is None:
-                    veto_rule = f_rule[i]
-                continue
-            vetoing = (item.veto or f_rule[i] in veto_set) and f_conf[i] >= scorecard.veto_min_confidence
-            if vetoing and veto_rule is None:
-                veto_rule = f_rule[i]
-            sign = 1.0 if f_pol[i] == "+" else -1.0
-            base_pts = item.points if item.points is not None else f_pts[i]
-            raw = max(base_pts, 0.0) * item.multiplier * f_conf[i]
-            c = _Contribution(row=i, dimension=dim, item=item, sign=sign, raw=raw, value=raw)
-            if item.max_points is not None:
-                left = max(item.max_points - item_used[(item.id, dim)], 0.0)
-                if c.value > left:
-                    c.value, c.capped_by = left, "item"
-            item_used[(item.id, dim)] += c.value
-            dcfg = scorecard.dimensions[dim]
-            dim_cap = dcfg.max_bonus if sign > 0 else dcfg.max_deduction
-            left = max(dim_cap - dim_used[(dim, sign)], 0.0)
-            if c.value > left:
-                c.value, c.capped_by = left, "dimension"
-            dim_used[(dim, sign)] += c.value
-            contribs[dim].append(c)
+    # --- findings: string columns as codes of their distinct values (as ``astype(str)`` gives them)
+    n_f = len(findings)
+    r_codes, r_vals = _str_codes(findings[S.RULE_ID])
+    d_codes, d_vals = _str_codes(findings[S.DIMENSION])
+    p_codes, p_vals = _str_codes(findings[S.POLARITY])
+    s_codes, s_vals = _str_codes(findings[S.SOURCE])
+    v_codes, v_vals = _str_codes(findings[S.SEVERITY])
+    f_pts = findings[S.POINTS].astype(float).fillna(0.0).to_numpy(dtype=float)
+    f_conf = findings[S.CONFIDENCE].astype(float).fillna(1.0).clip(0, 1).to_numpy(dtype=float)
+    msg_col = findings[S.MESSAGE_INDEX]
+    if pd.api.types.is_integer_dtype(msg_col.dtype) and not msg_col.hasnans:
+        msg_key = msg_col.to_numpy(dtype=np.int64)
+    else:
+        msg_key = np.asarray([_msg_key(v) for v in msg_col.tolist()], dtype=np.int64)
+    f_key = (uniq.get_indexer(pd.Index(findings[S.CONVERSATION_ID].astype(str))) if n_f
+             else np.zeros(0, dtype=np.intp))
+    rank_of_code = np.empty(len(r_vals), dtype=np.int64)
+    rank_of_code[sorted(range(len(r_vals)), key=lambda k: (not isinstance(r_vals[k], str), str(r_vals[k])))] = \
+        np.arange(len(r_vals))
+    rule_rank = rank_of_code[r_codes]
+    dim_of = {d: k for k, d in enumerate(dims)}
+    f_dimc = np.array([dim_of.get(d, -1) for d in d_vals], dtype=np.int64)[d_codes] if n_f \
+        else np.zeros(0, dtype=np.int64)
+    # Item per distinct (rule, dimension, polarity, source, severity): few keys, matched once each.
+    f_item = np.full(n_f, -1, dtype=np.int64)
+    ok = np.flatnonzero(f_dimc >= 0)
+    if len(ok):
+        mkey = r_codes[ok].astype(np.int64)
+        for c, nv in ((d_codes, len(d_vals)), (p_codes, len(p_vals)), (s_codes, len(s_vals)),
+                      (v_codes, len(v_vals))):
+            mkey = mkey * nv + c[ok]
+        _, first, inv = np.unique(mkey, return_index=True, return_inverse=True)
+        found = []
+        for i in ok[first].tolist():
+            it = _matching_item(items, r_vals[r_codes[i]], d_vals[d_codes[i]], p_vals[p_codes[i]],
+                                s_vals[s_codes[i]], v_vals[v_codes[i]])
+            found.append(-1 if it is None else items.index(it))
+        f_item[ok] = np.asarray(found, dtype=np.int64)[inv.reshape(-1)]
+    f_sign = np.array([1.0 if p == "+" else -1.0 for p in p_vals])[p_codes] if n_f else np.zeros(0)
+    f_vetorule = np.array([r in veto_set for r in r_vals], dtype=bool)[r_codes] if n_f else np.zeros(0, bool)
 
-        reasons: list[str] = []
-        applicable: dict[str, bool] = {}
-        for dim in S.DIMENSIONS:
-            if dim in dims_with_findings:
-                applicable[dim] = True
-                continue
-            why = _na_reason(dim, rec)
-            applicable[dim] = why is None
-            if why is not None:
-                reasons.append(f"{dim}: {why}")
+    # --- instances: (conversation, finding row) pairs, in scoring order
+    cnt = np.bincount(f_key[f_key >= 0], minlength=len(uniq))
+    n_findings = cnt[conv_code] if n_conv else np.zeros(0, dtype=np.int64)
+    by_key = np.argsort(np.where(f_key >= 0, f_key, len(uniq)), kind="stable")
+    key_start = np.concatenate([[0], np.cumsum(cnt)])
+    if key_index.is_unique:
+        inst_conv = f_key[by_key[:key_start[-1]]]
+        inst_row = by_key[:key_start[-1]]
+    else:  # a repeated conversation id gets every finding of that id, once per row
+        inst_row = np.concatenate([by_key[key_start[k]:key_start[k + 1]] for k in conv_code.tolist()] or
+                                  [np.zeros(0, dtype=np.intp)])
+        inst_conv = np.repeat(np.arange(n_conv), n_findings)
+    order = np.lexsort((inst_row, rule_rank[inst_row], msg_key[inst_row], inst_conv))
+    inst_conv, inst_row = inst_conv[order], inst_row[order]
+    i_dim = f_dimc[inst_row]
+    valid = i_dim >= 0
+    i_item = f_item[inst_row]
+    has_dim = np.zeros((n_conv, n_dims), dtype=bool)
+    has_dim[inst_conv[valid], i_dim[valid]] = True
 
-        if shop_id not in weights_of:
-            weights_of[shop_id] = scorecard.weights_for(shop_id, shops)
-        weights = weights_of[shop_id]
-        num = den = 0.0
-        for dim in S.DIMENSIONS:
-            if not applicable[dim]:
-                out_scores[dim].append(math.nan)
-                continue
-            base = scorecard.dimensions[dim].base
-            cs = contribs.get(dim, [])
+    # --- veto: the first confident veto finding of the conversation, in scoring order
+    item_veto = np.array([it.veto for it in items] + [False], dtype=bool)
+    vflag = valid & (f_conf[inst_row] >= vmin) & (f_vetorule[inst_row] | item_veto[i_item])
+    veto_conv, veto_first = np.unique(inst_conv[vflag], return_index=True)
+    veto_rule_of: list[str | None] = [None] * n_conv
+    for c, r in zip(veto_conv.tolist(), inst_row[vflag][veto_first].tolist(), strict=True):
+        veto_rule_of[c] = r_vals[r_codes[r]]
+
+    # --- contributions (valid dimension and a matching item), in scoring order
+    cm = valid & (i_item >= 0)
+    c_conv, c_row, c_dim, c_item = inst_conv[cm], inst_row[cm], i_dim[cm], i_item[cm]
+    n_c = len(c_row)
+    it_points = np.array([np.nan if it.points is None else it.points for it in items] + [np.nan])
+    it_has_points = np.array([it.points is not None for it in items] + [False], dtype=bool)
+    it_mult = np.array([it.multiplier for it in items] + [1.0])
+    it_max = np.array([np.nan if it.max_points is None else it.max_points for it in items] + [np.nan])
+    base_pts = np.where(it_has_points[c_item], it_points[c_item], f_pts[c_row])
+    c_sign = f_sign[c_row]
+    raw = np.where(0.0 > base_pts, 0.0, base_pts) * it_mult[c_item] * f_conf[c_row]  # max(pts, 0.0)
+    value = raw.copy()
+    capped = np.zeros(n_c, dtype=np.int8)  # 0 "", 1 item, 2 dimension, 3 range
+    ic = np.flatnonzero(~np.isnan(it_max[c_item]))
+    if len(ic):
+        grp = (c_conv[ic] * (len(items) + 1) + c_item[ic]) * n_dims + c_dim[ic]
+        v, hit = _cap_in_order(value[ic], grp, it_max[c_item[ic]])
+        value[ic] = v
+        capped[ic[hit]] = 1
+    dcfg = [scorecard.dimensions[d] for d in dims]
+    cap_plus = np.array([d.max_bonus for d in dcfg], dtype=float)
+    cap_minus = np.array([d.max_deduction for d in dcfg], dtype=float)
+    if n_c:
+        grp = (c_conv * n_dims + c_dim) * 2 + (c_sign > 0)
+        v, hit = _cap_in_order(value, grp, np.where(c_sign > 0, cap_plus[c_dim], cap_minus[c_dim]))
+        value = v
+        capped[hit] = 2
+
+    # --- per (conversation, dimension): trace order, Python sums, range clamp where needed
+    bases = [d.base for d in dcfg]
+    t_order = np.lexsort((np.arange(n_c), c_dim, c_conv))
+    c_conv, c_row, c_dim, c_item = c_conv[t_order], c_row[t_order], c_dim[t_order], c_item[t_order]
+    c_sign, raw, value, capped = c_sign[t_order], raw[t_order], value[t_order], capped[t_order]
+    gkey = c_conv * n_dims + c_dim
+    g_start = np.flatnonzero(np.concatenate([[True], gkey[1:] != gkey[:-1]])) if n_c else np.zeros(0, np.intp)
+    g_end = np.append(g_start[1:], n_c) if n_c else np.zeros(0, np.intp)
+    sv = (c_sign * value).tolist()
+    score_mat = np.full((n_conv, n_dims), np.nan)
+    has_contrib = np.zeros((n_conv, n_dims), dtype=bool)
+    has_contrib[c_conv, c_dim] = True
+    for a, b in zip(g_start.tolist(), g_end.tolist(), strict=True):
+        d = int(c_dim[a])
+        base = bases[d]
+        score = base + sum(sv[a:b])
+        if score > 100.0 or score < 0.0:
+            cs = [_Contribution(row=int(c_row[j]), dimension=dims[d], item=items[int(c_item[j])],
+                                sign=float(c_sign[j]), raw=float(raw[j]), value=float(value[j]))
+                  for j in range(a, b)]
             _clamp_to_range(base, cs)
+            for j, c in zip(range(a, b), cs, strict=True):
+                if c.capped_by == "range":
+                    value[j], capped[j] = c.value, 3
             score = base + sum(c.sign * c.value for c in cs)
-            out_scores[dim].append(score)
-            num += weights[dim] * score
-            den += weights[dim]
-            for c in cs:
-                t_row.append(c.row)
-                t_cid.append(cid)
-                t_shop.append(shop_id)
-                t_dim.append(dim)
-                t_item.append(c.item.id)
-                t_raw.append(c.sign * c.raw)
-                t_pts.append(c.sign * c.value)
-                t_cap.append(c.capped_by)
-                t_veto.append(bool(f_rule[c.row] == veto_rule))
-        total = num / den if den > 0 else math.nan
-        if veto_rule is not None:
-            total = 0.0
-            reasons.append(f"veto: {veto_rule}")
-        totals.append(total)
-        grades.append(scorecard.grade(total))
-        vetoes.append(veto_rule is not None)
-        veto_rules.append(veto_rule)
+        score_mat[int(c_conv[a]), d] = score
+
+    # --- applicability, weighted total, grade, N/A reasons
+    presale = [bool(x) for x in conversations[PRESALE_INTENT].tolist()]
+    timed = [bool(x) for x in conversations[TIMED].tolist()]
+    no_agent = [int(x or 0) == 0 for x in conversations[N_AGENT_MESSAGES].tolist()]
+    why_na = {"product_knowledge": [_NA_PK] * n_conv,
+              "selling": [None if p else _NA_SELLING for p in presale],
+              "responsiveness": [None if t else _NA_TIMED for t in timed],
+              "attitude": [_NA_AGENT if z else None for z in no_agent]}
+    applicable = has_dim.copy()
+    for k, d in enumerate(dims):
+        applicable[:, k] |= np.fromiter((w is None for w in why_na[d]), dtype=bool, count=n_conv)
+        fill = applicable[:, k] & ~has_contrib[:, k]
+        score_mat[fill, k] = bases[k] + 0  # no findings: the base (as base + sum([]))
+    weights_of = {sid: scorecard.weights_for(sid, shops) for sid in dict.fromkeys(shop_keys)}
+    w_mat = np.array([[weights_of[sid][d] for d in dims] for sid in shop_keys], dtype=float).reshape(n_conv, n_dims)
+    num = np.zeros(n_conv)
+    den = np.zeros(n_conv)
+    for k in range(n_dims):
+        ap = applicable[:, k]
+        num = np.where(ap, num + w_mat[:, k] * np.where(ap, score_mat[:, k], 0.0), num)
+        den = np.where(ap, den + w_mat[:, k], den)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        totals = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    vetoed = np.array([r is not None for r in veto_rule_of], dtype=bool)
+    totals[vetoed] = 0.0
+    total_list = totals.tolist()
+    na_reasons = []
+    for j in range(n_conv):
+        reasons = [f"{d}: {why_na[d][j]}" for k, d in enumerate(dims) if not has_dim[j, k] and why_na[d][j] is not None]
+        if veto_rule_of[j] is not None:
+            reasons.append(f"veto: {veto_rule_of[j]}")
         na_reasons.append("; ".join(reasons))
 
     scores = conversations.copy()
-    for dim in S.DIMENSIONS:
-        scores[S.score_column(dim)] = pd.Series(out_scores[dim], index=scores.index, dtype="float64")
+    for k, dim in enumerate(dims):
+        scores[S.score_column(dim)] = pd.Series(score_mat[:, k], index=scores.index, dtype="float64")
     scores[S.TOTAL] = pd.Series(totals, index=scores.index, dtype="float64")
-    scores[S.GRADE] = pd.Series(grades, index=scores.index, dtype="string")
-    scores[S.VETO] = pd.Series(vetoes, index=scores.index, dtype="bool")
-    scores[S.VETO_RULE] = pd.Series(veto_rules, index=scores.index, dtype="string")
+    scores[S.GRADE] = pd.Series([scorecard.grade(t) for t in total_list], index=scores.index, dtype="string")
+    scores[S.VETO] = pd.Series(vetoed, index=scores.index, dtype="bool")
+    scores[S.VETO_RULE] = pd.Series(veto_rule_of, index=scores.index, dtype="string")
     scores[S.N_FINDINGS] = pd.Series(n_findings, index=scores.index, dtype="int64")
     scores[S.NA_REASONS] = pd.Series(na_reasons, index=scores.index, dtype="string")
-    rows_ = np.asarray(t_row, dtype=np.intp)
 
-    def gather(values: list) -> list:
-        return [values[i] for i in rows_.tolist()]
-
+    cap_names = pd.array(["", "item", "dimension", "range"], dtype="string")
+    conv_ids = conversations[S.CONVERSATION_ID]
+    shop_ids = conversations[S.SHOP_ID]
+    veto_code = np.array([-1 if r is None else r_vals.index(r) for r in veto_rule_of], dtype=np.int64)
     trace = pd.DataFrame({
-        S.CONVERSATION_ID: t_cid, S.SHOP_ID: t_shop, S.AGENT_ID: gather(f_agent), S.DIMENSION: t_dim,
-        ITEM_ID: t_item, S.RULE_ID: gather(f_rule), S.MESSAGE_INDEX: gather(f_msg),
-        S.POLARITY: gather(f_pol), S.SOURCE: gather(f_src), S.CONFIDENCE: gather(f_conf),
-        RAW_POINTS: t_raw, S.POINTS: t_pts, CAPPED_BY: t_cap, TRACE_VETO: t_veto,
-        S.EVIDENCE: gather(f_evid), S.EXPLANATION: gather(f_expl),
+        S.CONVERSATION_ID: _take_str(conv_ids, c_conv, conv_keys), S.SHOP_ID: _take_str(shop_ids, c_conv, shop_keys),
+        S.AGENT_ID: _take_str(findings[S.AGENT_ID], c_row),
+        S.DIMENSION: pd.array(list(dims), dtype="string").take(c_dim),
+        ITEM_ID: pd.array([it.id for it in items] + [""], dtype="string").take(c_item),
+        S.RULE_ID: _take_str(findings[S.RULE_ID], c_row, r_vals, r_codes),
+        S.MESSAGE_INDEX: findings[S.MESSAGE_INDEX].to_numpy()[c_row],
+        S.POLARITY: _take_str(findings[S.POLARITY], c_row, p_vals, p_codes),
+        S.SOURCE: _take_str(findings[S.SOURCE], c_row, s_vals, s_codes),
+        S.CONFIDENCE: f_conf[c_row], RAW_POINTS: c_sign * raw, S.POINTS: c_sign * value,
+        CAPPED_BY: cap_names.take(capped.astype(np.intp)), TRACE_VETO: r_codes[c_row] == veto_code[c_conv],
+        S.EVIDENCE: _take_str(findings[S.EVIDENCE], c_row), S.EXPLANATION: _take_str(findings[S.EXPLANATION], c_row),
     }, columns=list(TRACE_COLUMNS))
     trace = trace.astype({S.CONVERSATION_ID: "string", S.SHOP_ID: "string", S.AGENT_ID: "string",
                           S.DIMENSION: "string", ITEM_ID: "string", S.RULE_ID: "string",
@@ -385,6 +438,63 @@ def score_conversations(conversations: pd.DataFrame, findings: pd.DataFrame, sco
                           CAPPED_BY: "string", TRACE_VETO: "bool", S.EVIDENCE: "string",
                           S.EXPLANATION: "string"})
     return scores, trace
+
+
+def _str_codes(s: pd.Series) -> tuple[np.ndarray, list]:
+    """Codes of a column's values and the distinct values as ``astype(str)`` gives them (a
+    missing value stays a float nan, as there)."""
+    codes, uniques = pd.factorize(s.astype(str), use_na_sentinel=False)
+    return codes.astype(np.intp), list(uniques)
+
+
+def _take_str(s: pd.Series, rows: np.ndarray, values: list | None = None,
+              codes: np.ndarray | None = None) -> object:
+    """``s`` at ``rows`` for a string trace column, without a Python object per value when the
+    column already has the output dtype; otherwise the given per-row values (``values[codes]``,
+    or ``values`` itself as one value per row) or the column's own objects."""
+    if s.dtype == pd.StringDtype() and (values is None or codes is not None or not s.hasnans):
+        return s.array.take(rows)
+    if values is None:
+        return s.to_numpy(dtype=object)[rows]
+    arr = np.asarray(values, dtype=object)
+    return arr[codes][rows] if codes is not None else arr[rows]
+
+
+def _cap_in_order(values: np.ndarray, groups: np.ndarray, caps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per group, in array order: value = left if value > left, left = max(cap - used, 0.0);
+    used += value. Returns (values, capped). Runs rank by rank (all groups' k-th element at
+    once), so each group's running total sees exactly the per-element float operations."""
+    out = values.astype(float, copy=True)
+    hit = np.zeros(len(out), dtype=bool)
+    if not len(out):
+        return out, hit
+    codes, uniq_groups = pd.factorize(groups)
+    by_group = np.argsort(codes, kind="stable")
+    sorted_codes = codes[by_group]
+    first = np.flatnonzero(np.concatenate([[True], sorted_codes[1:] != sorted_codes[:-1]]))
+    rank = np.empty(len(out), dtype=np.int64)
+    rank[by_group] = np.arange(len(out)) - np.repeat(first, np.diff(np.append(first, len(out))))
+    used = np.zeros(len(uniq_groups))
+    by_rank = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max()) + 2))
+    for r in range(len(bounds) - 1):
+        ix = by_rank[bounds[r]:bounds[r + 1]]  # at most one element per group
+        g = codes[ix]
+        left = caps[ix] - used[g]
+        left = np.where(0.0 > left, 0.0, left)  # max(left, 0.0)
+        v = out[ix]
+        cut = v > left
+        v = np.where(cut, left, v)
+        out[ix] = v
+        hit[ix] = cut
+        used[g] = used[g] + v
+    return out, hit
+
+
+_NA_PK = "nothing checkable said (no product-knowledge findings)"
+_NA_SELLING = "no pre-sale intent in customer messages and no selling findings"
+_NA_TIMED = "no timestamps"
+_NA_AGENT = "no human agent message"
 
 
 def _msg_key(v: object) -> int:
@@ -397,18 +507,18 @@ def _msg_key(v: object) -> int:
 def _na_reason(dim: str, rec: object) -> str | None:
     """Why a dimension without findings does not apply, or None when it applies (scored at base)."""
     if dim == "product_knowledge":
-        return "nothing checkable said (no product-knowledge findings)"
+        return _NA_PK
     if dim == "selling":
         if not bool(getattr(rec, PRESALE_INTENT)):
-            return "no pre-sale intent in customer messages and no selling findings"
+            return _NA_SELLING
         return None
     if dim == "responsiveness":
         if not bool(getattr(rec, TIMED)):
-            return "no timestamps"
+            return _NA_TIMED
         return None
     if dim == "attitude":
         if int(getattr(rec, N_AGENT_MESSAGES) or 0) == 0:
-            return "no human agent message"
+            return _NA_AGENT
         return None
     return None
 
