@@ -10,6 +10,7 @@ a clear message instead of breaking ``import qa_inspect``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import json
@@ -1113,6 +1114,68 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
         nights = sorted(str(x) for x in conversations[S.NIGHT].dropna().unique())
     parts = {name: store.ParquetParts(spool.files(name)) for name in SPOOLED}
 
+    # The big per-message/per-finding outputs are C++ work (DuckDB COPY, GIL released): write them to
+    # temp files in threads while the store is written, rename them in place only after the store
+    # commit, in the usual order, so a killed run still never leaves a mixed output set.
+    by_conv = (S.CONVERSATION_ID,)  # one order whatever the partition layout
+    jobs: dict[str, Callable[[Path], None]] = {}
+    for name, spooled_name, cols, order in (("findings", "findings", list(S.FINDING_COLUMNS), by_conv),
+                                            ("score_trace", "trace", None, by_conv),
+                                            ("messages", "messages", list(S.MESSAGE_COLUMNS), (*by_conv, S.SEQ))):
+        files = spool.files(spooled_name)
+        if not files:
+            continue
+        for ext, csv in (("csv", True), ("parquet", False)):
+            if name == "messages" and csv:
+                continue
+            tmpdir = spool.folder / f"duckdb-{name}-{ext}"
+            jobs[f"{name}.{ext}"] = functools.partial(_duck_parts, files, cols, order, csv, spill=tmpdir)
+    staged = _StagedOutputs(out, jobs)
+    try:
+        return _finish_store_outputs(spool, ingest, ctx, run_id=run_id, started=started, out=out, db_path=db_path,
+                                     paths=paths, rep=rep, render=render, timer=timer, wall=wall, before=before,
+                                     conversations=conversations, stats=stats, events=events, conv_kpis=conv_kpis,
+                                     queue=queue, nights=nights, parts=parts, staged=staged)
+    finally:
+        staged.close()
+
+
+class _StagedOutputs:
+    """Output files written to their temp names by background threads; ``take`` waits for one and
+    renames it in place (crash point ``before_rename`` as in _atomic); ``close`` removes leftovers."""
+
+    def __init__(self, out: Path, jobs: dict[str, Callable[[Path], None]]) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.out = out
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qa-outputs")
+        self.tmp = {name: _tmp_name(out / name) for name in jobs}
+        self.futures = {name: self.pool.submit(job, target=self.tmp[name]) for name, job in jobs.items()}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.futures
+
+    def take(self, name: str) -> Path:
+        self.futures[name].result()
+        path = self.out / name
+        crash_point("before_rename", path.name)
+        os.replace(self.tmp[name], path)
+        return path
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        for tmp in self.tmp.values():
+            tmp.unlink(missing_ok=True)
+
+
+def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, started: datetime,
+                          out: Path, db_path: Path, paths: Sequence[Path | str], rep: Reporter, render: bool,
+                          timer: StageTimer, wall: dict[str, float], before: dict[str, float],
+                          conversations: pd.DataFrame, stats: pd.DataFrame, events: pd.DataFrame,
+                          conv_kpis: pd.DataFrame, queue: pd.DataFrame, nights: list[str], parts: dict[str, Any],
+                          staged: _StagedOutputs) -> RunSummary:
+    from qa_inspect import store
+
     rep.log(f"writing store {db_path}")
     # status "stored" until outputs and reports are written too (run_audit sets "ok" at the end), so
     # a run killed after the store commit is not recorded as a complete one
@@ -1143,26 +1206,17 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
     with timer("outputs"):
         conv_out = conversations[[*S.CONVERSATION_COLUMNS, S.NA_REASONS, AUTO_TOTAL, S.HUMAN_TOTAL, S.OVERRIDDEN]]
         outputs: dict[str, str] = {}
-        by_conv = (S.CONVERSATION_ID,)  # one order whatever the partition layout
-        spooled = {"findings": (spool.files("findings"), list(S.FINDING_COLUMNS), S.empty_findings()),
-                   "score_trace": (spool.files("trace"), None, pd.DataFrame(columns=list(TRACE_COLUMNS)))}
+        empties = {"findings": S.empty_findings(), "score_trace": pd.DataFrame(columns=list(TRACE_COLUMNS)),
+                   "messages": S.empty_messages()}
         for name, df in (("conversations", conv_out), ("findings", None), ("agents", agents), ("shops", shops_k),
                          ("review_queue", queue), ("score_trace", None)):
-            files, cols, empty = spooled.get(name, ((), None, None))
-            if df is None and files:
-                outputs[f"{name}.csv"] = str(write_csv_parts(files, cols, out / f"{name}.csv", by_conv, spool.folder))
-                crash_point("output", f"{name}.csv")
-                outputs[f"{name}.parquet"] = str(write_parquet_parts(files, cols, out / f"{name}.parquet", by_conv,
-                                                                     spool.folder))
-            else:
-                df = empty[cols] if df is None and cols else (empty if df is None else df)
-                outputs[f"{name}.csv"] = str(write_csv(df, out / f"{name}.csv"))
-                crash_point("output", f"{name}.csv")
-                outputs[f"{name}.parquet"] = str(write_parquet(df, out / f"{name}.parquet"))
-            crash_point("output", f"{name}.parquet")
-        outputs["messages.parquet"] = str(write_parquet_parts(spool.files("messages"), list(S.MESSAGE_COLUMNS),
-                                                              out / "messages.parquet", (*by_conv, S.SEQ),
-                                                              spool.folder))
+            for ext, writer in (("csv", write_csv), ("parquet", write_parquet)):
+                f = f"{name}.{ext}"
+                outputs[f] = str(staged.take(f) if f in staged else
+                                 writer(empties[name] if df is None else df, out / f))
+                crash_point("output", f)
+        outputs["messages.parquet"] = str(staged.take("messages.parquet") if "messages.parquet" in staged else
+                                          write_parquet(empties["messages"], out / "messages.parquet"))
         outputs["rejects.csv"] = str(write_csv(ingest.rejects, out / "rejects.csv"))
         crash_point("output", "rejects.csv")
 
