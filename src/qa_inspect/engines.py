@@ -194,11 +194,8 @@ def _init_worker(rules_dir: Path, models_dir: Path | None, parent: int | None = 
     _WORKER_LOAD[WORKER_CONFIG] = time.perf_counter() - t
     import gc
 
-    from qa_inspect.pipeline import GC_THRESHOLD
-
     gc.collect()
     gc.freeze()  # the worker's context lives as long as the worker (see pipeline.quiet_gc)
-    gc.set_threshold(*GC_THRESHOLD)
 
 
 def _pop_load(load: dict[str, float]) -> dict[str, float]:
@@ -215,18 +212,29 @@ def _pool_call(args: tuple[Task, Any, Any, str]) -> tuple[Any, dict[str, float]]
     return _call(task, item, shared, _WORKER_CTX, _pop_load(_WORKER_LOAD))
 
 
+def _ready() -> None:
+    """A no-op task: submitting one per worker makes the pool spawn them (and run the initializer)."""
+
+
+def start_pool(rules_dir: Path, opts: EngineOptions) -> ProcessPoolExecutor:
+    """Spawn the pool's workers now, so they load their context while the client loads its own."""
+    pool = ProcessPoolExecutor(max_workers=max(1, opts.workers), mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(rules_dir, opts.models_dir, os.getpid()))
+    for _ in range(max(1, opts.workers)):
+        pool.submit(_ready)
+    return pool
+
+
 class PoolSession(Session):
     """``workers`` spawned processes; each loads the context once in its initializer. Items go
     out and results come back pickled, a bounded number in flight."""
 
     name = "pool"
 
-    def __init__(self, ctx: Context, opts: EngineOptions) -> None:
+    def __init__(self, ctx: Context, opts: EngineOptions, pool: ProcessPoolExecutor | None = None) -> None:
         super().__init__(ctx, opts)
         self.run.workers = max(1, opts.workers)
-        self.pool = ProcessPoolExecutor(max_workers=self.run.workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_init_worker,
-                                        initargs=(ctx.rules_dir, opts.models_dir, os.getpid()))
+        self.pool = pool or start_pool(ctx.rules_dir, opts)
 
     def map(self, task: Task, items: Sequence[Any], shared: Any = None) -> Iterator[Any]:
         window = self.run.workers * IN_FLIGHT_PER_WORKER
@@ -373,10 +381,15 @@ ENGINES.register("pool", PoolSession)
 ENGINES.register("dask", DaskSession)
 
 
-def open_session(name: str, ctx: Context, opts: EngineOptions) -> Session:
-    """The named engine, started (workers spawned / cluster connected, context loaded there)."""
+def open_session(name: str, ctx: Context, opts: EngineOptions, pool: ProcessPoolExecutor | None = None) -> Session:
+    """The named engine, started (workers spawned / cluster connected, context loaded there);
+    ``pool``: a pool already started with ``start_pool`` (pool engine only)."""
+    if pool is not None:
+        if name != "pool":
+            raise BugError(f"a started process pool was passed to the {name} engine")
+        return PoolSession(ctx, opts, pool)
     return ENGINES.get(name)(ctx, opts)
 
 
 __all__ = ["ENGINES", "EngineOptions", "EngineRun", "Session", "Task", "bounded", "context_plugin",
-           "merge_counts", "open_session", "resolve_engine"]
+           "merge_counts", "open_session", "resolve_engine", "start_pool"]

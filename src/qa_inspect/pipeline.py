@@ -54,7 +54,7 @@ OUTPUT_FILES = tuple(f"{n}.{ext}" for n in ("conversations", "findings", "agents
 AUTO_TOTAL = "auto_total"  # the scorecard's total when a human override replaced TOTAL in outputs
 DEFAULT_PARTITION = 2000
 BOM = "\ufeff"
-DUCK_MEMORY = "1GB"  # DuckDB's own limit while sorting/writing outputs; it spills beyond it
+DUCK_MEMORY = 256  # MB, DuckDB's limit per output copy (two run at once, beside the store); it spills beyond it
 
 ProgressFn = Callable[[str, int, int], None]
 LogFn = Callable[[str], None]
@@ -328,26 +328,20 @@ def load_context(rules_dir: Path | str | None, models_dir: Path | str | None = N
 
 
 # --------------------------------------------------------------------------- gc
-GC_THRESHOLD = (50_000, 20, 50)
-
-
 @contextmanager
 def quiet_gc() -> Iterator[None]:
-    """While a run works: the loaded context (dictionaries, models, knowledge bases: millions of
-    long-lived objects) is moved out of the collector's reach (gc.freeze) and young-generation
-    collections run less often, so full collections stop re-walking the context (~8 % of the
-    partition CPU measured on 100k messages). Restored afterwards: tests and library callers share
-    the process."""
+    """While a run works, the loaded context (dictionaries, models, knowledge bases: millions of
+    long-lived objects) is moved out of the collector's reach (gc.freeze), so full collections
+    stop re-walking it (~8 % of the partition CPU measured on 100k messages). Thresholds stay: raising
+    them let cyclic garbage pile up (+300 MB RSS over a 1M-message pass). Undone afterwards: tests
+    and library callers share the process."""
     import gc
 
-    old = gc.get_threshold()
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
     try:
         yield
     finally:
-        gc.set_threshold(*old)
         gc.unfreeze()
 
 
@@ -473,9 +467,8 @@ def process_partition(partition: pd.DataFrame, ctx: Context,
     else:
         p, own = prepare_partition(partition, ctx, t)
         counts = template_counts if template_counts is not None else own
-    with t("rules"):
-        rule_f = stage("qa_inspect.ruleengine", "apply_rules")(p, ctx.ruleset, ctx.shops)
-        tmpl_f = stage("qa_inspect.ruleengine", "apply_template_rules")(p, ctx.ruleset, counts, ctx.shops)
+    with t("rules"):  # one pass: the per-conversation and the template rules share the split
+        rule_f, tmpl_f = stage("qa_inspect.ruleengine", "apply_all_rules")(p, ctx.ruleset, counts, ctx.shops)
     with t("knowledge"):
         kb_f = stage("qa_inspect.knowledge", "verify_knowledge")(p, ctx.kbs)
     with t("models"):
@@ -666,14 +659,21 @@ def _duck_parts(files: Sequence[Path], columns: Sequence[str] | None, order_by: 
     sql = (f"SELECT {', '.join(sel)} FROM read_parquet({listing}, union_by_name = true, filename = true, "
            f"file_row_number = true) ORDER BY {', '.join(keys)}")
     opts = "HEADER, DELIMITER ',', NEW_LINE '\\r\\n'" if csv else "FORMAT parquet"
-    config: dict[str, Any] = {"memory_limit": DUCK_MEMORY}
-    if spill is not None:
-        config["temp_directory"] = str(spill)
-    con = duckdb.connect(config=config)
-    try:
-        con.execute(f"COPY ({sql}) TO {_sql_text(str(target))} ({opts})")
-    finally:
-        con.close()
+    # A memory cap keeps the run's RSS predictable; an operator that cannot spill under it (odd
+    # data: huge texts) gets a larger one rather than failing the night.
+    for mb in (DUCK_MEMORY, DUCK_MEMORY * 4, DUCK_MEMORY * 16):
+        config: dict[str, Any] = {"memory_limit": f"{mb}MB"}
+        if spill is not None:
+            config["temp_directory"] = str(spill)
+        con = duckdb.connect(config=config)
+        try:
+            con.execute(f"COPY ({sql}) TO {_sql_text(str(target))} ({opts})")
+            break
+        except duckdb.OutOfMemoryException:
+            if mb == DUCK_MEMORY * 16:
+                raise
+        finally:
+            con.close()
     fd = os.open(target, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -1009,7 +1009,7 @@ def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Pa
     ``engine``: ``local``, ``pool`` or ``dask`` (engines.ENGINES); None picks dask when
     ``dask_address`` is given, pool when ``workers`` > 1, else local.
     """
-    from qa_inspect.engines import EngineOptions, open_session, resolve_engine
+    from qa_inspect.engines import EngineOptions, open_session, resolve_engine, start_pool
 
     t0 = time.monotonic()
     rep = reporter or Reporter(quiet=True)
@@ -1028,6 +1028,10 @@ def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Pa
         clean_stale(out, OUTPUT_FILES, rep.log)
         _check_store_writable(db_path)  # fail before the scoring work, not after it
         rep.log("loading configuration, knowledge and models")
+        pool = None
+        if engine_name == "pool":  # workers load their context while this process loads its own
+            pool = start_pool(resolve_rules_dir(rules_dir), opts)
+            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
         with timer("config"):
             ctx = load_context(rules_dir, models_dir)
         stack.enter_context(quiet_gc())
@@ -1040,7 +1044,7 @@ def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Pa
         spool = ResultSpool(out / f"{SPOOL_PREFIX}{run_id}", ctx.shops, timer)
         session = None
         try:
-            session = open_session(engine_name, ctx, opts)
+            session = open_session(engine_name, ctx, opts, pool)
             rep.log(f"{len(plan.chunks)} input chunk(s) into up to {n_buckets} partition(s) of about "
                     f"{partition_size} conversations, engine {engine_name}"
                     + (f", {session.run.workers} worker(s)" if engine_name != "local" else "")

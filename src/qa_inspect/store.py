@@ -97,6 +97,9 @@ FROM latest LEFT JOIN ov USING (conversation_id);
 _RUN_TABLES = ("conversations", "findings", "score_trace", "conversation_kpis", "review_queue")
 
 
+STORE_MEMORY = "512MB"  # DuckDB's buffer limit per connection (default 80 % of RAM); it spills beyond it
+
+
 def connect(db_path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open (and create if needed) the store. A locked or corrupt file is a user error."""
     path = Path(db_path)
@@ -104,7 +107,7 @@ def connect(db_path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyC
         raise UserError(f"store not found: {path} (run 'qa-inspect run ... --out DIR' first or pass --db)")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = duckdb.connect(str(path), read_only=read_only)
+        con = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": STORE_MEMORY})
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             # DuckDB allows one writing process per file: another run, sample, report... has it open

@@ -2,6 +2,7 @@
 
 from qa_inspect.ruleengine.check import CheckReport, check_rules
 from qa_inspect.ruleengine.engine import (
+    apply_all_rules,
     apply_rules,
     apply_template_rules,
     merge_template_counts,
@@ -19,6 +20,7 @@ __all__ = [
     "rule_stats",
     "stats_report",
     "RuleSet",
+    "apply_all_rules",
     "apply_rules",
     "apply_template_rules",
     "load_ruleset",

@@ -24,6 +24,15 @@ def _str(v: Any) -> str | None:
     return str(v)
 
 
+def main_agent(agent_id: list[str | None], human_agent: list[int]) -> str | None:
+    """The conversation's agent: the most frequent id among human replies (else among all
+    messages), the first seen on a tie."""
+    ids = [agent_id[i] for i in human_agent if agent_id[i]]
+    if not ids:
+        ids = [a for a in agent_id if a]
+    return Counter(ids).most_common(1)[0][0] if ids else None
+
+
 @dataclass
 class Conversation:
     conversation_id: str
@@ -66,10 +75,7 @@ class Conversation:
 
     @cached_property
     def main_agent(self) -> str | None:
-        ids = [self.agent_id[i] for i in self.human_agent if self.agent_id[i]]
-        if not ids:
-            ids = [a for a in self.agent_id if a]
-        return Counter(ids).most_common(1)[0][0] if ids else None
+        return main_agent(self.agent_id, self.human_agent)
 
     def positions(self, role: str) -> list[int]:
         return self.human_agent if role == "agent" else self.customer
@@ -152,6 +158,26 @@ class Split:
         col = self.cols["platform"]
         return [col[s] or "other" for s, _ in self.bounds]
 
+    @cached_property
+    def human_list(self) -> list[bool]:
+        """``human_agent`` as a list (indexing a numpy array one element at a time is slow)."""
+        return self.human_agent.tolist()
+
+    @cached_property
+    def first_list(self) -> list[int]:
+        """Index of each conversation's first message."""
+        return [s for s, _ in self.bounds]
+
+    def main_agent(self, ci: int) -> str | None:
+        """``Conversation.main_agent`` of conversation ``ci`` (once per call)."""
+        got = self.cache.get(("main_agent", ci), False)
+        if got is False:
+            s, e = self.bounds[ci]
+            human = self.human_list
+            got = self.cache[("main_agent", ci)] = main_agent(
+                self.cols["agent"][s:e], [i for i in range(e - s) if human[s + i]])
+        return got
+
     def conversation(self, ci: int) -> Conversation:
         s, e = self.bounds[ci]
         c = self.cols
@@ -184,7 +210,7 @@ def _coded_str_col(s: pd.Series) -> tuple[list[str | None], np.ndarray, list[str
     last code (value None)."""
     codes, uniques = pd.factorize(s)
     lut = np.empty(len(uniques) + 1, dtype=object)
-    lut[:-1] = list(uniques)
+    lut[:-1] = uniques.to_numpy(dtype=object)  # (iterating an Arrow array was slower)
     lut[-1] = None  # code -1: missing
     codes = np.where(codes < 0, len(uniques), codes)
     return lut[codes].tolist(), codes, lut.tolist()

@@ -17,14 +17,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from qa_inspect import schema
 from qa_inspect.config import Shop
+from qa_inspect.errors import BugError
 from qa_inspect.ruleengine.conversation import NEEDED, Conversation, Split, split_conversations
 from qa_inspect.ruleengine.matching import CompiledMatcher, Hit, TextView, build_automaton
 from qa_inspect.ruleengine.ruleset import RuleSet
 from qa_inspect.ruleengine.spec import MatcherSpec, RuleBase
-from qa_inspect.ruleengine.types import BATCH_TYPES, RuleHit, SequenceRule, _MatchRule
+from qa_inspect.ruleengine.types import BATCH_TYPES, RuleHit, SequenceRule, SplitHits, _MatchRule
 from qa_inspect.text.normalize import normalize_text
 
 _WS = re.compile(r"\s+")
@@ -53,10 +55,10 @@ class Env:
         self.shops = dict(shops)
         self.template_counts = template_counts
         self._batch_counts: dict[str, int] | None = None
-        self._memo: dict[tuple[int, str, str], Any] = {}
+        self._memo: dict[tuple[int, str], dict[str, Any]] = {}
         self._matchers: dict[int, CompiledMatcher] = {}
         self._views: dict[str, TextView] = {}
-        self._finds: dict[tuple[int, str], list[Hit]] = {}
+        self._finds: dict[int, dict[str, Sequence[Hit]]] = {}  # per matcher: text -> hits
         self._regex: dict[tuple[str, ...], list[re.Pattern[str]]] = {}
         self._customer_words: dict[int, frozenset[str]] = {}
         self._automaton: list[Any] = []  # built on first use: template rules never need it
@@ -96,13 +98,21 @@ class Env:
             self._batch_counts = total
         return self._batch_counts.get(key, 0)
 
+    def memo_slot(self, owner: object, kind: str) -> dict[str, Any]:
+        """The per-call cache of what ``owner`` (a rule) computed (``kind``) per distinct text
+        (one dict per owner and kind: a tuple key per text kept thousands of objects alive
+        for the garbage collector to scan)."""
+        slot = self._memo.get((id(owner), kind))
+        if slot is None:
+            slot = self._memo[(id(owner), kind)] = {}
+        return slot
+
     def memo(self, owner: object, kind: str, text: str = "") -> Any:
-        """A per-call cache slot for what ``owner`` (a rule) computed (``kind``) about one
-        distinct text; None when not computed yet."""
-        return self._memo.get((id(owner), kind, text))
+        """What ``owner`` computed (``kind``) about one distinct text; None when not yet."""
+        return self.memo_slot(owner, kind).get(text)
 
     def remember(self, owner: object, kind: str, text: str, value: Any) -> Any:
-        self._memo[(id(owner), kind, text)] = value
+        self.memo_slot(owner, kind)[text] = value
         return value
 
     def customer_words(self, rule: RuleBase) -> frozenset[str]:
@@ -126,12 +136,15 @@ class Env:
             v = self._views[norm] = TextView.build(norm, toks, self.automaton)
         return v
 
-    def find(self, matcher: CompiledMatcher, norm: str, tokens: Any) -> list[Hit]:
-        """``matcher.find`` on the view of ``norm``, once per distinct text (callers only read it)."""
-        key = (id(matcher), norm)
-        hits = self._finds.get(key)
+    def find(self, matcher: CompiledMatcher, norm: str, tokens: Any) -> Sequence[Hit]:
+        """``matcher.find`` on the view of ``norm``, once per distinct text (callers only read
+        it; no hits is the shared empty tuple)."""
+        per = self._finds.get(id(matcher))
+        if per is None:
+            per = self._finds[id(matcher)] = {}
+        hits = per.get(norm)
         if hits is None:
-            hits = self._finds[key] = matcher.find(self.view(norm, tokens))
+            hits = per[norm] = matcher.find(self.view(norm, tokens)) or ()
         return hits
 
     def conversation_found(self, conv: Conversation) -> frozenset[str]:
@@ -295,42 +308,99 @@ def _when_mask(rule: RuleBase, split: Split) -> np.ndarray:
     return ok
 
 
-class _Columns:
-    """Findings accumulated column-wise as they are found (a dict per finding was a hot
-    spot; keeping the conversations alive until the end made garbage collection one)."""
+class _Hits:
+    """Hits collected as flat columns — (conversation, rule, position, start, end,
+    explanation); position -1 is the whole conversation — and turned into findings once at
+    the end (a dict, or a Conversation kept alive, per finding were hot spots)."""
 
     def __init__(self) -> None:
-        self.cols: dict[str, list[Any]] = {c: [] for c in schema.FINDING_COLUMNS}
-        self.rule_of: list[int] = []
+        self.ci: list[int] = []
+        self.ri: list[int] = []
+        self.pos: list[int] = []
+        self.start: list[int] = []
+        self.end: list[int] = []
+        self.expl: list[str] = []
 
-    def add(self, conv: Conversation, ri: int, hits: list[RuleHit]) -> None:
-        c = self.cols
+    def add(self, ci: int, ri: int, hits: Sequence[RuleHit]) -> None:
         k = len(hits)
-        c[schema.CONVERSATION_ID].extend([conv.conversation_id] * k)
-        c[schema.SHOP_ID].extend([conv.shop_id] * k)
-        self.rule_of.extend([ri] * k)
+        self.ci.extend([ci] * k)
+        self.ri.extend([ri] * k)
         for h in hits:
-            a, i, ev, s, e, x = _hit_fields(conv, h)
-            c[schema.AGENT_ID].append(a)
-            c[schema.MESSAGE_INDEX].append(i)
-            c[schema.EVIDENCE].append(ev)
-            c[schema.EVIDENCE_START].append(s)
-            c[schema.EVIDENCE_END].append(e)
-            c[schema.EXPLANATION].append(x)
+            if h.pos is not None and h.pos < 0:  # -1 means "whole conversation" here
+                raise BugError(f"rule hit at negative position {h.pos}")
+            self.pos.append(-1 if h.pos is None else h.pos)
+            self.start.append(h.start)
+            self.end.append(h.end)
+            self.expl.append(h.explanation)
 
-    def frame(self, rules: Sequence[RuleBase]) -> pd.DataFrame:
-        n = len(self.rule_of)
+    def extend(self, ri: int, hits: SplitHits) -> None:
+        self.ci.extend(hits.ci)
+        self.ri.extend([ri] * len(hits.ci))
+        self.pos.extend(hits.pos)
+        self.start.extend(hits.start)
+        self.end.extend(hits.end)
+        self.expl.extend(hits.expl)
+
+    def frame(self, split: Split, rules: Sequence[RuleBase], dtypes: Mapping[str, Any]) -> pd.DataFrame:
+        """The findings frame, conversation-major and rules in order (a stable sort keeps each
+        (conversation, rule)'s hits in the order the rule gave them); fields as ``_hit_fields``.
+        ``dtypes``: those of ``schema.empty_findings()``."""
+        n = len(self.ci)
         if not n:
             return schema.findings_frame([])
-        cols = self.cols
+        ci_arr, ri_arr = np.asarray(self.ci, dtype=np.int64), np.asarray(self.ri, dtype=np.int64)
+        order = np.lexsort((ri_arr, ci_arr))
+        ci_o = ci_arr[order]
+        text, norm, seq, agent_col = split.cols["text"], split.cols["norm"], split.cols["seq"], split.cols["agent"]
+        human, first = split.human_list, split.first_list
+        agent: list[str | None] = []
+        index: list[int] = []
+        evidence: list[str] = []
+        starts: list[int] = []
+        ends: list[int] = []
+        pos_l, st_l, en_l = self.pos, self.start, self.end
+        for k, ci in zip(order.tolist(), ci_o.tolist(), strict=True):
+            pos, st, en = pos_l[k], st_l[k], en_l[k]
+            if pos < 0:
+                agent.append(split.main_agent(ci))
+                index.append(-1)
+                evidence.append("")
+                starts.append(-1)
+                ends.append(-1)
+                continue
+            m = first[ci] + pos
+            t = text[m]
+            if 0 <= st <= en <= len(t) and len(t) == len(norm[m]):
+                evidence.append(t[st:en])
+                starts.append(st)
+                ends.append(en)
+            else:
+                evidence.append("")
+                starts.append(-1)
+                ends.append(-1)
+            a = agent_col[m]
+            agent.append(a if a and human[m] else split.main_agent(ci))
+            index.append(seq[m])
+        conv_ids = np.asarray([str(split.conv_ids[f]) for f in first], dtype=object)
         per_rule = [(r.id, r.dimension, r.polarity, r.severity, float(r.points)) for r in rules]
-        for k, c in enumerate((schema.RULE_ID, schema.DIMENSION, schema.POLARITY, schema.SEVERITY, schema.POINTS)):
-            vals = [v[k] for v in per_rule]
-            cols[c] = [vals[ri] for ri in self.rule_of]
-        cols[schema.SOURCE] = ["rule"] * n
-        cols[schema.CONFIDENCE] = [1.0] * n
-        df = pd.DataFrame(cols, columns=list(schema.FINDING_COLUMNS))
-        return df.astype(schema.empty_findings().dtypes.to_dict())
+        rule_o = ri_arr[order]
+        cols: dict[str, Any] = {
+            schema.CONVERSATION_ID: conv_ids[ci_o].tolist(),
+            schema.SHOP_ID: np.asarray(split.shops, dtype=object)[ci_o].tolist(),
+            schema.AGENT_ID: agent, schema.MESSAGE_INDEX: index,
+            **{c: np.asarray([v[j] for v in per_rule], dtype=object)[rule_o].tolist()
+               for j, c in enumerate((schema.RULE_ID, schema.DIMENSION, schema.POLARITY, schema.SEVERITY,
+                                      schema.POINTS))},
+            schema.EVIDENCE: evidence, schema.EVIDENCE_START: starts, schema.EVIDENCE_END: ends,
+            schema.EXPLANATION: np.asarray(self.expl, dtype=object)[order].tolist(),
+            schema.SOURCE: ["rule"] * n, schema.CONFIDENCE: [1.0] * n,
+        }
+        out: dict[str, Any] = {}
+        for c in schema.FINDING_COLUMNS:  # straight to each column's dtype (a frame-wide astype was slower)
+            d = dtypes[c]
+            out[c] = (pd.array(pa.array(cols[c], type=pa.large_string()), dtype=d) if isinstance(d, pd.StringDtype)
+                      else np.asarray(cols[c], dtype=d))
+        return pd.DataFrame(out, columns=list(schema.FINDING_COLUMNS))
 
 
 def run_rules(partition: pd.DataFrame, rules: Sequence[RuleBase], env: Env) -> pd.DataFrame:
@@ -341,12 +411,27 @@ def run_rules(partition: pd.DataFrame, rules: Sequence[RuleBase], env: Env) -> p
     conversation, the candidate rules in rule order — the same findings in the same order as
     evaluating every rule on every conversation.
     """
+    return run_rule_groups(partition, [(rules, env)])[0]
+
+
+def run_rule_groups(partition: pd.DataFrame, groups: Sequence[tuple[Sequence[RuleBase], Env]]
+                    ) -> list[pd.DataFrame]:
+    """``run_rules`` of several (rules, env) groups over one shared ``Split``: one findings
+    frame per group, each exactly what ``run_rules`` gives for that group alone. Splitting
+    the partition and building each conversation happen once for all groups.
+
+    Rules with ``evaluate_split`` (message rules) give all their hits at once; the others are
+    evaluated conversation by conversation. Findings are ordered at the end.
+    """
     schema.require_columns(partition, NEEDED, "ruleengine")
-    if not rules or partition.empty:
-        return schema.findings_frame([])
+    if partition.empty or not any(rules for rules, _ in groups):
+        return [schema.findings_frame([]) for _ in groups]
     split = split_conversations(partition)
-    cand = np.ones((len(rules), len(split)), dtype=bool)
-    for ri, rule in enumerate(rules):
+    flat = [(rule, env, g) for g, (rules, env) in enumerate(groups) for rule in rules]
+    index_in_group = [i for rules, _ in groups for i in range(len(rules))]
+    outs = [_Hits() for _ in groups]
+    cand = np.ones((len(flat), len(split)), dtype=bool)
+    for ri, (rule, env, _) in enumerate(flat):
         cand[ri] = _when_mask(rule, split)
         for req in _requirements(rule, env):
             if cand[ri].any():
@@ -354,7 +439,11 @@ def run_rules(partition: pd.DataFrame, rules: Sequence[RuleBase], env: Env) -> p
         plan = getattr(rule, "plan", None)  # type-specific exact narrowing / partition-wide work
         if plan is not None and cand[ri].any():
             cand[ri] = plan(split, cand[ri], env)
-    out = _Columns()
+    for ri, (rule, env, g) in enumerate(flat):
+        whole = getattr(rule, "evaluate_split", None)
+        if whole is not None and cand[ri].any():  # after every plan: they may share caches
+            outs[g].extend(index_in_group[ri], whole(split, cand[ri], env))
+            cand[ri] = False
     conv_idx, rule_idx = np.nonzero(cand.T)  # conversation-major, rules in order
     ci_list, ri_list = conv_idx.tolist(), rule_idx.tolist()
     k, n = 0, len(ci_list)
@@ -363,11 +452,13 @@ def run_rules(partition: pd.DataFrame, rules: Sequence[RuleBase], env: Env) -> p
         conv = split.conversation(ci)
         while k < n and ci_list[k] == ci:
             ri = ri_list[k]
-            hits = rules[ri].evaluate(conv, env)  # preconditions hold: they are in ``cand``
+            rule, env, g = flat[ri]
+            hits = rule.evaluate(conv, env)  # preconditions hold: they are in ``cand``
             if hits:
-                out.add(conv, ri, hits)
+                outs[g].add(ci, index_in_group[ri], hits)
             k += 1
-    return out.frame(rules)
+    dtypes = schema.empty_findings().dtypes.to_dict()
+    return [out.frame(split, rules, dtypes) for out, (rules, _) in zip(outs, groups, strict=True)]
 
 
 def apply_rules(partition: pd.DataFrame, ruleset: RuleSet, shops: Mapping[str, Shop]) -> pd.DataFrame:
@@ -380,6 +471,20 @@ def apply_rules(partition: pd.DataFrame, ruleset: RuleSet, shops: Mapping[str, S
     """
     rules = [r for r in ruleset.rules if r.type not in BATCH_TYPES]
     return run_rules(partition, rules, Env(ruleset, shops))
+
+
+def apply_all_rules(partition: pd.DataFrame, ruleset: RuleSet, counts: Mapping[str, int],
+                    shops: Mapping[str, Shop]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(apply_rules(...), apply_template_rules(...))`` of one partition in one pass.
+
+    The frames are exactly those of the two calls; the partition is split once and each
+    conversation built once for both (the pipeline's rules stage calls this).
+    """
+    env = Env(ruleset, shops)
+    rules = [r for r in ruleset.rules if r.type not in BATCH_TYPES]
+    batch = [r for r in ruleset.rules if r.type in BATCH_TYPES]
+    found, templ = run_rule_groups(partition, [(rules, env), (batch, env.derive(counts))])
+    return found, templ
 
 
 def template_counts(partition: pd.DataFrame) -> Counter[str]:

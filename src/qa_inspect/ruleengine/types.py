@@ -9,6 +9,7 @@ shops, thresholds and batch counts all come in through ``env`` or the rule's own
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,6 +36,18 @@ class RuleHit:
     start: int = -1
     end: int = -1
     explanation: str = ""
+
+
+@dataclass
+class SplitHits:
+    """Hits of one rule over a whole split, conversation-major, as ``evaluate`` would give
+    them conversation by conversation (position -1: the whole conversation)."""
+
+    ci: list[int]
+    pos: list[int]
+    start: list[int]
+    end: list[int]
+    expl: list[str]
 
 
 class _SafeDict(dict):
@@ -105,11 +118,52 @@ class _MatchRule(RuleBase, MatcherSpec):
         for j in np.flatnonzero(texts).tolist():
             if env.find(matcher, split.norm_uniques[j], split.tokens[split.first_of[j]]):
                 hit_text[j] = True
+        split.cache[("hit_text", id(self))] = hit_text  # for ``evaluate_split``: exact for live chats
         hit = np.zeros(len(split), dtype=bool)
         hit[conv[live & hit_text[codes]]] = True
         if self.match == "present":
             return cand & hit
         return cand & has_cands & ~hit
+
+    def evaluate_split(self, split: Split, cand: np.ndarray, env: Env) -> SplitHits:
+        """``evaluate`` of every chat in ``cand`` (a subset of what ``plan`` returned) at once:
+        ``plan`` already knows which candidate messages hit, so only hits are rendered."""
+        a = self.applies_to
+        msgs, conv, codes, _ = split.cache[("candidates", a.role, a.position, a.window if a.position != "any" else 0)]
+        first = np.asarray([s for s, _ in split.bounds], dtype=np.int64)
+        out = SplitHits([], [], [], [], [])
+        if self.match == "absent":  # plan: no candidate message hits; one finding per chat
+            where = {"first": "开场", "last": "结束", "any": "整通会话"}[a.position]
+            expl = render(self, "{name}：{where}未出现（{description}）", where=where, description=self.description)
+            ci = np.flatnonzero(cand)
+            if a.position == "any":
+                pos = np.full(len(ci), -1, dtype=np.int64)
+            else:
+                keep = cand[conv]
+                m, c = msgs[keep], conv[keep]
+                edge = np.ones(len(c), dtype=bool)  # first (or last) candidate of each chat
+                if a.position == "first":
+                    edge[1:] = c[1:] != c[:-1]
+                else:
+                    edge[:-1] = c[1:] != c[:-1]
+                pos = m[edge] - first[c[edge]]
+            out.ci, out.pos = ci.tolist(), pos.tolist()
+            out.start, out.end, out.expl = [-1] * len(ci), [-1] * len(ci), [expl] * len(ci)
+            return out
+        matcher = env.matcher(self)
+        hit_text = split.cache[("hit_text", id(self))]
+        keep = cand[conv] & hit_text[codes]
+        text, tokens, starts = split.cols["text"], split.tokens, first.tolist()
+        for m, ci, j in zip(msgs[keep].tolist(), conv[keep].tolist(), codes[keep].tolist(), strict=True):
+            found = env.find(matcher, split.norm_uniques[j], tokens[m])
+            labels = "、".join(dict.fromkeys(h.label for h in found))
+            h = found[0]
+            out.ci.append(ci)
+            out.pos.append(m - starts[ci])
+            out.start.append(h.start)
+            out.end.append(h.end)
+            out.expl.append(render(self, "{name}：命中「{evidence}」", evidence=text[m][h.start:h.end], phrase=labels))
+        return out
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
         matcher = env.matcher(self)
@@ -239,18 +293,44 @@ def partition_clocks(split: Split, shops: dict[str, Shop]) -> None:
     split.extra["clock_ns"] = clock
 
 
-def partition_delays(split: Split, shops: dict[str, Shop], business_hours_only: bool
-                     ) -> list[list[tuple[int, float]]]:
-    """``TimingRule._delays`` of every conversation of a split (index = conversation).
+@dataclass(frozen=True, eq=False)
+class Delays:
+    """Every (agent position, seconds waited) of a split as flat arrays in (conversation,
+    reply) order; ``delays[ci]`` is conversation ``ci``'s list, as ``TimingRule._delays`` gives it.
+    (33k tuples per partition were a garbage-collection hot spot; most are never looked at.)"""
+
+    conv: np.ndarray  # conversation index of each delay
+    pos: np.ndarray  # position of the reply in its conversation
+    secs: np.ndarray  # float64 seconds waited
+    starts: np.ndarray  # delays of conversation ci: [starts[ci], starts[ci + 1])
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, ci: int) -> list[tuple[int, float]]:
+        s, e = int(self.starts[ci]), int(self.starts[ci + 1])
+        return list(zip(self.pos[s:e].tolist(), self.secs[s:e].tolist(), strict=True))
+
+    def __iter__(self) -> Iterator[list[tuple[int, float]]]:
+        return (self[ci] for ci in range(len(self)))
+
+
+_SAFE_NS = 2 ** 62  # |a|, |b| below this: a - b cannot overflow int64
+
+
+def partition_delays(split: Split, shops: dict[str, Shop], business_hours_only: bool) -> Delays:
+    """``TimingRule._delays`` of every conversation of a split.
 
     A human reply answers the first customer message since the previous human reply of the
     chat: one segment per reply, found with array operations instead of a loop per chat.
+    Seconds are ``max(0.0, (t1 - start) / 1e9)`` as the scalar path computes them (int64
+    difference, then float division: the same float as Python's int arithmetic).
     """
     n = len(split.conv_of)
-    out: list[list[tuple[int, float]]] = [[] for _ in range(len(split))]
-    if not n:
-        return out
     conv_of, human = split.conv_of, split.human_agent
+    empty = np.zeros(0, dtype=np.int64)
+    if not n:
+        return Delays(empty, empty, np.zeros(0, dtype=np.float64), np.zeros(len(split) + 1, dtype=np.int64))
     new_seg = np.ones(n, dtype=bool)
     new_seg[1:] = (conv_of[1:] != conv_of[:-1]) | human[:-1]
     seg = np.cumsum(new_seg) - 1
@@ -260,23 +340,34 @@ def partition_delays(split: Split, shops: dict[str, Shop], business_hours_only: 
     replies = np.flatnonzero(human)
     waits = first_cust[seg[replies]]
     ok = waits >= 0
-    ts = split.cols["ts"]
-    clock = split.extra.get("clock_ns") if business_hours_only else None
-    replies = replies[ok]
-    for w, i, ci in zip(waits[ok].tolist(), replies.tolist(), conv_of[replies].tolist(), strict=True):
-        t0, t1 = ts[w], ts[i]
-        if t0 is None or t1 is None:
-            continue
-        if not business_hours_only:
-            start = t0
-        else:
-            c = clock[w] if clock is not None else None
-            if c is None:
-                tz, hours = _clock_of(split.shop(ci), split.platform(ci), shops)
-                c = clock_start(pd.Timestamp(t0, tz="UTC"), tz, hours).value
-            start = c
-        out[ci].append((i - split.bounds[ci][0], max(0.0, (t1 - start) / 1e9)))
-    return out
+    waits, replies = waits[ok], replies[ok]
+    timed = split.has_ts[waits] & split.has_ts[replies]
+    waits, replies = waits[timed], replies[timed]
+    t1 = split.ts_ns[replies]
+    if not business_hours_only:
+        start = split.ts_ns[waits]
+    else:
+        clock = split.extra.get("clock_ns")
+        starts: list[int | None] = ([clock[w] for w in waits.tolist()] if clock is not None
+                                    else [None] * len(waits))
+        for k in [k for k, c in enumerate(starts) if c is None]:  # not computed: the scalar clock
+            w = int(waits[k])
+            ci = int(conv_of[w])
+            tz, hours = _clock_of(split.shop(ci), split.platform(ci), shops)
+            starts[k] = clock_start(pd.Timestamp(int(split.ts_ns[w]), tz="UTC"), tz, hours).value
+        start = np.asarray(starts, dtype=np.int64) if starts else empty
+    safe = (np.abs(t1) < _SAFE_NS) & (np.abs(start) < _SAFE_NS)
+    secs = (np.where(safe, t1, 0) - np.where(safe, start, 0)) / 1e9
+    for k in np.flatnonzero(~safe).tolist():  # far-apart dates: Python's exact integers
+        secs[k] = (int(t1[k]) - int(start[k])) / 1e9
+    secs = np.where(secs > 0.0, secs, 0.0)
+    conv = conv_of[replies]
+    bounds_start = np.asarray([s for s, _ in split.bounds], dtype=np.int64)
+    pos = replies - bounds_start[conv]
+    per_conv = np.bincount(conv, minlength=len(split))
+    starts_arr = np.zeros(len(split) + 1, dtype=np.int64)
+    np.cumsum(per_conv, out=starts_arr[1:])
+    return Delays(conv, pos, secs, starts_arr)
 
 
 class TimingRule(RuleBase):
@@ -363,13 +454,8 @@ class TimingRule(RuleBase):
             partition_clocks(split, env.shops)
         if ("split_delays", bho) not in split.extra:
             split.extra[("split_delays", bho)] = partition_delays(split, env.shops, bho)
-        flat = split.extra.get(("flat_delays", bho))
-        if flat is None:  # (conversation, seconds) of every delay, in order: array tests below
-            delays = split.extra[("split_delays", bho)]
-            flat = split.extra[("flat_delays", bho)] = (
-                np.asarray([ci for ci, d in enumerate(delays) for _ in d], dtype=np.int64),
-                np.asarray([sec for d in delays for _, sec in d], dtype=np.float64))
-        conv, secs = flat
+        delays: Delays = split.extra[("split_delays", bho)]
+        conv, secs = delays.conv, delays.secs
         # the firing tests of ``evaluate``, for every conversation at once
         limit = np.asarray([np.nan if limits[p] is None else limits[p] for p in platforms], dtype=np.float64)
         slow = secs > limit[conv]
@@ -572,12 +658,14 @@ class PartialAnswerRule(_QuestionRule):
         """(topics, clause start, clause end, open question) for each question clause of a
         buyer message that names a topic; once per distinct text. Topics named in one clause
         are one question (纯棉四件套多少钱 asks the price, not the material)."""
-        got = env.memo(self, "asked", norm)
+        memo = env.memo_slot(self, "asked")
+        got = memo.get(norm)
         if got is not None:
             return got
         index, split, _ = self._compiled(env)
         if not index.ask.search(norm):  # most messages name no topic at all
-            return env.remember(self, "asked", norm, ())
+            memo[norm] = ()
+            return ()
         opens = env.regexes(self.open_patterns)
         out: list[tuple[frozenset[str], int, int, bool]] = []
         for m in _CLAUSE_RE.finditer(norm):
@@ -592,12 +680,14 @@ class PartialAnswerRule(_QuestionRule):
                 topics = index.topics(index.ask, clause)
                 if topics:
                     out.append((topics, s, e, any(rx.search(clause) for rx in opens)))
-        return env.remember(self, "asked", norm, tuple(out))
+        got = memo[norm] = tuple(out)
+        return got
 
     def covers(self, env: Env, norm: str) -> tuple[frozenset[str], bool]:
         """(topics a reply names outside questions, starts like a yes/no answer); a hold covers
         nothing."""
-        got = env.memo(self, "covers", norm)
+        memo = env.memo_slot(self, "covers")
+        got = memo.get(norm)
         if got is not None:
             return got
         index, _, holds = self._compiled(env)
@@ -608,7 +698,8 @@ class PartialAnswerRule(_QuestionRule):
             topics = frozenset().union(*(index.topics(index.cover, m.group()) for m in _CLAUSE_RE.finditer(norm)
                                          if not self.is_question(env, m.group()))) if index.cover.search(norm) else frozenset()
             res = (topics, any(rx.search(norm) for rx in env.regexes(self.yes_no_patterns)))
-        return env.remember(self, "covers", norm, res)
+        memo[norm] = res
+        return res
 
     def plan(self, split: Split, cand: np.ndarray, env: Env) -> np.ndarray:
         """Only chats whose buyer asked at least ``min_questions`` topic questions in all (a
@@ -632,15 +723,19 @@ class PartialAnswerRule(_QuestionRule):
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
         hits: list[RuleHit] = []
         i, n = 0, len(conv)
+        role = conv.role
+        human = [r == "agent" and not a for r, a in zip(role, conv.auto, strict=True)]
+        # every buyer message's questions (memoised per text): looked up once here, not per use
+        asked = [self.asked(env, t) if r == "customer" else () for r, t in zip(role, conv.norm, strict=True)]
         while i < n:
-            if conv.role[i] != "customer":
+            if role[i] != "customer":
                 i += 1
                 continue
             # the buyer's turn: questions merged when they share a topic (还有优惠吗？多少钱)
             questions: list[list[Any]] = []  # [topics, pos, start, end, open]
-            while i < n and not conv.is_human_agent(i):
-                if conv.role[i] == "customer":
-                    for topics, s, e, o in self.asked(env, conv.norm[i]):
+            while i < n and not human[i]:
+                if role[i] == "customer":
+                    for topics, s, e, o in asked[i]:
                         same = next((q for q in questions if q[0] & topics), None)
                         if same is None:
                             questions.append([topics, i, s, e, o])
@@ -654,9 +749,9 @@ class PartialAnswerRule(_QuestionRule):
             covered: set[str] = set()
             bare_yes, anchor, k, replies = False, None, i, 0
             while k < n and replies < self.max_replies:
-                if conv.role[k] == "customer" and self.asked(env, conv.norm[k]):
+                if asked[k]:  # only buyer messages ask
                     break  # the buyer moved on (or asked again): the answer window is over
-                if conv.is_human_agent(k):
+                if human[k]:
                     replies += 1
                     topics, yes = self.covers(env, conv.norm[k])
                     topics = topics & wanted
@@ -768,14 +863,15 @@ class TemplateRule(RuleBase):
 
     def _key(self, env: Env, norm: str) -> tuple[bool, str]:
         """(counted, template key) of one reply text, once per distinct text."""
-        got = env.memo(self, "key", norm)
+        memo = env.memo_slot(self, "key")
+        got = memo.get(norm)
         if got is None:
             from qa_inspect.ruleengine.engine import template_key
 
             key = template_key(norm)
             rx = self._excluder(env)
             counted = len(key) >= self.min_chars and not (rx is not None and rx.search(key))
-            got = env.remember(self, "key", norm, (counted, key))
+            got = memo[norm] = (counted, key)
         return got
 
     def _count(self, conv: Conversation, env: Env, i: int) -> tuple[bool, int]:
@@ -793,32 +889,81 @@ class TemplateRule(RuleBase):
         pair = split.norm_codes[msgs] * max(len(shops), 1) + shop_codes[split.conv_of[msgs]]
         uniq, inverse = np.unique(pair, return_inverse=True)
         inverse = inverse.reshape(-1)
-        templ = np.zeros(len(uniq), dtype=bool)
-        pair_counts: list[tuple[bool, int]] = []
+        pair_counted = np.zeros(len(uniq), dtype=bool)
+        pair_n = np.zeros(len(uniq), dtype=np.int64)
         for k, pr in enumerate(uniq.tolist()):
             text, shop = divmod(pr, max(len(shops), 1))
             counted, key = self._key(env, split.norm_uniques[text])
-            n = env.template_count(key, shops[shop], self.scope) if counted else 0
-            pair_counts.append((counted, n))
-            templ[k] = counted and n >= self.min_conversations
-        # (counted, conversations using it) of every human reply, for ``evaluate``
-        per_msg: list[tuple[bool, int] | None] = [None] * len(split.conv_of)
-        for m, k in zip(msgs.tolist(), inverse.tolist(), strict=True):
-            per_msg[m] = pair_counts[k]
-        split.extra[("template_counts", id(self))] = per_msg
+            pair_counted[k] = counted
+            pair_n[k] = env.template_count(key, shops[shop], self.scope) if counted else 0
+        counted_msg, n_msg = pair_counted[inverse], pair_n[inverse]
+        templ = counted_msg & (n_msg >= self.min_conversations)
+        # (human replies, counted, conversations using it) for ``evaluate_split``
+        split.cache[("template", id(self))] = (msgs, counted_msg, n_msg)
         ok = np.zeros(len(split), dtype=bool)
-        ok[split.conv_of[msgs[templ[inverse]]]] = True
+        ok[split.conv_of[msgs[templ]]] = True
         return cand & ok
+
+    def evaluate_split(self, split: Split, cand: np.ndarray, env: Env) -> SplitHits:
+        """``evaluate`` of every chat in ``cand`` (a subset of what ``plan`` returned) at once,
+        from the per-reply counts ``plan`` found."""
+        msgs, counted, n_msg = split.cache[("template", id(self))]
+        ci_all = split.conv_of[msgs]
+        keep = counted & cand[ci_all]
+        m, ci, n = msgs[keep], ci_all[keep], n_msg[keep]
+        is_templ = n >= self.min_conversations
+        where = "本店" if self.scope == "shop" else "整批"
+        first = split.first_list
+        out = SplitHits([], [], [], [], [])
+        text = split.cols["text"]
+        if self.mode == "message":  # every template reply, in order
+            expl: dict[int, str] = {}
+            for mm, c, k in zip(m[is_templ].tolist(), ci[is_templ].tolist(), n[is_templ].tolist(), strict=True):
+                x = expl.get(k)
+                if x is None:
+                    x = expl[k] = render(self, "回复与{where} {count} 通会话完全相同（模板话术）", count=k, where=where)
+                out.ci.append(c)
+                out.pos.append(mm - first[c])
+                out.start.append(0)
+                out.end.append(len(text[mm]))
+                out.expl.append(x)
+            return out
+        # conversation mode: counted replies grouped per (chat, agent), agents in order of
+        # their first counted reply, as ``evaluate``'s dict has them
+        agent_col = split.cols["agent"]
+        codes: dict[str | None, int] = {}
+        ac = np.asarray([codes.setdefault(agent_col[x], len(codes)) for x in m.tolist()], dtype=np.int64)
+        key = ci * max(len(codes), 1) + ac
+        _, first_idx, inv = np.unique(key, return_index=True, return_inverse=True)
+        inv = inv.reshape(-1)
+        n_groups = len(first_idx)
+        cnt = np.bincount(inv, minlength=n_groups)
+        templ = np.bincount(inv[is_templ], minlength=n_groups)
+        first_templ = np.full(n_groups, -1, dtype=np.int64)
+        t_idx = np.flatnonzero(is_templ)[::-1]
+        first_templ[inv[t_idx]] = m[t_idx]  # written last-to-first: each group's first stays
+        g_ci = ci[first_idx]
+        agents_in_chat = np.bincount(g_ci, minlength=len(split))
+        fires = (cnt >= self.min_messages) & (templ / cnt >= self.min_share)
+        for g in sorted(np.flatnonzero(fires).tolist(), key=lambda g: int(first_idx[g])):
+            c, t, k = int(g_ci[g]), int(templ[g]), int(cnt[g])
+            agent = agent_col[int(m[first_idx[g]])]
+            solo = agent == split.main_agent(c) or agents_in_chat[c] == 1
+            out.ci.append(c)
+            out.pos.append(-1 if solo else int(first_templ[g]) - first[c])
+            out.start.append(-1)
+            out.end.append(-1)
+            out.expl.append(render(self, "{t}/{c} 条人工回复为{where}批量复用的模板话术（每条 ≥{k} 通会话出现）",
+                                   t=t, c=k, k=self.min_conversations, where=where))
+        return out
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
         if not env.template_counts:
             return []
         where = "本店" if self.scope == "shop" else "整批"
         per_agent: dict[str | None, tuple[list[int], list[tuple[int, int]]]] = {}
-        per_msg = conv.extra.get(("template_counts", id(self)))  # from ``plan``, when it ran
         for i in conv.human_agent:
-            got = per_msg[conv.offset + i] if per_msg is not None else None
-            counted, n = got if got is not None else self._count(conv, env, i)
+            counted, n = self._count(conv, env, i)
             if not counted:
                 continue
             cnt, templ = per_agent.setdefault(conv.agent_id[i], ([], []))
