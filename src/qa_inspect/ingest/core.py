@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from qa_inspect import schema as S
@@ -184,7 +185,7 @@ def drop_duplicates(staged: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     timed = staged[S.TS].notna()
     if len(staged) < 2 or timed.sum() < 2:
         return staged, S.empty_rejects()
-    d = staged.loc[timed, keys]
+    d = staged[keys] if timed.all() else staged.loc[timed, keys]  # no row filter when every row is timed
     # Hash everything but the text first (hashing text is the slow part); the exact comparison,
     # text included, then only runs on the few rows that share conversation, time and sender.
     h = pd.util.hash_pandas_object(d[[c for c in keys if c != S.TEXT]], index=False)
@@ -216,10 +217,39 @@ def _assemble(df: pd.DataFrame, gap: float) -> pd.DataFrame:
         df.loc[need, S.CONVERSATION_ID] = F.sessionise(df[need], gap)
     df = F.assign_seq(df)
     # The agent serving the chat on customer/bot/system rows: nearest human agent in the conversation.
-    agent = df[S.AGENT_ID].astype(object).where(df[S.AGENT_ID].notna() & (df[S.AGENT_ID] != ""), None)
-    g = agent.groupby(df[S.CONVERSATION_ID], sort=False)
-    df[S.AGENT_ID] = agent.fillna(g.ffill()).fillna(g.bfill())
+    df[S.AGENT_ID] = fill_agents(df[S.AGENT_ID], df[S.CONVERSATION_ID])
     return F.finalize(df)
+
+
+def fill_agents(agent_id: pd.Series, conversation_id: pd.Series) -> pd.Series:
+    """Empty agent cells take the previous agent of the conversation, else the next one.
+
+    Rows come sorted by conversation (assign_seq), so a conversation is one run of rows and the
+    fill is a running max/min of row positions; ``_fill_agents_reference`` is the groupby form.
+    """
+    codes = pd.factorize(conversation_id)[0]  # codes in order of first appearance
+    if len(codes) and (codes[0] < 0 or np.any(np.diff(codes) < 0)):  # NA id, or not one run each
+        return _fill_agents_reference(agent_id, conversation_id)
+    n = len(agent_id)
+    values = agent_id.to_numpy(dtype=object, na_value=None)
+    valid = (agent_id.notna() & (agent_id != "")).to_numpy(dtype=bool)
+    pos = np.arange(n)
+    start = np.maximum.accumulate(np.where(np.r_[True, codes[1:] != codes[:-1]], pos, 0))
+    end = np.minimum.accumulate(np.where(np.r_[codes[1:] != codes[:-1], True], pos, n)[::-1])[::-1]
+    prev = np.maximum.accumulate(np.where(valid, pos, -1))
+    nxt = np.minimum.accumulate(np.where(valid, pos, n)[::-1])[::-1]
+    out = np.full(n, None, dtype=object)
+    use_next = (nxt <= end) & (nxt < n)
+    out[use_next] = values[nxt[use_next]]
+    use_prev = prev >= start
+    out[use_prev] = values[prev[use_prev]]
+    return pd.Series(out, index=agent_id.index, dtype=object)
+
+
+def _fill_agents_reference(agent_id: pd.Series, conversation_id: pd.Series) -> pd.Series:
+    agent = agent_id.astype(object).where(agent_id.notna() & (agent_id != ""), None)
+    g = agent.groupby(conversation_id, sort=False)
+    return agent.fillna(g.ffill()).fillna(g.bfill())
 
 
 def ingest_to_dir(paths: list[Path], out_dir: Path | str, *, rules_dir: Path | str | None = None,

@@ -190,12 +190,20 @@ def parse_amounts(values: pd.Series) -> tuple[pd.Series, pd.Series]:
         numeric = obj.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
                           and not (isinstance(v, float) and math.isnan(v))).astype(bool)
     text = to_text(obj)
-    if text.str.contains(_AMOUNT_JUNK, regex=True).any():
-        text = text.str.replace(_AMOUNT_JUNK, "", regex=True)
-    out = pd.to_numeric(text.where(text != "", None), errors="coerce").astype("float64")
+    # Amount cells are mostly empty: clean and parse only the others (each cell on its own, so
+    # the values are those of the whole column).
+    filled = np.asarray(text != "", dtype=bool)
+    sub = text[filled]
+    if sub.str.contains(_AMOUNT_JUNK, regex=True).any():
+        sub = sub.str.replace(_AMOUNT_JUNK, "", regex=True)
+    sub_out = pd.to_numeric(sub.where(sub != "", None), errors="coerce").astype("float64")
+    out = pd.Series(np.nan, index=values.index, dtype="float64")
+    out[filled] = sub_out.to_numpy()
     if numeric.any():
         out[numeric] = obj[numeric].astype("float64")
-    bad = out.isna() & (text != "") & ~numeric
+    bad_arr = np.zeros(len(values), dtype=bool)
+    bad_arr[filled] = np.asarray(sub_out.isna() & (sub != ""), dtype=bool)
+    bad = pd.Series(bad_arr & ~numeric.to_numpy(dtype=bool), index=values.index)
     return out, bad
 
 
@@ -255,7 +263,19 @@ def finalize(df: pd.DataFrame) -> pd.DataFrame:
     out = df[list(S.MESSAGE_COLUMNS)].copy()
     for c in (S.PLATFORM, S.SHOP_ID, S.CONVERSATION_ID, S.ROLE, S.AGENT_ID, S.CUSTOMER_ID, S.SKU,
               S.EVENT, S.SOURCE_FILE):
-        col = out[c].astype("string")
-        out[c] = col.mask(col.eq("").fillna(False))
+        out[c] = _string_or_na(out[c])
     out[S.TEXT] = df[S.TEXT].astype("string")  # text kept as written, even ''
-    return out.astype(base.dtypes.to_dict())
+    todo = {c: t for c, t in base.dtypes.items() if out[c].dtype != t}  # usually none left
+    return out.astype(todo) if todo else out
+
+
+def _string_or_na(values: pd.Series) -> pd.Series:
+    """``values.astype("string")`` with '' as NA. Object columns of str (roles, platforms,
+    events, agents: few distinct values) are converted once per distinct value and taken."""
+    if values.dtype == object:
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        if all(type(u) is str for u in uniques):  # factorize merges 1 and 1.0: only plain str here
+            table = pd.array([u if u != "" else None for u in uniques] + [None], dtype="string")
+            return pd.Series(table.take(np.where(codes < 0, len(uniques), codes)), index=values.index)
+    col = values.astype("string")
+    return col.mask(col.eq("").fillna(False))

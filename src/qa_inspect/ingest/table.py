@@ -45,13 +45,25 @@ def _sniff_delimiter(text: str) -> str:
     return "\t" if first.count("\t") > first.count(",") else ","
 
 
-def _fast_delimited(path: Path, text: str, delim: str, encoding: str | None) -> RawTable | None:
+def _fast_delimited(path: Path, text: str | bytes, delim: str, encoding: str | None) -> RawTable | None:
     """pandas' C parser for well-formed files; None (-> exact slow path) when anything is irregular.
 
+    Text is checked as its UTF-8 bytes: every check below looks for ASCII bytes only, which
+    UTF-8 never uses inside a multi-byte character, so bytes and text agree.
     Source lines are exact: the header is line 1, there are no blank lines, and a record starts
     one line after the previous record's start plus the newlines inside its quoted cells.
     """
-    if not text or text[0] in "\r\n" or "\n\n" in text or "\n\r\n" in text:
+    if isinstance(text, str):
+        try:
+            text = text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: the csv module reads it
+            return None
+    if not text or text[:1] in (b"\r", b"\n") or (b"\r" in text and b"\n\r\n" in text):
+        return None
+    # Newline positions in one vectorised pass: their count, and a blank line ('\n\n') as two
+    # adjacent ones (a substring search is slow with a newline every ~100 bytes).
+    nl = np.flatnonzero(np.frombuffer(text, dtype=np.uint8) == 10)
+    if len(nl) > 1 and bool(np.any(np.diff(nl) == 1)):
         return None
     try:
         # Bytes, not StringIO: pandas re-encodes a text buffer chunk by chunk, which is 10x slower.
@@ -60,7 +72,7 @@ def _fast_delimited(path: Path, text: str, delim: str, encoding: str | None) -> 
         # pandas warns (ParserWarning) when it drops fields: then the slow path rejects the rows.
         with warnings.catch_warnings():
             warnings.simplefilter("error", pd.errors.ParserWarning)
-            cells = pd.read_csv(io.BytesIO(text.encode("utf-8")), encoding="utf-8", sep=delim, dtype=str,
+            cells = pd.read_csv(io.BytesIO(text), encoding="utf-8", sep=delim, dtype=str,
                                 keep_default_na=False, na_filter=True, na_values=[], skip_blank_lines=False,
                                 engine="c", index_col=False)
     except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError):
@@ -69,10 +81,13 @@ def _fast_delimited(path: Path, text: str, delim: str, encoding: str | None) -> 
     if len(set(header)) != len(header) or any(h.startswith("Unnamed: ") or h == "" for h in header):
         return None
     cells.columns = header
-    if not _field_counts_ok(text, delim, len(header), len(cells)):
+    if not _field_counts_ok(text, delim, len(header), len(cells), newlines=len(nl)):
         return None
     extra = pd.Series(0, index=cells.index, dtype="int64")
-    for h in header:
+    # The text ends with one '\n' and has no blank line, so the header and each record end with
+    # their own '\n': newlines beyond those are inside cells. None beyond -> no column to search.
+    in_cells = len(nl) != len(cells) + 1
+    for h in header if in_cells else []:
         col = cells[h]
         if col.str.contains("\n", regex=False).any():
             extra = extra + col.str.count("\n").astype("int64")
@@ -81,10 +96,10 @@ def _fast_delimited(path: Path, text: str, delim: str, encoding: str | None) -> 
     return RawTable(header, cells, F.Rejects(str(path)), len(cells), encoding)
 
 
-_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+_QUOTED = re.compile(rb'"(?:[^"]|"")*"')
 
 
-def _field_counts_ok(text: str, delim: str, n_fields: int, n_records: int) -> bool:
+def _field_counts_ok(text: bytes, delim: str, n_fields: int, n_records: int, newlines: int | None = None) -> bool:
     """True when every record has exactly the header's field count.
 
     pandas pads a short row with '' (indistinguishable from empty trailing cells). Long rows make
@@ -92,26 +107,40 @@ def _field_counts_ok(text: str, delim: str, n_fields: int, n_records: int) -> bo
     text, quoted sections removed, has one line per record and the full delimiter count".
     Any disagreement with pandas' reading -> slow path, which reports the row.
     """
-    newlines, delims = text.count("\n"), text.count(delim)
+    sep = delim.encode("utf-8")
+    newlines, delims = text.count(b"\n") if newlines is None else newlines, text.count(sep)
     last = (-1, -1)
-    if '"' in text:  # counts inside quoted sections do not count; no copy of the whole text
+    if b'"' in text:  # counts inside quoted sections do not count; no copy of the whole text
         for m in _QUOTED.finditer(text):
             q = m.group()
-            newlines -= q.count("\n")
-            delims -= q.count(delim)
+            newlines -= q.count(b"\n")
+            delims -= q.count(sep)
             last = m.span()
     # the text with quoted sections removed ends with a newline (as _QUOTED.sub would show)
-    ends_nl = text[:last[0]].endswith("\n") if last[1] == len(text) else text.endswith("\n")
+    ends_nl = text[:last[0]].endswith(b"\n") if last[1] == len(text) else text.endswith(b"\n")
     lines = newlines + (0 if ends_nl else 1)
     return lines == n_records + 1 and delims == (n_records + 1) * (n_fields - 1)
+
+
+def read_delimited_fast(path: Path, data: bytes, delim: str, encoding: str | None) -> RawTable | None:
+    """The C-parser reading of UTF-8 bytes with '\\n' newlines, or None when anything is irregular
+    (then ``read_delimited`` on the decoded text gives the exact reading). The streaming ingest
+    calls this on a chunk's bytes: no decode and re-encode of text that is already UTF-8."""
+    one_nl = data.endswith(b"\n") and not data.endswith((b"\n\n", b"\n\r\n", b"\r\r\n"))
+    return _fast_delimited(path, data if one_nl else data.rstrip(b"\r\n") + b"\n", delim, encoding)
 
 
 def read_delimited(path: Path, text: str, delimiter: str | None, encoding: str | None) -> RawTable:
     """CSV/TSV; quoted multi-line cells keep their true starting line (csv module when irregular)."""
     file = str(path)
     delim = delimiter or _sniff_delimiter(text)
-    one_nl = text.endswith("\n") and not text.endswith(("\n\n", "\n\r\n", "\r\r\n"))
-    fast = _fast_delimited(path, text if one_nl else text.rstrip("\r\n") + "\n", delim, encoding)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: the csv module reads it
+        fast = None
+    else:
+        fast = read_delimited_fast(path, data, delim, encoding)
+        del data
     if fast is not None:
         return fast
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
@@ -452,11 +481,20 @@ def apply_profile(table: RawTable, prof: ImportProfile, shops: dict[str, Shop], 
     ]
     rejected = np.zeros(n, dtype=bool)
     raw_cols = [h for h in table.header if h in c.columns]
+    hits: list[tuple[np.ndarray, str, str]] = []
     for mask, field_name, reason in checks:
         m = mask & ~rejected
         if m.any():
-            table.rejects.add_many(c.loc[m, LINE], field_name, reason, F.raw_rows(c.loc[m], raw_cols))
+            hits.append((np.flatnonzero(m), field_name, reason))
             rejected |= m
+    if hits:
+        # The few rejected rows are taken and rendered once (rendering is per cell), then split.
+        where = np.flatnonzero(rejected)
+        rows = c.iloc[where]
+        lines, raw = rows[LINE], F.raw_rows(rows, raw_cols)
+        for pos, field_name, reason in hits:
+            sel = np.searchsorted(where, pos)
+            table.rejects.add_many(lines.iloc[sel], field_name, reason, raw.iloc[sel])
     keep = ~rejected
 
     auto = np.zeros(n, dtype=bool)
