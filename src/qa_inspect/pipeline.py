@@ -54,7 +54,7 @@ OUTPUT_FILES = tuple(f"{n}.{ext}" for n in ("conversations", "findings", "agents
 AUTO_TOTAL = "auto_total"  # the scorecard's total when a human override replaced TOTAL in outputs
 DEFAULT_PARTITION = 2000
 BOM = "\ufeff"
-DUCK_MEMORY = 256  # MB, DuckDB's limit per output copy (two run at once, beside the store); it spills beyond it
+DUCK_MEMORY = 768  # MB, DuckDB's limit per output copy (one at a time, beside the store); it spills beyond it
 
 ProgressFn = Callable[[str, int, int], None]
 LogFn = Callable[[str], None]
@@ -1152,7 +1152,7 @@ class _StagedOutputs:
         from concurrent.futures import ThreadPoolExecutor
 
         self.out = out
-        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qa-outputs")
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-outputs")
         self.tmp = {name: _tmp_name(out / name) for name in jobs}
         self.futures = {name: self.pool.submit(job, target=self.tmp[name]) for name, job in jobs.items()}
 

@@ -158,3 +158,20 @@ def test_row_conversion_of_big_frames_gives_the_same_pages(filled: ReportData, f
                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(R, "_CONVERT_ROWS", 0)  # every frame "big": converted per conversation
     assert _files(filled, tmp_path / "rows") == full_files
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(alphabet="ab买家-1", min_size=1, max_size=4), st.text(alphabet="ab买家-1x", max_size=5),
+                       max_size=8),
+       st.text(alphabet="ab买家-1xy", max_size=30))
+def test_buyer_masker_is_the_plain_replace_loop(aliases: dict[str, str], text: str) -> None:
+    """The automaton version replaces exactly what the name-by-name loop replaces, aliases that
+    contain or complete other names included."""
+    from qa_inspect.reports.render import buyer_masker
+
+    names = sorted((n for n in aliases if len(n) >= 2), key=lambda n: (-len(n), n))
+    expected = text
+    for n in names:
+        if n in expected:
+            expected = expected.replace(n, aliases[n])
+    assert buyer_masker(aliases, lambda t: t)(text) == expected
