@@ -223,14 +223,16 @@ def attribute_events(stats: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
 
 
 def agent_kpis(stats: pd.DataFrame, events: pd.DataFrame, *, by: Sequence[str] = (S.SHOP_ID, S.AGENT_ID),
-               scores: pd.DataFrame | None = None) -> pd.DataFrame:
+               scores: pd.DataFrame | None = None, attribution: pd.DataFrame | None = None) -> pd.DataFrame:
     """Aggregate per-conversation stats to KPIs grouped ``by`` (agent, shop, and/or NIGHT).
 
     ``scores`` (optional, CONVERSATION_ID + TOTAL + VETO) adds mean_total, n_scored, n_veto.
     Rates are ratios of sums (not means of per-conversation rates), so they combine correctly.
+    ``attribution``: ``attribute_events(stats, events)`` when the caller has it already (the
+    nightly run groups by agent and by shop: one attribution of a million messages' events).
     """
     by = list(by)
-    att = attribute_events(stats, events)
+    att = attribute_events(stats, events) if attribution is None else attribution
     df = stats.merge(att, on=S.CONVERSATION_ID, how="left")
     if scores is not None and len(scores):
         df = df.merge(scores[[S.CONVERSATION_ID, S.TOTAL, S.VETO]], on=S.CONVERSATION_ID, how="left")

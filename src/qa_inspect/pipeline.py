@@ -54,7 +54,7 @@ OUTPUT_FILES = tuple(f"{n}.{ext}" for n in ("conversations", "findings", "agents
 AUTO_TOTAL = "auto_total"  # the scorecard's total when a human override replaced TOTAL in outputs
 DEFAULT_PARTITION = 2000
 BOM = "\ufeff"
-DUCK_MEMORY = 768  # MB, DuckDB's limit per output copy (one at a time, beside the store); it spills beyond it
+DUCK_MEMORY = 512  # MB, DuckDB's limit per output copy (one at a time, beside the store); it spills beyond it
 
 ProgressFn = Callable[[str, int, int], None]
 LogFn = Callable[[str], None]
@@ -699,6 +699,17 @@ MSGS_PER_CONVERSATION = 15  # bucket sizing guess (sample logs 13.4, benchmark 1
 MAX_BUCKETS = 4096  # caps the spill files (chunks x buckets) for tiny --partition-size values
 
 
+def chunk_size(paths: Sequence[Path | str], engine: str, workers: int) -> int:
+    """Bytes per input chunk: 32 MB (ingest.stream.CHUNK_BYTES) in one process; with workers, small
+    enough for at least 4 chunks per worker (down to 4 MB), so the ingest phase is balanced."""
+    st = importlib.import_module("qa_inspect.ingest.stream")
+    if engine == "local":
+        return int(st.CHUNK_BYTES)
+    files = importlib.import_module("qa_inspect.ingest.core").collect_files([Path(p) for p in paths])
+    total = sum(f.stat().st_size for f in files)
+    return int(min(st.CHUNK_BYTES, max(4 << 20, total // (4 * max(1, workers)))))
+
+
 def bucket_count(records: int, partition_size: int) -> int:
     """Buckets (= partitions) for about ``partition_size`` conversations each, from the planned
     record count: conversations are only known after the buckets are assembled."""
@@ -1038,7 +1049,8 @@ def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Pa
         crash_point("config")
         rep.log(f"ingesting {len(paths)} path(s)")
         with timer("ingest"):
-            plan = stage("qa_inspect.ingest.stream", "plan_chunks")(list(paths), rules_dir=ctx.rules_dir)
+            plan = stage("qa_inspect.ingest.stream", "plan_chunks")(
+                list(paths), rules_dir=ctx.rules_dir, chunk_bytes=chunk_size(paths, engine_name, workers))
         n_buckets = bucket_count(plan.records_estimate, partition_size)
         wall.update({k: v for k, v in timer.seconds.items() if not k.startswith(CPU_PREFIX)})
         spool = ResultSpool(out / f"{SPOOL_PREFIX}{run_id}", ctx.shops, timer)
@@ -1138,7 +1150,8 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
     try:
         return _finish_store_outputs(spool, ingest, ctx, run_id=run_id, started=started, out=out, db_path=db_path,
                                      paths=paths, rep=rep, render=render, timer=timer, wall=wall, before=before,
-                                     conversations=conversations, stats=stats, events=events, conv_kpis=conv_kpis,
+                                     conversations=conversations, stats=stats, events=events, att=att,
+                                     conv_kpis=conv_kpis,
                                      queue=queue, nights=nights, parts=parts, staged=staged)
     finally:
         staged.close()
@@ -1176,7 +1189,7 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
                           out: Path, db_path: Path, paths: Sequence[Path | str], rep: Reporter, render: bool,
                           timer: StageTimer, wall: dict[str, float], before: dict[str, float],
                           conversations: pd.DataFrame, stats: pd.DataFrame, events: pd.DataFrame,
-                          conv_kpis: pd.DataFrame, queue: pd.DataFrame, nights: list[str], parts: dict[str, Any],
+                          att: pd.DataFrame, conv_kpis: pd.DataFrame, queue: pd.DataFrame, nights: list[str], parts: dict[str, Any],
                           staged: _StagedOutputs) -> RunSummary:
     from qa_inspect import store
 
@@ -1198,8 +1211,8 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
             # ... while outputs, KPIs and reports use a human override where one exists
             conversations = apply_overrides(conversations, eff[S.HUMAN_TOTAL], ctx.scorecard)
             del eff
-            agents = agent_kpis(stats, events, by=(S.SHOP_ID, S.AGENT_ID), scores=conversations)
-            shops_k = agent_kpis(stats, events, by=(S.SHOP_ID,), scores=conversations)
+            agents = agent_kpis(stats, events, by=(S.SHOP_ID, S.AGENT_ID), scores=conversations, attribution=att)
+            shops_k = agent_kpis(stats, events, by=(S.SHOP_ID,), scores=conversations, attribution=att)
         with timer("store"):
             store.write_run_kpis(con, run_id, agents=agents, shops=shops_k,
                                  checkpoint=lambda step: crash_point("store", step))
