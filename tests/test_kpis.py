@@ -423,3 +423,15 @@ def test_stats_match_reference_on_messy_rows() -> None:
     m.loc[m.index[:6], S.CONVERSATION_ID] = pd.NA
     assert_same_stats(m, build_conversations(m, shops, PRESALE), shops)
     assert_same_stats(m.iloc[0:0], conv.iloc[0:0], shops)
+
+
+def test_agent_kpis_with_a_precomputed_attribution_are_the_same(batch: pd.DataFrame) -> None:
+    """The nightly run attributes events once and passes the result to both groupings."""
+    conv = build_conversations(batch, SHOPS, PRESALE)
+    stats = conversation_stats(batch, conv, SHOPS, slow_reply_s=60)
+    events = events_frame(batch, SHOPS)
+    att = attribute_events(stats, events)
+    assert att[CONVERTED].any()  # the batch has a conversion to attribute
+    for by in ((S.SHOP_ID, S.AGENT_ID), (S.SHOP_ID,)):
+        pd.testing.assert_frame_equal(agent_kpis(stats, events, by=by, attribution=att),
+                                      agent_kpis(stats, events, by=by), check_exact=True)

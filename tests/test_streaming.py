@@ -198,3 +198,61 @@ def test_run_memory_follows_the_partition_not_the_night(rules_dir: Path, tmp_pat
         assert (s.partitions > 5) == (size == 20)
     assert peaks[(6000, 20)] < 1.3 * peaks[(1500, 20)], peaks
     assert peaks[(6000, 20)] < 0.85 * peaks[(6000, 100_000)], peaks
+
+
+def test_bucket_and_chunk_sizing(tmp_path: Path) -> None:
+    from qa_inspect.ingest.stream import CHUNK_BYTES
+    from qa_inspect.pipeline import MAX_BUCKETS, bucket_count, chunk_size
+
+    assert bucket_count(0, 2000) == 1 and bucket_count(30_000, 2000) == 1
+    assert bucket_count(1_000_000, 2000) == 34  # ceil(1M / (2000 x 15))
+    assert bucket_count(10_000, 1) == 667 and bucket_count(10**9, 1) == MAX_BUCKETS
+    with pytest.raises(Exception, match="at least 1"):
+        bucket_count(10, 0)
+    big = tmp_path / "big.csv"
+    with open(big, "wb") as fh:
+        fh.truncate(64 << 20)  # sparse: only the size matters here
+    assert chunk_size([big], "local", 1) == CHUNK_BYTES
+    assert chunk_size([big], "pool", 2) == 8 << 20  # 4 chunks per worker
+    assert chunk_size([tmp_path], "pool", 8) == 4 << 20  # never below 4 MB
+
+
+def test_output_copy_retries_with_more_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DuckDB copy that runs out of memory under the cap is retried with 4x, then 16x, and the
+    file is the same as with room to spare; the last failure is raised, not swallowed."""
+    import duckdb
+
+    import qa_inspect.pipeline as P
+
+    f = tmp_path / "part-000000.parquet"
+    pd.DataFrame({"conversation_id": [f"c{i % 97}" for i in range(5000)], "t": ["=x" * 40] * 5000}).to_parquet(f)
+    P._duck_parts([f], None, ("conversation_id",), True, tmp_path / "ok.csv")
+    limits: list[str] = []
+    real = duckdb.connect
+
+    class Starved:
+        """A connection whose queries run out of memory (as DuckDB's do under a too small cap)."""
+
+        def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+            self.con = con
+
+        def execute(self, sql: str) -> None:
+            raise duckdb.OutOfMemoryException("Out of Memory Error: test")
+
+        def close(self) -> None:
+            self.con.close()
+
+    def connect(*args: object, config: dict[str, str], fail: int) -> object:
+        limits.append(config["memory_limit"])
+        con = real(*args, config=config)
+        return Starved(con) if len(limits) <= fail else con
+
+    monkeypatch.setattr(duckdb, "connect", lambda *a, config: connect(*a, config=config, fail=2))
+    P._duck_parts([f], None, ("conversation_id",), True, tmp_path / "retried.csv")
+    assert limits == [f"{P.DUCK_MEMORY}MB", f"{P.DUCK_MEMORY * 4}MB", f"{P.DUCK_MEMORY * 16}MB"]
+    assert (tmp_path / "retried.csv").read_bytes() == (tmp_path / "ok.csv").read_bytes()
+    limits.clear()
+    monkeypatch.setattr(duckdb, "connect", lambda *a, config: connect(*a, config=config, fail=3))
+    with pytest.raises(duckdb.OutOfMemoryException):
+        P._duck_parts([f], None, ("conversation_id",), True, tmp_path / "never.csv")
+    assert len(limits) == 3

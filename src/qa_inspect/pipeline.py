@@ -535,7 +535,7 @@ class Reporter:
                 self._last = ""
             self.stream.flush()
         elif done >= total or done == 1 or done % 10 == 0:
-            self.log(f"{what}: {done}/{total} partitions")
+            self.log(f"{what}: {done}/{total} {'input chunks' if what == 'ingest' else 'partitions'}")
 
 
 # --------------------------------------------------------------------------- spool
@@ -1130,14 +1130,19 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
         nights = sorted(str(x) for x in conversations[S.NIGHT].dropna().unique())
     parts = {name: store.ParquetParts(spool.files(name)) for name in SPOOLED}
 
-    # The big per-message/per-finding outputs are C++ work (DuckDB COPY, GIL released): write them to
-    # temp files in threads while the store is written, rename them in place only after the store
-    # commit, in the usual order, so a killed run still never leaves a mixed output set.
+    # The big per-message/per-finding outputs are C++ work (DuckDB COPY, GIL released): a background
+    # thread writes them to temp files once the store is closed (not during the store write: two
+    # DuckDB buffer pools at once cost ~600 MB more at 5M messages) while this thread writes the
+    # small outputs; they are renamed in place in the usual order, so a killed run never leaves a
+    # mixed output set.
     by_conv = (S.CONVERSATION_ID,)  # one order whatever the partition layout
     jobs: dict[str, Callable[[Path], None]] = {}
+    # messages.parquet is not re-sorted: a night's messages are the one table whose sort spills (5M
+    # messages: +300 MB and 5x the time); its rows come in partition order, each conversation whole
+    # and in seq order.
     for name, spooled_name, cols, order in (("findings", "findings", list(S.FINDING_COLUMNS), by_conv),
                                             ("score_trace", "trace", None, by_conv),
-                                            ("messages", "messages", list(S.MESSAGE_COLUMNS), (*by_conv, S.SEQ))):
+                                            ("messages", "messages", list(S.MESSAGE_COLUMNS), ())):
         files = spool.files(spooled_name)
         if not files:
             continue
@@ -1162,15 +1167,18 @@ class _StagedOutputs:
     renames it in place (crash point ``before_rename`` as in _atomic); ``close`` removes leftovers."""
 
     def __init__(self, out: Path, jobs: dict[str, Callable[[Path], None]]) -> None:
-        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import Future, ThreadPoolExecutor
 
-        self.out = out
+        self.out, self.jobs = out, jobs
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-outputs")
         self.tmp = {name: _tmp_name(out / name) for name in jobs}
-        self.futures = {name: self.pool.submit(job, target=self.tmp[name]) for name, job in jobs.items()}
+        self.futures: dict[str, Future[None]] = {}
+
+    def start(self) -> None:
+        self.futures = {name: self.pool.submit(job, target=self.tmp[name]) for name, job in self.jobs.items()}
 
     def __contains__(self, name: str) -> bool:
-        return name in self.futures
+        return name in self.jobs
 
     def take(self, name: str) -> Path:
         self.futures[name].result()
@@ -1218,6 +1226,7 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
                                  checkpoint=lambda step: crash_point("store", step))
             trend = store.agent_trend(con)
     crash_point("store", "closed")
+    staged.start()
 
     rep.log(f"writing outputs to {out}")
     with timer("outputs"):

@@ -97,7 +97,7 @@ FROM latest LEFT JOIN ov USING (conversation_id);
 _RUN_TABLES = ("conversations", "findings", "score_trace", "conversation_kpis", "review_queue")
 
 
-STORE_MEMORY = "512MB"  # DuckDB's buffer limit per connection (default 80 % of RAM); it spills beyond it
+STORE_MEMORY = "384MB"  # DuckDB's buffer limit per connection (default 80 % of RAM); it spills beyond it
 
 
 def connect(db_path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
