@@ -1065,12 +1065,13 @@ def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Pa
             crash_point("ingest")
             ran = score_buckets(session, ingest, ctx, rep, spool, wall)
             crash_point("engine")
-            session.close()
-            session = None
             timer.add(ran.stage_seconds)
             n = ingest.partitions
+            # pool workers are idle now: they write the big output files while this process does
+            # the KPIs and the store (the local and dask engines use a thread here)
+            copier = getattr(session, "pool", None) if engine_name == "pool" else None
             summary = _finish(spool, ingest, ctx, run_id=run_id, started=started, out=out, db_path=db_path,
-                              paths=paths, rep=rep, render=render, timer=timer, wall=wall)
+                              paths=paths, rep=rep, render=render, timer=timer, wall=wall, copier=copier)
         finally:
             if session is not None:
                 session.close()
@@ -1107,7 +1108,7 @@ def _check_store_writable(db_path: Path) -> None:
 
 def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, started: datetime,
             out: Path, db_path: Path, paths: Sequence[Path | str], rep: Reporter, render: bool,
-            timer: StageTimer, wall: dict[str, float]) -> RunSummary:
+            timer: StageTimer, wall: dict[str, float], copier: Any = None) -> RunSummary:
     """Client side after the engine: store, outputs, reports from the spool (timed into ``timer``;
     these run once on the client, so ``wall`` gets the same figures). Only per-conversation
     frames are concatenated in memory; messages, findings and trace go from the spool's Parquet
@@ -1151,7 +1152,9 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
                 continue
             tmpdir = spool.folder / f"duckdb-{name}-{ext}"
             jobs[f"{name}.{ext}"] = functools.partial(_duck_parts, files, cols, order, csv, spill=tmpdir)
-    staged = _StagedOutputs(out, jobs)
+    staged = _StagedOutputs(out, jobs, copier)
+    if copier is not None:
+        staged.start()  # in the pool's processes: their memory is not this process's
     try:
         return _finish_store_outputs(spool, ingest, ctx, run_id=run_id, started=started, out=out, db_path=db_path,
                                      paths=paths, rep=rep, render=render, timer=timer, wall=wall, before=before,
@@ -1163,19 +1166,22 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
 
 
 class _StagedOutputs:
-    """Output files written to their temp names by background threads; ``take`` waits for one and
-    renames it in place (crash point ``before_rename`` as in _atomic); ``close`` removes leftovers."""
+    """Output files written to their temp names in the background (a thread, or the pool's worker
+    processes); ``take`` waits for one and renames it in place (crash point ``before_rename`` as in
+    _atomic); ``close`` removes leftovers."""
 
-    def __init__(self, out: Path, jobs: dict[str, Callable[[Path], None]]) -> None:
+    def __init__(self, out: Path, jobs: dict[str, Callable[[Path], None]], executor: Any = None) -> None:
         from concurrent.futures import Future, ThreadPoolExecutor
 
         self.out, self.jobs = out, jobs
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-outputs")
+        self.own = executor is None  # a thread of ours, or the engine's process pool (not ours to shut)
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-outputs") if self.own else executor
         self.tmp = {name: _tmp_name(out / name) for name in jobs}
         self.futures: dict[str, Future[None]] = {}
 
     def start(self) -> None:
-        self.futures = {name: self.pool.submit(job, target=self.tmp[name]) for name, job in self.jobs.items()}
+        if not self.futures:
+            self.futures = {name: self.pool.submit(job, target=self.tmp[name]) for name, job in self.jobs.items()}
 
     def __contains__(self, name: str) -> bool:
         return name in self.jobs
@@ -1188,7 +1194,13 @@ class _StagedOutputs:
         return path
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        from concurrent.futures import wait
+
+        for f in self.futures.values():
+            f.cancel()
+        wait(list(self.futures.values()))  # nothing may still write a temp file we remove
+        if self.own:
+            self.pool.shutdown(wait=True)
         for tmp in self.tmp.values():
             tmp.unlink(missing_ok=True)
 
