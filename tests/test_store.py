@@ -115,6 +115,15 @@ def test_override_review_replaces_total(con: duckdb.DuckDBPyConnection) -> None:
     assert not conv.loc["s:2026-11-23-1", S.OVERRIDDEN]
     assert conv.loc["s:2026-11-23-1", store.EFFECTIVE_TOTAL] == 51
     assert store.agent_trend(con).iloc[0]["mean_total"] == pytest.approx((95 + 51) / 2)
+    # the run reads only its own conversations' overrides, the same values as the view; a later
+    # override by another reviewer wins, as in v_conversations
+    con.execute("INSERT INTO reviews (conversation_id, reviewer, total, override, imported_at) VALUES "
+                "('s:2026-11-23-0', 'qa2', 77, true, now() + INTERVAL 1 HOUR)")
+    ids = ["s:2026-11-23-1", "s:2026-11-23-0", "nobody"]
+    got = store.human_totals(con, ids)
+    view = store.read_conversations(con).set_index(S.CONVERSATION_ID)[S.HUMAN_TOTAL]
+    assert list(got.index) == ids and got["s:2026-11-23-0"] == view["s:2026-11-23-0"] == 77
+    assert got[["s:2026-11-23-1", "nobody"]].isna().all()
 
 
 def test_outbox_table_has_the_agreed_columns(con: duckdb.DuckDBPyConnection) -> None:

@@ -1225,12 +1225,12 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
             store.write_run(con, run, conversations=conversations, messages=parts["messages"],
                             findings=parts["findings"], trace=parts["trace"], conversation_kpis=conv_kpis,
                             review_queue=queue, checkpoint=lambda step: crash_point("store", step))
-            eff = store.read_conversations(con).set_index(S.CONVERSATION_ID)
+            human = store.human_totals(con, conversations[S.CONVERSATION_ID].astype(str).tolist())
         crash_point("store", "committed")
         with timer("kpis"):
             # ... while outputs, KPIs and reports use a human override where one exists
-            conversations = apply_overrides(conversations, eff[S.HUMAN_TOTAL], ctx.scorecard)
-            del eff
+            conversations = apply_overrides(conversations, human, ctx.scorecard)
+            del human
             agents = agent_kpis(stats, events, by=(S.SHOP_ID, S.AGENT_ID), scores=conversations, attribution=att)
             shops_k = agent_kpis(stats, events, by=(S.SHOP_ID,), scores=conversations, attribution=att)
         with timer("store"):

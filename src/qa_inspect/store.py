@@ -321,6 +321,22 @@ def read_conversations(con: duckdb.DuckDBPyConnection, *, agent_id: str | None =
     return con.execute(sql + " ORDER BY conversation_id", params).df()
 
 
+def human_totals(con: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str]) -> pd.Series:
+    """The effective human override total (v_conversations.human_total) of the given conversations,
+    indexed by id; NaN where none. Reads the reviews of those ids only, not the store's history."""
+    ids = pd.DataFrame({S.CONVERSATION_ID: pd.unique(pd.Series(list(conversation_ids), dtype=object))})
+    con.register("_ids", ids)
+    try:
+        ov = con.execute(
+            "SELECT conversation_id, total AS human_total FROM reviews WHERE override "
+            "AND conversation_id IN (SELECT conversation_id FROM _ids) "
+            "QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY imported_at DESC, reviewer) = 1").df()
+    finally:
+        con.unregister("_ids")
+    return (ov.set_index(S.CONVERSATION_ID)[S.HUMAN_TOTAL].astype("float64")
+            .reindex(ids[S.CONVERSATION_ID]).rename(S.HUMAN_TOTAL))
+
+
 def read_findings(con: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str]) -> pd.DataFrame:
     """Findings of the latest scoring of the given conversations."""
     ids = pd.DataFrame({S.CONVERSATION_ID: list(conversation_ids)})
