@@ -437,13 +437,20 @@ class PartitionResult:
     spilled: dict[str, int] | None = None  # rows the worker wrote to the spool itself (frames then empty)
 
 
+def _spooled_frames(r: PartitionResult) -> tuple[tuple[str, pd.DataFrame], ...]:
+    """The rows a partition spools, each conversation's rows together (the stages emit rule findings
+    before knowledge findings; a stable sort keeps each conversation's own order)."""
+    return (("messages", _plain(r.messages)), ("findings", _by_conversation(r.findings)),
+            ("trace", _by_conversation(r.trace)))
+
+
 def spill_result(r: PartitionResult, folder: Path, index: int, shops: dict[str, Shop]) -> PartitionResult:
     """Worker side, where it shares the client's disk: write the per-message and per-finding rows
     to the spool as the client would and send back only the per-conversation frames (no
     pickling of a partition's messages through the pool, no Parquet encoding on the client)."""
     r.events = events_frame(r.messages, shops)
     r.spilled = {}
-    for name, df in (("messages", _plain(r.messages)), ("findings", r.findings), ("trace", r.trace)):
+    for name, df in _spooled_frames(r):
         r.spilled[name] = 0
         if df is not None and len(df):
             _atomic(folder / name / f"part-{index:06d}.parquet", lambda p, d=df: d.to_parquet(p, index=False))
@@ -569,7 +576,7 @@ class ResultSpool:
                 for name in SPOOLED:
                     self.rows[name] += r.spilled.get(name, 0)
             else:
-                for name, df in (("messages", _plain(r.messages)), ("findings", r.findings), ("trace", r.trace)):
+                for name, df in _spooled_frames(r):
                     if df is not None and len(df):
                         df.to_parquet(self.folder / name / f"part-{index:06d}.parquet", index=False)
                         self.rows[name] += len(df)
@@ -655,9 +662,12 @@ def _duck_parts(files: Sequence[Path], columns: Sequence[str] | None, order_by: 
         name = str(neutralise_formula(c)) if csv else c
         sel.append(f"{e} AS {_q(BOM + name if csv and i == 0 else name)}")
     listing = "[" + ", ".join(_sql_text(str(f)) for f in files) + "]"
-    keys = [_q(k) for k in order_by if k in present] + ["filename", "file_row_number"]
-    sql = (f"SELECT {', '.join(sel)} FROM read_parquet({listing}, union_by_name = true, filename = true, "
-           f"file_row_number = true) ORDER BY {', '.join(keys)}")
+    keys = [_q(k) for k in order_by if k in present]
+    if keys:  # ties in part then row order
+        sql = (f"SELECT {', '.join(sel)} FROM read_parquet({listing}, union_by_name = true, filename = true, "
+               f"file_row_number = true) ORDER BY {', '.join([*keys, 'filename', 'file_row_number'])}")
+    else:  # parts in the given order, rows as written (DuckDB preserves insertion order): a stream
+        sql = f"SELECT {', '.join(sel)} FROM read_parquet({listing}, union_by_name = true)"
     opts = "HEADER, DELIMITER ',', NEW_LINE '\\r\\n'" if csv else "FORMAT parquet"
     # A memory cap keeps the run's RSS predictable; an operator that cannot spill under it (odd
     # data: huge texts) gets a larger one rather than failing the night.
@@ -1136,13 +1146,13 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
     # DuckDB buffer pools at once cost ~600 MB more at 5M messages) while this thread writes the
     # small outputs; they are renamed in place in the usual order, so a killed run never leaves a
     # mixed output set.
-    by_conv = (S.CONVERSATION_ID,)  # one order whatever the partition layout
     jobs: dict[str, Callable[[Path], None]] = {}
-    # messages.parquet is not re-sorted: a night's messages are the one table whose sort spills (5M
-    # messages: +300 MB and 5x the time); its rows come in partition order, each conversation whole
-    # and in seq order.
-    for name, spooled_name, cols, order in (("findings", "findings", list(S.FINDING_COLUMNS), by_conv),
-                                            ("score_trace", "trace", None, by_conv),
+    # Not re-sorted: rows come in partition order, each conversation whole (messages in seq order,
+    # findings in the order the stages produced them). A global sort spills to disk once a night
+    # outgrows DuckDB's buffer cap (5M messages: the findings/trace sorts made the outputs 7x slower
+    # than at 1M, the messages sort +300 MB); conversations.csv is sorted (it is in memory).
+    for name, spooled_name, cols, order in (("findings", "findings", list(S.FINDING_COLUMNS), ()),
+                                            ("score_trace", "trace", None, ()),
                                             ("messages", "messages", list(S.MESSAGE_COLUMNS), ())):
         files = spool.files(spooled_name)
         if not files:
