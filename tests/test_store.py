@@ -171,3 +171,33 @@ def test_a_file_that_is_not_a_store_is_a_user_error(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not a duckdb file" * 100)
     with pytest.raises(UserError, match="qa.duckdb"):
         store.connect(bad)
+
+
+def test_a_night_too_big_for_the_memory_cap_is_written_again_with_more(con: duckdb.DuckDBPyConnection,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """DuckDB cannot spill the primary-key index: a night that does not fit the connection's cap
+    fails at COMMIT. The failed transaction is rolled back and the run written again, whole, with a
+    larger cap; anything but running out of memory is raised as before."""
+    real = store.write_run_once
+    calls: list[str] = []
+
+    def starved(*args: object, **kwargs: object) -> dict[str, int]:
+        calls.append(con.execute("SELECT current_setting('memory_limit')").fetchone()[0])
+        if len(calls) == 1:
+            con.execute("BEGIN TRANSACTION")
+            con.execute("INSERT INTO runs (run_id) VALUES ('half-written')")
+            raise duckdb.TransactionException("Failed to commit: could not allocate block of size 256.0 KiB")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "write_run_once", starved)
+    write(con, "r1", night_frames("2026-11-23", n=3, total=70.0))
+    assert len(calls) == 2 and calls[1] != calls[0]  # the second attempt ran with a larger cap
+    assert con.execute("SELECT count(*) FROM runs WHERE run_id = 'half-written'").fetchone()[0] == 0
+    assert store.count_rows(con)["conversations"] == 3
+
+    def broken(*args: object, **kwargs: object) -> dict[str, int]:
+        raise duckdb.ConstraintException("not a memory problem")
+
+    monkeypatch.setattr(store, "write_run_once", broken)
+    with pytest.raises(duckdb.ConstraintException):
+        write(con, "r2", night_frames("2026-11-24", n=1, total=70.0))

@@ -98,6 +98,7 @@ _RUN_TABLES = ("conversations", "findings", "score_trace", "conversation_kpis", 
 
 
 STORE_MEMORY = "384MB"  # DuckDB's buffer limit per connection (default 80 % of RAM); it spills beyond it
+RETRY_MEMORY = ("1GB", "4GB", "16GB")  # write_run again with these when a night does not fit (the PK index)
 
 
 def connect(db_path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -236,10 +237,39 @@ class RunRecord:
 Checkpoint = Callable[[str], None]
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.OutOfMemoryException) or (
+        isinstance(exc, duckdb.TransactionException) and "could not allocate" in str(exc))
+
+
 def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: pd.DataFrame,
               messages: Rows, findings: Rows, trace: Rows,
               conversation_kpis: pd.DataFrame, review_queue: pd.DataFrame,
               checkpoint: Checkpoint | None = None) -> dict[str, int]:
+    """:func:`write_run_once`; a night too big for the connection's memory cap (the primary-key
+    index cannot spill: 5M messages need more than 256 MB at COMMIT) is written again, whole, with
+    a larger cap instead of failing the run. The failed attempt was rolled back."""
+    for limit in (None, *RETRY_MEMORY):
+        if limit is not None:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # a failed COMMIT has already ended the transaction
+            con.execute(f"SET memory_limit = '{limit}'")
+        try:
+            return write_run_once(con, run, conversations=conversations, messages=messages, findings=findings,
+                                  trace=trace, conversation_kpis=conversation_kpis, review_queue=review_queue,
+                                  checkpoint=checkpoint)
+        except duckdb.Error as exc:
+            if not _out_of_memory(exc) or limit == RETRY_MEMORY[-1]:
+                raise
+    raise BugError("write_run: unreachable")  # pragma: no cover
+
+
+def write_run_once(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: pd.DataFrame,
+                   messages: Rows, findings: Rows, trace: Rows,
+                   conversation_kpis: pd.DataFrame, review_queue: pd.DataFrame,
+                   checkpoint: Checkpoint | None = None) -> dict[str, int]:
     """Replace this run's conversations (by id + rule-set version) and record the run, atomically.
 
     ``checkpoint(step)`` is called inside the transaction after the deletes (``deleted``), after
