@@ -1,11 +1,15 @@
-"""The nightly audit: ingest → partitions → process_partition → store → outputs → reports.
+"""The nightly audit: plan chunks → spill into conversation buckets → pass 1 → pass 2 → store →
+outputs → reports.
 
-Work is split into partitions of whole conversations so the same ``process_partition`` runs in
-one process, a process pool or on a dask cluster (engines.py; each worker loads the
-configuration once). Seconds per stage go into run_summary.json (``stage_seconds``). Template rules need counts over the whole batch, hence two passes: pass 1
-normalises/tokenises each partition and counts agent reply templates, pass 2 does the rest with
-the merged counts. Other stages are imported lazily so that a missing stage fails the run with
-a clear message instead of breaking ``import qa_inspect``.
+The input is never held whole: chunks of the exports are spilled into buckets of whole
+conversations (ingest.stream), and each bucket is a partition that the same ``process_partition``
+scores in one process, a process pool or on a dask cluster (engines.py; each worker loads the
+configuration once). Template rules need counts over the whole batch, hence two passes: pass 1
+assembles and normalises each bucket and counts agent reply templates, pass 2 does the rest with
+the merged counts. Results are spooled to disk; the store and the big outputs are written from the
+spool by DuckDB. Seconds per stage (wall and CPU) go into run_summary.json. Other stages are
+imported lazily so that a missing stage fails the run with a clear message instead of breaking
+``import qa_inspect``.
 """
 
 from __future__ import annotations
