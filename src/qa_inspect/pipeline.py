@@ -412,9 +412,10 @@ class StageTimer:
             self.seconds[k] = self.seconds.get(k, 0.0) + v
 
 
-def prepare_partition(partition: pd.DataFrame, ctx: Context,
-                      timer: StageTimer | None = None) -> tuple[pd.DataFrame, Counter[str]]:
-    """Pass 1: normalise + tokenise (if not yet) and count reply templates."""
+def prepare_partition(partition: pd.DataFrame, ctx: Context, timer: StageTimer | None = None, *,
+                      count: bool = True) -> tuple[pd.DataFrame, Counter[str]]:
+    """Normalise + tokenise (if not yet) and count reply templates (``count=False``: the caller has
+    the batch's counts already; an empty Counter comes back)."""
     t = timer or StageTimer()
     p = partition
     if S.NORM_TEXT not in p.columns:
@@ -423,6 +424,8 @@ def prepare_partition(partition: pd.DataFrame, ctx: Context,
     if S.TOKENS not in p.columns:
         with t("tokenize"):
             p = stage("qa_inspect.text.tokenize", "tokenize")(p, ctx.tokenizer)
+    if not count:
+        return p, Counter()
     with t("template_counts"):
         counts = Counter(stage("qa_inspect.ruleengine", "template_counts")(p))
     return p, counts
@@ -476,7 +479,7 @@ def process_partition(partition: pd.DataFrame, ctx: Context,
     if template_counts is not None and S.NORM_TEXT in partition.columns and S.TOKENS in partition.columns:
         p, counts = partition, template_counts  # prepared in pass 1: nothing to redo
     else:
-        p, own = prepare_partition(partition, ctx, t)
+        p, own = prepare_partition(partition, ctx, t, count=template_counts is None)
         counts = template_counts if template_counts is not None else own
     with t("rules"):  # one pass: the per-conversation and the template rules share the split
         rule_f, tmpl_f = stage("qa_inspect.ruleengine", "apply_all_rules")(p, ctx.ruleset, counts, ctx.shops)
