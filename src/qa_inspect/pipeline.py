@@ -452,9 +452,10 @@ def _spooled_frames(r: PartitionResult) -> tuple[tuple[str, pd.DataFrame], ...]:
 
 
 def spill_result(r: PartitionResult, folder: Path, index: int, shops: dict[str, Shop]) -> PartitionResult:
-    """Worker side, where it shares the client's disk: write the per-message and per-finding rows
-    to the spool as the client would and send back only the per-conversation frames (no
-    pickling of a partition's messages through the pool, no Parquet encoding on the client)."""
+    """Write a result's per-message and per-finding rows to the spool and keep only the
+    per-conversation frames. Workers that share the client's disk call it themselves (no pickling
+    of a partition's messages through the pool, no Parquet encoding on the client); the client's
+    ResultSpool calls it for results shipped back whole."""
     r.events = events_frame(r.messages, shops)
     r.spilled = {}
     for name, df in _spooled_frames(r):
@@ -579,18 +580,16 @@ class ResultSpool:
 
     def __call__(self, index: int, r: PartitionResult) -> None:
         with self.timer("merge"):
-            if r.spilled is not None:  # the worker wrote its parts already
-                for name in SPOOLED:
-                    self.rows[name] += r.spilled.get(name, 0)
-            else:
-                for name, df in _spooled_frames(r):
-                    if df is not None and len(df):
-                        df.to_parquet(self.folder / name / f"part-{index:06d}.parquet", index=False)
-                        self.rows[name] += len(df)
+            if r.spilled is None:  # a result shipped back whole (dask): spool its rows here
+                spill_result(r, self.folder, index, self.shops)
+            if r.spilled is None or r.events is None:
+                raise BugError(f"partition {index}: result not spooled")
+            for name in SPOOLED:
+                self.rows[name] += r.spilled.get(name, 0)
             self.conversations.append(r.conversations)
             self.review_items.append(r.review_items)
             self.stats.append(r.stats)
-            self.events.append(r.events if r.events is not None else events_frame(r.messages, self.shops))
+            self.events.append(r.events)
 
     def files(self, name: str) -> list[Path]:
         return sorted((self.folder / name).glob("part-*.parquet"))
@@ -752,28 +751,24 @@ class BucketItem:
 
 @dataclass
 class Prepared:
-    """Pass 1 of one bucket: reply-template counts, duplicate-row rejects, messages kept."""
+    """Pass 1 of one bucket: reply-template counts and duplicate-row rejects."""
 
     bucket: int
     counts: Counter[str]
     duplicates: pd.DataFrame
-    messages: int
 
 
 @dataclass
 class StreamedIngest:
     """What the run knows of its input without holding it: per-file accounting, rejects (chunk
-    rejects plus duplicates found per bucket), the non-empty buckets, the template counts."""
+    rejects plus duplicates found per bucket), the non-empty buckets and their staged rows."""
 
-    plan: Any
     files: list[Any]
     rejects: pd.DataFrame
     buckets: list[int]
     spill: Path
     rows: dict[int, int] = field(default_factory=dict)  # staged rows per bucket
     gap: float = 10.0
-    messages: int = 0
-    counts: Counter[str] = field(default_factory=Counter)
     partitions: int = 0
 
 
@@ -815,14 +810,18 @@ def prepare_task(item: BucketItem | pd.DataFrame, shared: Any, ctx: Context, tim
     """Pass 1. A BucketItem (shared disk): assemble the bucket (duplicates, sessions, seq), normalise,
     count reply templates, keep the normalised bucket for pass 2. A frame (dask): count only."""
     if isinstance(item, pd.DataFrame):
-        return Prepared(-1, _count(item, timer)[1], S.empty_rejects(), len(item))
+        return Prepared(-1, _count(item, timer)[1], S.empty_rejects())
     with timer("ingest"):
-        msgs, dups = stage("qa_inspect.ingest.stream", "load_bucket")(item.spill, item.bucket, item.gap,
-                                                                       expected_rows=item.rows)
+        msgs, dups = _load_bucket(item)
     p, counts = _count(msgs, timer)
     with timer("ingest"):
         _dump(p, _assembled(item.spill, item.bucket))
-    return Prepared(item.bucket, counts, dups, len(p))
+    return Prepared(item.bucket, counts, dups)
+
+
+def _load_bucket(item: BucketItem) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The bucket's messages (duplicates dropped, sessions, seq, agents) and its duplicate rejects."""
+    return stage("qa_inspect.ingest.stream", "load_bucket")(item.spill, item.bucket, item.gap, expected_rows=item.rows)
 
 
 @dataclass(frozen=True)
@@ -840,9 +839,7 @@ def score_task(item: ScoreItem | pd.DataFrame, counts: Counter[str], ctx: Contex
     if isinstance(item, ScoreItem):
         with timer("ingest"):
             frame = _load(Path(item.assembled))
-    t = StageTimer()
-    res = process_partition(frame, ctx, counts, t)
-    timer.add(t.seconds)
+    res = process_partition(frame, ctx, counts, timer)
     if isinstance(item, ScoreItem):
         with timer("merge"):
             spill_result(res, Path(item.spool), item.index, ctx.shops)
@@ -864,8 +861,7 @@ class _ClientBuckets(Sequence[pd.DataFrame]):
     def __getitem__(self, i: int) -> pd.DataFrame:  # type: ignore[override]
         b = self.ingest.buckets[i]
         with self.timer("ingest"):
-            msgs, dups = stage("qa_inspect.ingest.stream", "load_bucket")(
-                self.ingest.spill, b, self.ingest.gap, expected_rows=self.ingest.rows[b])
+            msgs, dups = _load_bucket(BucketItem(str(self.ingest.spill), b, self.ingest.gap, self.ingest.rows[b]))
             _dump(msgs, _assembled(self.ingest.spill, b))
         self.duplicates.append(dups)
         return msgs
@@ -909,7 +905,7 @@ def stream_ingest(session: Any, plan: Any, spill: Path, n_buckets: int, rep: Rep
     wall["ingest"] = wall.get("ingest", 0.0) + time.perf_counter() - t0
     if not buckets:
         raise st.no_usable_messages([f.path for f in files] or list(map(str, paths)), rejects)
-    return StreamedIngest(plan=plan, files=files, rejects=rejects, buckets=buckets, spill=spill, rows=dict(rows))
+    return StreamedIngest(files=files, rejects=rejects, buckets=buckets, spill=spill, rows=dict(rows))
 
 
 def score_buckets(session: Any, ingest: StreamedIngest, ctx: Context, rep: Reporter, sink: ResultSpool,
@@ -934,20 +930,19 @@ def score_buckets(session: Any, ingest: StreamedIngest, ctx: Context, rep: Repor
     for i, prep in enumerate(session.map(prepare_task, items), 1):
         per_bucket.append(prep.counts)
         dups.append(prep.duplicates)
-        ingest.messages += prep.messages
         rep.progress("prepare", i, n)
     if isinstance(items, _ClientBuckets):
         dups = items.duplicates
         session.run.stage_seconds["ingest"] = (session.run.stage_seconds.get("ingest", 0.0)
                                                + items.timer.seconds.get("ingest", 0.0))
-    ingest.counts = merge_counts(per_bucket)
+    counts = merge_counts(per_bucket)
     del per_bucket
     dup = _concat(dups, S.empty_rejects())
     if len(dup):
         st.fold_duplicates(ingest.files, dup)
         ingest.rejects = pd.concat([ingest.rejects, dup], ignore_index=True)
     t1 = time.perf_counter()
-    for i, res in enumerate(session.map(score_task, assembled, ingest.counts), 1):
+    for i, res in enumerate(session.map(score_task, assembled, counts), 1):
         sink(i - 1, res)
         session.run.delivered += 1
         crash_point("partition" if session.name == "local" else f"{session.name}_partition", i)
