@@ -201,3 +201,26 @@ def test_a_night_too_big_for_the_memory_cap_is_written_again_with_more(con: duck
     monkeypatch.setattr(store, "write_run_once", broken)
     with pytest.raises(duckdb.ConstraintException):
         write(con, "r2", night_frames("2026-11-24", n=1, total=70.0))
+
+
+def test_kpis_joined_in_the_store_equal_the_merged_frame(tmp_path: Path) -> None:
+    """write_run(attribution=...) stores conversation_kpis joined by DuckDB; the rows must be those of
+    the pandas left merge the run used to build (a conversation without attribution gets NULLs)."""
+    frames = night_frames("2026-11-23", n=5)
+    ids = frames["conversations"][S.CONVERSATION_ID].tolist()
+    stats = pd.DataFrame({S.CONVERSATION_ID: ids, S.SHOP_ID: "s", S.AGENT_ID: "a1", "inquiry": [True, False] * 2 + [True],
+                          "n_messages": [2, 3, 4, 5, 6], "response_s_sum": [1.5, 0.0, 2.25, 9.0, 3.0]})
+    att = pd.DataFrame({S.CONVERSATION_ID: ids[1:][::-1], "converted_inquiries": [True, False, True, False],
+                        "sales_amount": [10.0, 0.0, 99.5, 0.0]})
+    tables = []
+    for name, kw in (("joined", {"conversation_kpis": stats, "attribution": att}),
+                     ("merged", {"conversation_kpis": stats.merge(att, on=S.CONVERSATION_ID, how="left")})):
+        c = store.connect(tmp_path / f"{name}.duckdb")
+        run = store.RunRecord(run_id="r1", started_at=datetime.now(UTC), ruleset_version="v1")
+        store.write_run(c, run, **{**frames, **kw})
+        tables.append(c.execute("SELECT * FROM conversation_kpis ORDER BY conversation_id").fetchdf())
+        c.close()
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    first = tables[0].set_index(S.CONVERSATION_ID).loc[ids[0]]
+    assert pd.isna(first["converted_inquiries"]) and pd.isna(first["sales_amount"])
+    assert tables[0]["sales_amount"].sum() == 109.5

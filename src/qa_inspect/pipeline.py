@@ -58,7 +58,7 @@ OUTPUT_FILES = tuple(f"{n}.{ext}" for n in ("conversations", "findings", "agents
 AUTO_TOTAL = "auto_total"  # the scorecard's total when a human override replaced TOTAL in outputs
 DEFAULT_PARTITION = 2000
 BOM = "\ufeff"
-DUCK_MEMORY = 512  # MB, DuckDB's limit per output copy (one at a time, beside the store); it spills beyond it
+DUCK_MEMORY = 256  # MB, DuckDB's limit per output copy (one at a time, after the store); streaming, no sort
 
 ProgressFn = Callable[[str, int, int], None]
 LogFn = Callable[[str], None]
@@ -349,6 +349,22 @@ def quiet_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
+def release_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc's malloc_trim) before a phase that allocates
+    through another allocator (DuckDB's buffers): otherwise the pages freed by pandas stay in this
+    process and the next phase's memory comes on top. A no-op where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:  # pragma: no cover - no C library to load
+        pass
+
+
 # --------------------------------------------------------------------------- partitions
 def split_partitions(messages: pd.DataFrame, size: int = DEFAULT_PARTITION) -> list[pd.DataFrame]:
     """Groups of ``size`` whole conversations, sorted by conversation_id, seq."""
@@ -440,8 +456,7 @@ class PartitionResult:
     stats: pd.DataFrame  # kpis.STATS_COLUMNS
     messages: pd.DataFrame  # the partition with NORM_TEXT (tokens dropped)
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> seconds spent on this partition
-    events: pd.DataFrame | None = None  # kpis.events_frame of the messages, where the worker made it
-    spilled: dict[str, int] | None = None  # rows the worker wrote to the spool itself (frames then empty)
+    spilled: dict[str, int] | None = None  # rows written to the spool per kind (the frames are then empty)
 
 
 def _spooled_frames(r: PartitionResult) -> tuple[tuple[str, pd.DataFrame], ...]:
@@ -452,18 +467,27 @@ def _spooled_frames(r: PartitionResult) -> tuple[tuple[str, pd.DataFrame], ...]:
 
 
 def spill_result(r: PartitionResult, folder: Path, index: int, shops: dict[str, Shop]) -> PartitionResult:
-    """Write a result's per-message and per-finding rows to the spool and keep only the
-    per-conversation frames. Workers that share the client's disk call it themselves (no pickling
-    of a partition's messages through the pool, no Parquet encoding on the client); the client's
-    ResultSpool calls it for results shipped back whole."""
-    r.events = events_frame(r.messages, shops)
+    """Write a result's rows to the spool and return it emptied. Workers that share the client's
+    disk call it themselves (no pickling of a partition's rows through the pool, no Parquet
+    encoding on the client); the client's ResultSpool calls it for results shipped back whole.
+
+    Per-message and per-finding rows go to Parquet (DuckDB reads them). The per-conversation
+    frames go to pickles (exact dtypes) that the client concatenates once at the end: holding
+    hundreds of small frames through pass 2 cost ~4x their size in RSS (heap fragmentation:
+    +160 MB at 5M messages)."""
+    events = events_frame(r.messages, shops)
     r.spilled = {}
     for name, df in _spooled_frames(r):
         r.spilled[name] = 0
         if df is not None and len(df):
             _atomic(folder / name / f"part-{index:06d}.parquet", lambda p, d=df: d.to_parquet(p, index=False))
             r.spilled[name] = len(df)
+    for name, df in (("conversations", r.conversations), ("review_items", r.review_items), ("stats", r.stats),
+                     ("events", events)):
+        r.spilled[name] = len(df)
+        _dump(df, folder / name / f"part-{index:06d}.pkl")
     r.messages, r.findings, r.trace = S.empty_messages(), S.empty_findings(), pd.DataFrame()
+    r.conversations = r.review_items = r.stats = pd.DataFrame()
     return r
 
 
@@ -555,44 +579,41 @@ class Reporter:
 
 # --------------------------------------------------------------------------- spool
 SPOOLED = ("messages", "findings", "trace")  # per-message/per-finding rows: spilled to Parquet
+PER_CONVERSATION = ("conversations", "review_items", "stats", "events")  # spilled as pickles
 
 
 class ResultSpool:
-    """The engine's sink on the client: per-message and per-finding rows of each partition result
-    (messages with norm_text, findings, score trace) go to ``<folder>/<name>/part-<i>.parquet``
-    at once; only per-conversation frames (scores, KPI stats, review items) and the few order /
-    payment events stay in memory. The store and the output files are then written from the
-    spool file by file, so client memory does not grow with the number of messages.
+    """The engine's sink on the client: every row of each partition result goes to the spool at
+    once (see spill_result): ``<folder>/<name>/part-<i>.parquet`` for messages with norm_text,
+    findings and the score trace, ``.pkl`` for the per-conversation frames (scores, KPI stats,
+    review items, order/payment events). The store and the output files are then written from
+    the spool file by file, so client memory does not grow with the number of messages.
     """
 
     def __init__(self, folder: Path, shops: dict[str, Shop], timer: StageTimer | None = None) -> None:
         self.folder = folder
         self.shops = shops
         self.timer = timer or StageTimer()
-        self.conversations: list[pd.DataFrame] = []
-        self.review_items: list[pd.DataFrame] = []
-        self.stats: list[pd.DataFrame] = []
-        self.events: list[pd.DataFrame] = []
-        self.rows: dict[str, int] = dict.fromkeys(SPOOLED, 0)
+        self.rows: dict[str, int] = dict.fromkeys((*SPOOLED, *PER_CONVERSATION), 0)
         shutil.rmtree(folder, ignore_errors=True)
-        for name in SPOOLED:
+        for name in (*SPOOLED, *PER_CONVERSATION):
             (folder / name).mkdir(parents=True)
 
     def __call__(self, index: int, r: PartitionResult) -> None:
         with self.timer("merge"):
             if r.spilled is None:  # a result shipped back whole (dask): spool its rows here
                 spill_result(r, self.folder, index, self.shops)
-            if r.spilled is None or r.events is None:
+            if r.spilled is None or any(name not in r.spilled for name in PER_CONVERSATION):
                 raise BugError(f"partition {index}: result not spooled")
-            for name in SPOOLED:
+            for name in self.rows:
                 self.rows[name] += r.spilled.get(name, 0)
-            self.conversations.append(r.conversations)
-            self.review_items.append(r.review_items)
-            self.stats.append(r.stats)
-            self.events.append(r.events)
 
     def files(self, name: str) -> list[Path]:
         return sorted((self.folder / name).glob("part-*.parquet"))
+
+    def frame(self, name: str, empty: pd.DataFrame) -> pd.DataFrame:
+        """One per-conversation frame of all partitions, in partition order."""
+        return _concat([_load(f) for f in sorted((self.folder / name).glob("part-*.pkl"))], empty)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -1131,16 +1152,18 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
     with timer("merge"):
         # Partitions are buckets of hashed conversation keys: sort by conversation so outputs and
         # float sums (KPI means) do not depend on the partition layout or the engine.
-        conversations = _by_conversation(_concat(spool.conversations, pd.DataFrame()))
-        review_items = _by_conversation(_concat(spool.review_items, pd.DataFrame({S.CONVERSATION_ID: []})))
-        stats = _by_conversation(_concat(spool.stats, pd.DataFrame()))
-        spool.conversations, spool.review_items, spool.stats = [], [], []
+        conversations = _by_conversation(spool.frame("conversations", pd.DataFrame()))
+        review_items = _by_conversation(spool.frame("review_items", pd.DataFrame({S.CONVERSATION_ID: []})))
+        stats = _by_conversation(spool.frame("stats", pd.DataFrame()))
     with timer("kpis"):
-        events = _by_conversation(_concat(spool.events, events_frame(S.empty_messages(), ctx.shops)))
+        events = _by_conversation(spool.frame("events", events_frame(S.empty_messages(), ctx.shops)))
         att = attribute_events(stats, events)
-        conv_kpis = stats.merge(att, on=S.CONVERSATION_ID, how="left")
         queue = review_queue(conversations, review_items)
+        del review_items
         nights = sorted(str(x) for x in conversations[S.NIGHT].dropna().unique())
+    # handed over, not kept here: the callee drops each frame when it is done with it
+    night = {"conversations": conversations, "stats": stats, "events": events, "att": att}
+    del conversations, stats, events, att
     parts = {name: store.ParquetParts(spool.files(name)) for name in SPOOLED}
 
     # The big per-message/per-finding outputs are C++ work (DuckDB COPY, GIL released): a background
@@ -1170,9 +1193,7 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
     try:
         return _finish_store_outputs(spool, ingest, ctx, run_id=run_id, started=started, out=out, db_path=db_path,
                                      paths=paths, rep=rep, render=render, timer=timer, wall=wall, before=before,
-                                     conversations=conversations, stats=stats, events=events, att=att,
-                                     conv_kpis=conv_kpis,
-                                     queue=queue, nights=nights, parts=parts, staged=staged)
+                                     night=night, queue=queue, nights=nights, parts=parts, staged=staged)
     finally:
         staged.close()
 
@@ -1220,10 +1241,14 @@ class _StagedOutputs:
 def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, started: datetime,
                           out: Path, db_path: Path, paths: Sequence[Path | str], rep: Reporter, render: bool,
                           timer: StageTimer, wall: dict[str, float], before: dict[str, float],
-                          conversations: pd.DataFrame, stats: pd.DataFrame, events: pd.DataFrame,
-                          att: pd.DataFrame, conv_kpis: pd.DataFrame, queue: pd.DataFrame, nights: list[str], parts: dict[str, Any],
-                          staged: _StagedOutputs) -> RunSummary:
+                          night: dict[str, pd.DataFrame], queue: pd.DataFrame, nights: list[str],
+                          parts: dict[str, Any], staged: _StagedOutputs) -> RunSummary:
+    """``night``: conversations, stats, events and att (attribution), taken out of the dict so each
+    is freed once used (at 5M messages they are ~270 MB of per-conversation frames)."""
     from qa_inspect import store
+
+    conversations = night.pop("conversations")
+    release_memory()  # the merge's transient copies, before DuckDB's buffers
 
     rep.log(f"writing store {db_path}")
     # status "stored" until outputs and reports are written too (run_audit sets "ok" at the end), so
@@ -1235,16 +1260,20 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
         with timer("store"):
             # the store keeps the automatic total (calibration compares it with people) ...
             store.write_run(con, run, conversations=conversations, messages=parts["messages"],
-                            findings=parts["findings"], trace=parts["trace"], conversation_kpis=conv_kpis,
-                            review_queue=queue, checkpoint=lambda step: crash_point("store", step))
+                            findings=parts["findings"], trace=parts["trace"], conversation_kpis=night["stats"],
+                            attribution=night["att"], review_queue=queue,
+                            checkpoint=lambda step: crash_point("store", step))
             human = store.human_totals(con, conversations[S.CONVERSATION_ID].astype(str).tolist())
         crash_point("store", "committed")
         with timer("kpis"):
             # ... while outputs, KPIs and reports use a human override where one exists
             conversations = apply_overrides(conversations, human, ctx.scorecard)
             del human
+            stats, events, att = night.pop("stats"), night.pop("events"), night.pop("att")
             agents = agent_kpis(stats, events, by=(S.SHOP_ID, S.AGENT_ID), scores=conversations, attribution=att)
             shops_k = agent_kpis(stats, events, by=(S.SHOP_ID,), scores=conversations, attribution=att)
+            del stats, events, att
+            release_memory()
         with timer("store"):
             store.write_run_kpis(con, run_id, agents=agents, shops=shops_k,
                                  checkpoint=lambda step: crash_point("store", step))

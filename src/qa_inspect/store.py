@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS messages (
   platform VARCHAR, shop_id VARCHAR, conversation_id VARCHAR NOT NULL, seq BIGINT NOT NULL,
   ts TIMESTAMPTZ, role VARCHAR, agent_id VARCHAR, customer_id VARCHAR, text VARCHAR, sku VARCHAR,
   is_auto_reply BOOLEAN, event VARCHAR, amount DOUBLE, source_file VARCHAR, source_line BIGINT,
-  norm_text VARCHAR, run_id VARCHAR, PRIMARY KEY (conversation_id, seq));
+  norm_text VARCHAR, run_id VARCHAR);
 CREATE TABLE IF NOT EXISTS findings (
   conversation_id VARCHAR NOT NULL, shop_id VARCHAR, agent_id VARCHAR, message_index BIGINT,
   rule_id VARCHAR, dimension VARCHAR, polarity VARCHAR, severity VARCHAR, points DOUBLE,
@@ -95,10 +95,14 @@ FROM latest LEFT JOIN ov USING (conversation_id);
 
 # (table, columns in the frame to insert) for the per-run, per-conversation tables
 _RUN_TABLES = ("conversations", "findings", "score_trace", "conversation_kpis", "review_queue")
+# messages has no primary key: (conversation_id, seq) is unique by construction (ingest numbers each
+# conversation's messages; a run deletes its conversations' messages before inserting them). The
+# key's index cost 3x the insert time and +120 MB at 5M messages and cannot spill to disk. Stores
+# created before keep their key; it only makes their inserts slower.
 
 
-STORE_MEMORY = "384MB"  # DuckDB's buffer limit per connection (default 80 % of RAM); it spills beyond it
-RETRY_MEMORY = ("1GB", "4GB", "16GB")  # write_run again with these when a night does not fit (the PK index)
+STORE_MEMORY = "256MB"  # DuckDB's buffer limit per connection (default 80 % of RAM); it spills beyond it
+RETRY_MEMORY = ("1GB", "4GB", "16GB")  # write_run again with these when a night does not fit (an index)
 
 
 def connect(db_path: Path | str, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
@@ -165,19 +169,41 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, *
     if df is None or df.empty:
         return 0
     cols = table_columns(con, table)
-    frame = df.copy()
-    for k, v in constants.items():
-        frame[k] = v
-    keep = [c for c in frame.columns if c in cols]
-    frame = frame[keep]
+    keep = [c for c in df.columns if c in cols and c not in constants]
     # Lists/objects DuckDB cannot map (e.g. tokens) never reach here: only table columns are kept.
+    # The constants are query parameters, not columns added to a copy of the frame (a copied
+    # 345k-row conversations frame cost ~150 MB at 5M messages).
+    frame = df[keep]
+    select = [f'"{c}"' for c in keep] + [f'? AS "{k}"' for k in constants]
     name = f"_ins_{table}"
     con.register(name, frame)
     try:
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
+        con.execute(f"INSERT INTO {table} BY NAME SELECT {', '.join(select)} FROM {name}", list(constants.values()))
     finally:
         con.unregister(name)
-    return len(frame)
+    return len(df)
+
+
+def insert_joined(con: duckdb.DuckDBPyConnection, table: str, left: pd.DataFrame, right: pd.DataFrame, on: str,
+                  **constants: object) -> int:
+    """insert_frame of ``left.merge(right, on=on, how="left")`` joined by DuckDB, so the merged
+    copy never exists as a pandas frame (the run's KPI stats: ~75 MB at 5M messages)."""
+    if left is None or left.empty:
+        return 0
+    cols = table_columns(con, table)
+    lcols = [c for c in left.columns if c in cols and c not in constants]
+    rcols = [c for c in right.columns if c in cols and c not in constants and c not in lcols]
+    select = ([f'l."{c}"' for c in lcols] + [f'r."{c}"' for c in rcols]
+              + [f'? AS "{k}"' for k in constants])
+    con.register("_ins_left", left[lcols])
+    con.register("_ins_right", right[[on, *rcols]])
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT {', '.join(select)} FROM _ins_left l "
+                    f'LEFT JOIN _ins_right r ON l."{on}" = r."{on}"', list(constants.values()))
+    finally:
+        con.unregister("_ins_left")
+        con.unregister("_ins_right")
+    return len(left)
 
 
 @dataclass(frozen=True)
@@ -245,7 +271,7 @@ def _out_of_memory(exc: BaseException) -> bool:
 def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: pd.DataFrame,
               messages: Rows, findings: Rows, trace: Rows,
               conversation_kpis: pd.DataFrame, review_queue: pd.DataFrame,
-              checkpoint: Checkpoint | None = None) -> dict[str, int]:
+              checkpoint: Checkpoint | None = None, attribution: pd.DataFrame | None = None) -> dict[str, int]:
     """:func:`write_run_once`; a night too big for the connection's memory cap (the primary-key
     index cannot spill: 5M messages need more than 256 MB at COMMIT) is written again, whole, with
     a larger cap instead of failing the run. The failed attempt was rolled back."""
@@ -259,7 +285,7 @@ def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: 
         try:
             return write_run_once(con, run, conversations=conversations, messages=messages, findings=findings,
                                   trace=trace, conversation_kpis=conversation_kpis, review_queue=review_queue,
-                                  checkpoint=checkpoint)
+                                  checkpoint=checkpoint, attribution=attribution)
         except duckdb.Error as exc:
             if not _out_of_memory(exc) or limit == RETRY_MEMORY[-1]:
                 raise
@@ -269,8 +295,11 @@ def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: 
 def write_run_once(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: pd.DataFrame,
                    messages: Rows, findings: Rows, trace: Rows,
                    conversation_kpis: pd.DataFrame, review_queue: pd.DataFrame,
-                   checkpoint: Checkpoint | None = None) -> dict[str, int]:
+                   checkpoint: Checkpoint | None = None, attribution: pd.DataFrame | None = None) -> dict[str, int]:
     """Replace this run's conversations (by id + rule-set version) and record the run, atomically.
+
+    ``attribution`` (per conversation id): when given, the conversation_kpis rows are
+    ``conversation_kpis`` joined with it (by conversation id, as a left join).
 
     ``checkpoint(step)`` is called inside the transaction after the deletes (``deleted``), after
     each table's insert (``inserted:<table>``) and before COMMIT (``commit``): the crash-safety
@@ -301,7 +330,9 @@ def write_run_once(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversati
         counts["findings"] = insert_rows(con, "findings", findings, **common)
         step("inserted:findings")
         counts["score_trace"] = insert_rows(con, "score_trace", trace, **common)
-        counts["conversation_kpis"] = insert_frame(con, "conversation_kpis", conversation_kpis, **common)
+        counts["conversation_kpis"] = (
+            insert_frame(con, "conversation_kpis", conversation_kpis, **common) if attribution is None else
+            insert_joined(con, "conversation_kpis", conversation_kpis, attribution, S.CONVERSATION_ID, **common))
         counts["review_queue"] = insert_frame(con, "review_queue", review_queue, **common)
         con.execute("DELETE FROM runs WHERE run_id = ?", [run.run_id])
         con.execute(
