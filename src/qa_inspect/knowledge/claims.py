@@ -19,7 +19,7 @@ UNIT = r"(?:块钱|元|块|圆|rmb)"
 _CLAUSE_BREAK = re.compile(r"[,，。!！?？;；~～\n、]")
 
 
-@dataclass
+@dataclass(slots=True)
 class Claim:
     kind: str  # price | promo | coupon | discount | free_shipping | shipping_fee | freight_insurance
     #           | dispatch | return | warranty | stock | gift | material | material_pct | spec
@@ -109,19 +109,6 @@ CLAIM_CUE_RE = re.compile(rf"[\d{CN_NUM_CHARS}半]|包邮|免运|免邮|运费�
 _DIGIT = re.compile(r"\d")
 
 
-def _gate(*words: str) -> re.Pattern[str]:
-    """"Any of these words in the text" as one compiled alternation (C speed)."""
-    return re.compile("|".join(re.escape(w) for w in words))
-
-
-# Literal words each group of claim patterns needs (constants).
-G_PROMO, G_FREE_SHIP, G_FEE, G_INSURANCE = _gate("满"), _gate("包邮", "免运", "免邮"), _gate("费"), _gate("运费险")
-G_COUPON, G_DISCOUNT, G_DISPATCH = _gate("券"), _gate("折"), _gate("发", "出货", "寄出")
-G_RETURN, G_WARRANTY, G_HOURS = _gate("退", "无理由", "鉴赏期"), _gate("保", "包换"), _gate("小时")
-G_STOCK_NEG = _gate("货", "卖完", "卖光", "售罄", "库存", "暂时没有", "没有了")
-G_STOCK_POS, G_GIFT, G_PCT = _gate("货", "库存"), _gate("送", "赠"), _gate("%")
-
-
 class _Mask:
     def __init__(self, n: int) -> None:
         self.used = [False] * n
@@ -182,16 +169,36 @@ def extract_claims(norm: str, blocked: list[tuple[int, int]] = (),  # type: igno
             out.append(Claim(kind, m_s, m_e, value, dict(extra)))
             mask.take(m_s, m_e)
 
-    # Each group of patterns below needs one of its literal words; testing those with ``in`` first
-    # skips most regex scans (tests/knowledge/test_kb_speed_paths.py checks the result is unchanged).
-    def has(gate: re.Pattern[str]) -> bool:
-        return not prefilter or gate.search(norm) is not None
+    # Each group of patterns below needs one of its literal words (and the duration / spec
+    # patterns one of their units); testing those with ``in`` first skips most regex scans
+    # (tests/knowledge/test_kb_speed_paths.py compares with the full scan, prefilter=False).
+    if prefilter:
+        g_promo, g_fee, g_insurance, g_coupon, g_discount = "满" in norm, "费" in norm, "运费险" in norm, \
+            "券" in norm, "折" in norm
+        free_ship = "包邮" in norm or "免运" in norm or "免邮" in norm
+        dispatch = "发" in norm or "出货" in norm or "寄出" in norm
+        g_return = "退" in norm or "无理由" in norm or "鉴赏期" in norm
+        g_warranty, g_hours, g_pct = "保" in norm or "包换" in norm, "小时" in norm, "%" in norm
+        g_stock_pos = "货" in norm or "库存" in norm
+        g_stock_neg = g_stock_pos or "卖完" in norm or "卖光" in norm or "售罄" in norm or "暂时没有" in norm \
+            or "没有了" in norm
+        g_gift = "送" in norm or "赠" in norm
+        # units the duration patterns need: DUR_H (dispatch), 天 (return), DUR_M (warranty)
+        day = "天" in norm
+        hours_unit = day or "小时" in norm or "日" in norm or "钟头" in norm or "h" in norm
+        g_return = g_return and day
+        g_warranty = g_warranty and ("月" in norm or "年" in norm)
+        g_spec = _DIGIT.search(norm) is not None and (
+            "w" in norm or "g" in norm or "ml" in norm or "mah" in norm or "db" in norm or "片" in norm
+            or "支" in norm or "斤" in norm or "ipx" in norm or "spf" in norm)
+    else:
+        g_promo = g_fee = g_insurance = g_coupon = g_discount = free_ship = dispatch = g_return = True
+        g_warranty = g_hours = g_pct = g_stock_pos = g_stock_neg = g_gift = hours_unit = g_spec = True
 
-    for m in PROMO_RE.finditer(norm) if has(G_PROMO) else ():
+    for m in PROMO_RE.finditer(norm) if g_promo else ():
         t, a = parse_number(m.group("t")), parse_number(m.group("a"))
         if t is not None and a is not None and a < t:
             add("promo", m.start(), m.end(), a, threshold=t)
-    free_ship = has(G_FREE_SHIP)
     for m in FREE_SHIP_RE.finditer(norm) if free_ship else ():
         t = parse_number(m.group("t") or m.group("t2"))
         if m.group("t2") and PRICE_CUE_END.search(clause_prefix(norm, m.start(), 6)):
@@ -200,20 +207,19 @@ def extract_claims(norm: str, blocked: list[tuple[int, int]] = (),  # type: igno
             add("free_shipping", m.start(), m.end(), t)
     for m in FREE_ALL_RE.finditer(norm) if free_ship else ():
         add("free_shipping", m.start(), m.end(), 0.0)
-    for m in SHIP_FEE_RE.finditer(norm) if has(G_FEE) else ():
+    for m in SHIP_FEE_RE.finditer(norm) if g_fee else ():
         n = parse_number(m.group("n"))
         if n is not None and not clause_prefix(norm, m.start(), 3).endswith(("免", "不要", "没有", "无")):
             add("shipping_fee", m.start(), m.end(), n)
-    insurance = has(G_INSURANCE)
-    for m in INSURANCE_NEG_RE.finditer(norm) if insurance else ():
+    for m in INSURANCE_NEG_RE.finditer(norm) if g_insurance else ():
         add("freight_insurance", m.start(), m.end(), False)
-    for m in INSURANCE_POS_RE.finditer(norm) if insurance else ():
+    for m in INSURANCE_POS_RE.finditer(norm) if g_insurance else ():
         add("freight_insurance", m.start(), m.end(), True)
-    for m in COUPON_RE.finditer(norm) if has(G_COUPON) else ():
+    for m in COUPON_RE.finditer(norm) if g_coupon else ():
         a = parse_number(m.group("a"))
         if a is not None and norm[max(0, m.start() - 1):m.start()] not in ("满", "减"):
             add("coupon", m.start(), m.end(), a)
-    for m in DISCOUNT_RE.finditer(norm) if has(G_DISCOUNT) else ():
+    for m in DISCOUNT_RE.finditer(norm) if g_discount else ():
         r = m.group("r").replace("点", ".")
         v = parse_number(r) if "." not in r or r[0].isdigit() else None
         if "." in r and not r[0].isdigit():
@@ -224,38 +230,37 @@ def extract_claims(norm: str, blocked: list[tuple[int, int]] = (),  # type: igno
             continue
         rate = v / 10 if v < 10 else v / 100
         add("discount", m.start(), m.end(), rate)
-    dispatch = has(G_DISPATCH)
-    for rx in DISPATCH_RES if dispatch else ():
+    for rx in DISPATCH_RES if dispatch and hours_unit else ():
         for m in rx.finditer(norm):
             d = _dur(m)
             if d and d[0] == "hours":
                 add("dispatch", m.start(), m.end(), d[1])
     for m in DISPATCH_SAME_DAY_RE.finditer(norm) if dispatch else ():
         add("dispatch", m.start(), m.end(), 24.0, same_day=True)
-    for rx in RETURN_RES if has(G_RETURN) else ():
+    for rx in RETURN_RES if g_return else ():
         for m in rx.finditer(norm):
             n = parse_number(m.group("num"))
             if n is not None:
                 add("return", m.start(), m.end(), n)
-    for rx in WARRANTY_RES if has(G_WARRANTY) else ():
+    for rx in WARRANTY_RES if g_warranty else ():
         for m in rx.finditer(norm):
             d = _dur(m)
             if d and d[0] == "months":
                 add("warranty", m.start(), m.end(), d[1])
-    for m in BATTERY_RE.finditer(norm) if has(G_HOURS) else ():
+    for m in BATTERY_RE.finditer(norm) if g_hours else ():
         n = parse_number(m.group("num"))
         if n is not None:
             add("spec", m.start(), m.end(), n, unit="续航小时")
     _prices(norm, ctx_norm, mask, add, gated=prefilter)
-    for m in STOCK_NEG_RE.finditer(norm) if has(G_STOCK_NEG) else ():
+    for m in STOCK_NEG_RE.finditer(norm) if g_stock_neg else ():
         if STOCK_PAST_RE.search(clause_prefix(norm, m.start(), 12)):
             continue  # "补货几次都卖光了": popularity, not a statement that it is out of stock now
         add("stock", m.start(), m.end(), False)
-    for m in STOCK_POS_RE.finditer(norm) if has(G_STOCK_POS) else ():
+    for m in STOCK_POS_RE.finditer(norm) if g_stock_pos else ():
         pre = clause_prefix(norm, m.start(), 2)
         if not pre.endswith(("没", "不", "无")):
             add("stock", m.start(), m.end(), True)
-    for m in GIFT_RE.finditer(norm) if has(G_GIFT) else ():
+    for m in GIFT_RE.finditer(norm) if g_gift else ():
         g = m.group("g")
         stop = GIFT_STOP.search(g)
         if stop:
@@ -277,13 +282,13 @@ def extract_claims(norm: str, blocked: list[tuple[int, int]] = (),  # type: igno
             if not (MATERIAL_CUE.search(clause) or norm[e:e + 1] == "的"):
                 continue
             out.append(Claim("material", s, e, term))
-    for m in PCT_RE.finditer(norm) if has(G_PCT) else ():
+    for m in PCT_RE.finditer(norm) if g_pct else ():
         p = m.group("p") or m.group("p2")
         t = m.group("t") or m.group("t2")
         pe = m.end("p") if m.group("p") else m.end()
         ps = m.start() if m.group("p") else m.start("p2")
         add("material_pct", m.start(), m.end(), float(p), check=(ps, pe), term=t)
-    for m in SPEC_RE.finditer(norm) if not prefilter or _DIGIT.search(norm) else ():
+    for m in SPEC_RE.finditer(norm) if g_spec else ():
         n = m.group("n") or m.group("n2")
         u = m.group("u") or m.group("u2")
         add("spec", m.start(), m.end(), float(n), unit=u)
@@ -291,19 +296,19 @@ def extract_claims(norm: str, blocked: list[tuple[int, int]] = (),  # type: igno
     return out
 
 
-# The literal words each PRICE_RES pattern needs (currency, unit, "到手"-verbs, price cue word).
-_PRICE_GATES: tuple[re.Pattern[str], ...] = (
-    _gate("$", "¥", "rmb"),
-    _gate("元", "块", "圆", "rmb"),
-    _gate("带回家", "拿下", "到手", "入手", "带走"),
-    _gate("价", "到手", "券后", "折后", "只要", "仅需", "才", "卖", "现在", "目前", "活动期间"),
-)
-
-
 def _prices(norm: str, ctx_norm: str, mask: _Mask, add, gated: bool = True) -> None:  # noqa: ANN001
     seen: list[tuple[int, int]] = []
-    for rx, gate in zip(PRICE_RES, _PRICE_GATES, strict=True):
-        if gated and gate.search(norm) is None:
+    if gated:  # the literal words each PRICE_RES pattern needs (currency, unit, 到手-verbs, price cues)
+        rmb = "rmb" in norm
+        flags = (rmb or "$" in norm or "¥" in norm,
+                 rmb or "元" in norm or "块" in norm or "圆" in norm,
+                 "到手" in norm or "拿下" in norm or "入手" in norm or "带走" in norm or "带回家" in norm,
+                 "价" in norm or "到手" in norm or "才" in norm or "现在" in norm or "只要" in norm or "卖" in norm
+                 or "券后" in norm or "折后" in norm or "仅需" in norm or "目前" in norm or "活动期间" in norm)
+    else:
+        flags = (True, True, True, True)
+    for rx, on in zip(PRICE_RES, flags, strict=True):
+        if not on:
             continue
         for m in rx.finditer(norm):
             s, e = m.start(), m.end()

@@ -10,8 +10,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import chain, repeat
+from operator import add
 
+import ahocorasick
 import numpy as np
+import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from qa_inspect.knowledge.kb import FaqEntry
@@ -24,9 +28,18 @@ _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
 _FILLER = frozenset("的 了 吗 嗎 呢 啊 吧 么 呀 哦 亲 你好 您好 在 在吗 请问 想 问 一下 这个 那个 我 你 您".split())
 
 
+# One character c with c.isalnum() (regex \w is exactly isalnum() or "_"); such a token is never blank.
+_ALNUM = re.compile(r"[^\W_]")
+
+
 def _words(tokens: Sequence[str]) -> list[str]:
-    """Word features: content tokens only (module-level so the vectorizer pickles)."""
-    return [t for t in tokens if t.strip() and t not in _FILLER and any(c.isalnum() for c in t)]
+    """Word features: content tokens only (module-level so the vectorizer pickles).
+
+    Same as ``[t for t in tokens if t.strip() and t not in _FILLER and any(c.isalnum() for c in t)]``
+    (tests compare), with the character test done by the regex engine.
+    """
+    search = _ALNUM.search
+    return [t for t in tokens if t not in _FILLER and search(t)]
 
 
 def _squash(norm: str) -> str:
@@ -63,6 +76,8 @@ class FaqIndex:
     char_m: object
     names: re.Pattern[str] | None = None
     threshold: float = FAQ_THRESHOLD
+    vocab: ahocorasick.Automaton | None = None  # the word features: a text containing none has none
+
 
     @classmethod
     def build(cls, entries: list[FaqEntry], extra_words: Iterable[str] = (),
@@ -79,7 +94,16 @@ class FaqIndex:
         char_vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True)
         word_m = word_vec.fit_transform([tok.lcut(n) for n in norms])
         char_m = char_vec.fit_transform([_chars(n) for n in norms])
-        return cls(entries, tok, word_vec, char_vec, word_m, char_m, pattern)
+        vocab = ahocorasick.Automaton()
+        for w in word_vec.vocabulary_:
+            vocab.add_word(w, 0)
+        vocab.make_automaton()
+        return cls(entries, tok, word_vec, char_vec, word_m, char_m, pattern, vocab=vocab)
+
+    def _may_have_words(self, text: str) -> bool:
+        """Could jieba's tokens of ``text`` include a word feature? Tokens are substrings of the
+        text, so not when no feature occurs in it (then tokenizing is skipped: same zero vector)."""
+        return self.vocab is None or next(self.vocab.iter(text), None) is not None
 
     def match(self, norm: str, tokens: Sequence[str] | None = None) -> tuple[int, float] | None:
         """(entry index, similarity) of the best FAQ for a normalised question, or None."""
@@ -101,28 +125,88 @@ class FaqIndex:
         wslot: dict[tuple, int] = {}
         wdocs: list[list[str]] = []
         widx: list[int] = []
-        cslot: dict[str, int] = {}
-        cidx: list[int] = []
         for n, b, t in zip(norms, blanked, tokens or [None] * len(norms), strict=True):
             key: tuple = (0, tuple(t)) if t is not None and b == n else (1, b)
             k = wslot.get(key)
             if k is None:
                 k = wslot[key] = len(wdocs)
-                wdocs.append(list(t) if key[0] == 0 else self.tokenizer.lcut(b))  # type: ignore[arg-type]
+                if key[0] == 0:
+                    wdocs.append(list(t))  # type: ignore[arg-type]
+                else:
+                    wdocs.append(self.tokenizer.lcut(b) if self._may_have_words(b) else [])
             widx.append(k)
+        wsim = (transform(self.word_vec, wdocs) @ self.word_m.T).toarray()[widx]
+        # The similarity is the mean of two cosines, each at most 1: a row whose word cosines are
+        # all below 2 * threshold - 1 cannot reach the threshold whatever its characters (most
+        # chat lines share no word with any FAQ question), so its char features are not computed.
+        floor = 2 * self.threshold - 1 - 1e-9
+        live = np.flatnonzero(wsim.max(axis=1) >= floor) if floor > 0 else np.arange(len(norms))
+        cslot: dict[str, int] = {}
+        cidx: list[int] = []
+        for r in live.tolist():
+            b = blanked[r]
             k = cslot.get(b)
             if k is None:
                 k = cslot[b] = len(cslot)
             cidx.append(k)
-        w = self.word_vec.transform(wdocs)
-        c = self.char_vec.transform([_chars(b) for b in cslot])
-        sim = 0.5 * (w @ self.word_m.T).toarray()[widx] + 0.5 * (c @ self.char_m.T).toarray()[cidx]
+        out: list[tuple[int, float] | None] = [None] * len(norms)
+        if not len(live):
+            return out
+        c = transform(self.char_vec, [_chars(b) for b in cslot])
+        sim = 0.5 * wsim[live] + 0.5 * (c @ self.char_m.T).toarray()[cidx]
         best = np.argmax(sim, axis=1)
-        scores = sim[np.arange(len(norms)), best]
-        out: list[tuple[int, float] | None] = []
-        for i, s, n in zip(best.tolist(), scores.tolist(), blanked, strict=True):
-            out.append((i, s) if s >= self.threshold and len(_squash(n)) >= 2 else None)
+        scores = sim[np.arange(len(live)), best]
+        for r, i, s in zip(live.tolist(), best.tolist(), scores.tolist(), strict=True):
+            if s >= self.threshold and len(_squash(blanked[r])) >= 2:
+                out[r] = (i, s)
         return out
+
+
+_WHITE_SPACES = re.compile(r"\s\s+")  # as scikit-learn's char analyzer folds white space
+
+
+def _char_grams(doc: str) -> list[str]:
+    """The character 1-3-grams scikit-learn's ``analyzer="char", ngram_range=(1, 3)`` yields for
+    ``doc`` (lower-cased, white-space runs folded), in another order (order does not count)."""
+    d = _WHITE_SPACES.sub(" ", doc.lower())
+    pairs = list(map(add, d, d[1:]))
+    return [*d, *pairs, *map(add, pairs, d[2:])]
+
+
+def _features(vec: TfidfVectorizer, docs: Sequence) -> Iterable[list] | None:
+    """Each document's features as ``vec``'s analyzer yields them, or None when ``vec`` is not
+    one of the two configurations this module fits (then its own ``transform`` is used)."""
+    if vec.analyzer is _words and vec.input == "content":
+        return map(_words, docs)
+    if vec.analyzer == "char" and vec.ngram_range == (1, 3) and vec.lowercase and vec.preprocessor is None \
+            and vec.strip_accents is None and vec.input == "content":
+        return map(_char_grams, docs)
+    return None
+
+
+def transform(vec: TfidfVectorizer, docs: Sequence) -> object:
+    """``vec.transform(docs)`` with the counting done in bulk (numpy) instead of one dict update
+    per feature: the count matrix is the one scikit-learn builds (same counts, sorted indices,
+    float64), then weighted by the vectorizer's own fitted TF-IDF step, so the numbers are
+    identical (tests compare with ``vec.transform``)."""
+    feats = _features(vec, docs)
+    tfidf = getattr(vec, "_tfidf", None)
+    if feats is None or tfidf is None or vec.binary or vec.dtype is not np.float64:
+        return vec.transform(docs)
+    vocab = vec.vocabulary_
+    nfeat, ndocs = len(vocab), len(docs)
+    lists = list(feats)
+    lens = np.fromiter(map(len, lists), dtype=np.int64, count=ndocs)
+    flat = list(chain.from_iterable(lists))
+    ids = np.fromiter(map(vocab.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
+    rows = np.repeat(np.arange(ndocs, dtype=np.int64), lens)
+    known = ids >= 0
+    keys, counts = np.unique(rows[known] * nfeat + ids[known], return_counts=True)
+    indptr = np.zeros(ndocs + 1, dtype=np.int32)
+    np.cumsum(np.bincount(keys // nfeat, minlength=ndocs), out=indptr[1:])
+    x = sp.csr_array((counts.astype(np.float64), (keys % nfeat).astype(np.int32), indptr), shape=(ndocs, nfeat))
+    x.sort_indices()
+    return tfidf.transform(x, copy=False)
 
 
 _UNIT_NOISE = re.compile(r"nt\$|\$|¥|￥|元|块|个|%")

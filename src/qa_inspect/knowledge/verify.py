@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from qa_inspect import schema
 from qa_inspect.knowledge.base import MATERIAL_TERMS, NORM_MATERIAL_TERMS, KnowledgeBase
@@ -61,7 +63,7 @@ TOPICS: dict[str, re.Pattern[str]] = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class Verdict:
     status: str  # confirmed | contradicted | unverifiable
     explanation: str = ""
@@ -69,7 +71,7 @@ class Verdict:
     severity: str = "info"
 
 
-@dataclass
+@dataclass(slots=True)
 class ClaimResult:
     claim: Claim
     verdict: Verdict
@@ -290,7 +292,7 @@ def judge(claim: Claim, kb: KnowledgeBase, candidates: list[str], day: dt.date |
 # --- message-level analysis ----------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Mention:
     start: int
     end: int
@@ -367,11 +369,13 @@ _Step = tuple[Claim, "Mention | None", "tuple[str, ...] | None", str, "set[str] 
 
 
 def _plan(kb: KnowledgeBase, text: str, norm: str, implied: list[Claim],
-          cache: dict | None) -> tuple[list[Mention], list[_Step]]:
+          cache: dict | None, got: tuple | None = None) -> tuple[list[Mention], list[_Step]]:
     """The context-free part of ``analyse_message``: the message's product mentions (gifts are no
     switch) and, per claim, the last mention before it, the products of the first mention after
-    it, the words said, the products a spec value names, and the claim's verdict key."""
-    got = _text_facts(kb, norm, cache)
+    it, the words said, the products a spec value names, and the claim's verdict key.
+    ``got``: the text's (mentions, claims) when the caller has them."""
+    if got is None:
+        got = _text_facts(kb, norm, cache)
     ms, claims = got[0], list(got[1])
     gifts = [(c.start, c.end) for c in claims if c.kind == "gift"]
     ms = [m for m in ms if not any(a <= m.start and m.end <= b for a, b in gifts)]  # a gift is no switch
@@ -394,16 +398,28 @@ def _claims_key(claims: Iterable[Claim]) -> tuple:
     return tuple((c.kind, c.start, c.end, c.value, tuple(sorted(c.extra.items()))) for c in claims)
 
 
-def _text_facts(kb: KnowledgeBase, norm: str, cache: dict | None) -> tuple[list[Mention], list[Claim]]:
-    """Product mentions and extracted claims of a normalised text (cached per text when ``cache``)."""
-    key = ("c", kb.shop_id, norm)
-    got = cache.get(key) if cache is not None else None
+_NOTHING: tuple[tuple, tuple] = ((), ())  # no mention, no claim (shared: most texts)
+
+
+def _text_facts(kb: KnowledgeBase, norm: str, cache: dict | None,
+                keep: bool = True) -> tuple[list[Mention], list[Claim]]:
+    """Product mentions and extracted claims of a normalised text (cached per text when ``cache``
+    and ``keep``; empty results are shared empty tuples: fewer objects kept alive, less garbage
+    collection)."""
+    if cache is None:
+        ms0 = mentions(kb, norm)
+        return ms0, extract_claims(norm, [(m.start, m.end) for m in ms0], kb.find_materials)
+    memo = cache.get(("c", kb.shop_id))
+    if memo is None:
+        memo = cache[("c", kb.shop_id)] = {}
+    got = memo.get(norm)
     if got is None:
-        ms0 = _cached_mentions(kb, norm, cache) if cache is not None else mentions(kb, norm)
-        got = (ms0, extract_claims(norm, [(m.start, m.end) for m in ms0], kb.find_materials))
-        if cache is not None:
-            cache[key] = got
-    return got
+        ms0 = _cached_mentions(kb, norm, cache, keep)
+        claims = extract_claims(norm, [(m.start, m.end) for m in ms0], kb.find_materials)
+        got = (ms0, claims) if ms0 or claims else _NOTHING
+        if keep:
+            memo[norm] = got
+    return got  # type: ignore[return-value]
 
 
 def _cached_owners(kb: KnowledgeBase, fragment: str, cache: dict | None) -> set[str]:
@@ -539,6 +555,9 @@ class _Msgs:
     seqs: list[int]
     skus: list[str | None]  # str or None (missing)
     auto: list
+    # how often each normalised text occurs in the partition: what is computed for a text seen
+    # once is not kept in the call's cache (with varied real text most are; nothing to reuse)
+    repeats: Counter[str] = field(default_factory=Counter)
 
 
 _FINDING_DTYPES = schema.empty_findings().dtypes.to_dict()  # constant: the findings contract's dtypes
@@ -547,41 +566,62 @@ _FINDING_DTYPES = schema.empty_findings().dtypes.to_dict()  # constant: the find
 class _Findings:
     """Findings collected column by column: one list per column, no object per finding (tens of
     thousands of small tuples or dicts per partition were a good part of this stage's time,
-    garbage collection included)."""
+    garbage collection included). The message's own columns (conversation, shop, agent, seq)
+    are looked up by row once, when the frame is built."""
 
-    _COLS = (schema.CONVERSATION_ID, schema.SHOP_ID, schema.AGENT_ID, schema.MESSAGE_INDEX, schema.RULE_ID,
-             schema.POLARITY, schema.SEVERITY, schema.POINTS, schema.EVIDENCE, schema.EVIDENCE_START,
-             schema.EVIDENCE_END, schema.EXPLANATION, schema.CONFIDENCE)
+    _COLS = (schema.RULE_ID, schema.POLARITY, schema.SEVERITY, schema.POINTS, schema.EVIDENCE,
+             schema.EVIDENCE_START, schema.EVIDENCE_END, schema.EXPLANATION, schema.CONFIDENCE)
+    _NUMERIC = {schema.POINTS: np.float64, schema.CONFIDENCE: np.float64, schema.EVIDENCE_START: np.int64,
+                schema.EVIDENCE_END: np.int64, schema.MESSAGE_INDEX: np.int64}
 
     def __init__(self) -> None:
+        self.rows: list[int] = []
         self.cols: list[list] = [[] for _ in self._COLS]
+        self.msgs: _Msgs | None = None
 
     def add(self, m: _Msgs, i: int, rule_id: str, polarity: str, severity: str, points: float, start: int,
             end: int, explanation: str, confidence: float) -> None:
+        self.msgs = m  # one _Msgs per call
+        self.rows.append(i)
         c = self.cols
-        c[0].append(m.cids[i])
-        c[1].append(m.shops[i])
-        c[2].append(m.agents[i])
-        c[3].append(m.seqs[i])
-        c[4].append(rule_id)
-        c[5].append(polarity)
-        c[6].append(severity)
-        c[7].append(points)
-        c[8].append(m.texts[i][start:end] if start >= 0 else "")
-        c[9].append(start)
-        c[10].append(end)
-        c[11].append(explanation)
-        c[12].append(confidence)
+        c[0].append(rule_id)
+        c[1].append(polarity)
+        c[2].append(severity)
+        c[3].append(points)
+        c[4].append(m.texts[i][start:end] if start >= 0 else "")
+        c[5].append(start)
+        c[6].append(end)
+        c[7].append(explanation)
+        c[8].append(confidence)
 
     def frame(self) -> pd.DataFrame:
         """The contract frame (same columns and dtypes as ``schema.findings_frame``)."""
-        n = len(self.cols[0])
-        if not n:
+        n = len(self.rows)
+        if not n or self.msgs is None:
             return schema.empty_findings()
+        m, rows = self.msgs, self.rows
         data = dict(zip(self._COLS, self.cols, strict=True))
+        data[schema.CONVERSATION_ID] = list(map(m.cids.__getitem__, rows))
+        data[schema.SHOP_ID] = list(map(m.shops.__getitem__, rows))
+        data[schema.AGENT_ID] = list(map(m.agents.__getitem__, rows))
+        data[schema.MESSAGE_INDEX] = list(map(m.seqs.__getitem__, rows))
         data[schema.DIMENSION] = [DIMENSION] * n
         data[schema.SOURCE] = [SOURCE] * n
-        return pd.DataFrame({c: pd.Series(data[c], dtype=_FINDING_DTYPES[c]) for c in schema.FINDING_COLUMNS})
+        return pd.DataFrame({c: self._column(c, data[c]) for c in schema.FINDING_COLUMNS}, copy=False)
+
+    @classmethod
+    def _column(cls, name: str, values: list) -> object:
+        """One column as an array of the contract dtype, built the cheap way (numpy for numbers,
+        pyarrow for Arrow strings: half the time of pandas' generic conversion)."""
+        dtype = _FINDING_DTYPES[name]
+        if name in cls._NUMERIC:
+            return pd.array(np.asarray(values, dtype=cls._NUMERIC[name]), dtype=dtype)
+        if isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow" and dtype.na_value is pd.NA:
+            return pd.arrays.ArrowStringArray(pa.array(values, type=pa.large_string()))
+        return pd.array(values, dtype=dtype)
+
+
+_NO_MENTIONS: list[Mention] = ()  # type: ignore[assignment]  # shared empty result (read only)
 
 
 def _mention_memo(kb: KnowledgeBase, cache: dict) -> dict[str, list[Mention]]:
@@ -592,11 +632,13 @@ def _mention_memo(kb: KnowledgeBase, cache: dict) -> dict[str, list[Mention]]:
     return memo
 
 
-def _cached_mentions(kb: KnowledgeBase, norm: str, cache: dict) -> list[Mention]:
+def _cached_mentions(kb: KnowledgeBase, norm: str, cache: dict, keep: bool = True) -> list[Mention]:
     memo = _mention_memo(kb, cache)
     ms = memo.get(norm)
     if ms is None:
-        ms = memo[norm] = mentions(kb, norm)
+        ms = mentions(kb, norm) or _NO_MENTIONS
+        if keep:
+            memo[norm] = ms
     return ms
 
 
@@ -625,7 +667,7 @@ def verify_knowledge(partition: pd.DataFrame, kbs: dict[str, KnowledgeBase]) -> 
     shops = _objects(df[schema.SHOP_ID])
     # FAQ matching for every buyer message of a shop in one batch (per-message sklearn calls are slow)
     buyer_rows = np.flatnonzero((df[schema.ROLE] == "customer").to_numpy(dtype=bool, na_value=False)).tolist()
-    faq_hits = _faq_hits(kbs, buyer_rows, shops, norms, tokens)
+    faq_hits = _faq_hits(kbs, buyer_rows, shops, norms, tokens, n)
     cids = _objects(df[schema.CONVERSATION_ID])
     msgs = _Msgs(
         texts=texts, norms=norms, roles=roles, cids=cids, shops=shops,
@@ -633,6 +675,7 @@ def verify_knowledge(partition: pd.DataFrame, kbs: dict[str, KnowledgeBase]) -> 
         seqs=df[schema.SEQ].tolist() if df[schema.SEQ].dtype == np.int64 else [int(x) for x in df[schema.SEQ].tolist()],
         skus=_skus(df[schema.SKU]) if schema.SKU in df.columns else [None] * n,
         auto=df[schema.IS_AUTO_REPLY].tolist() if schema.IS_AUTO_REPLY in df.columns else [False] * n,
+        repeats=Counter(norms),
     )
     # conversation bounds, and each conversation's FAQ hits, in one pass each
     cuts = [0, *[i for i in range(1, n) if cids[i] != cids[i - 1]], n]
@@ -652,19 +695,21 @@ def verify_knowledge(partition: pd.DataFrame, kbs: dict[str, KnowledgeBase]) -> 
 
 
 def _faq_hits(kbs: dict[str, KnowledgeBase], buyer_rows: list[int], shops: list, norms: list[str],
-              tokens: list) -> dict[int, tuple[int, float] | None]:
+              tokens: list, n: int) -> list[tuple[int, float] | None]:
     """FAQ match of every non-empty buyer message (``buyer_rows``) of a shop with an FAQ:
-    row -> (entry, similarity).
+    per partition row, (entry, similarity) or None.
 
     One batch per shop (per-message sklearn calls are slow), each distinct (text, tokens) once:
     the match of a text does not depend on the rest of the batch.
     """
     faq_kbs = {shop_id: kb for shop_id, kb in kbs.items() if kb.faq_index is not None}
+    hits: list[tuple[int, float] | None] = [None] * n
     if not faq_kbs:
-        return {}
+        return hits
     # shop -> (text -> slot of its first tokens), unique (text, tokens), row -> slot
     firsts: dict[str, dict[str, int]] = {s: {} for s in faq_kbs}
-    uniq: dict[str, list[tuple[str, list | None]]] = {s: [] for s in faq_kbs}
+    uniq: dict[str, list[str]] = {s: [] for s in faq_kbs}  # texts, and their tokens in utoks
+    utoks: dict[str, list[list | None]] = {s: [] for s in faq_kbs}
     extra: dict[tuple[str, str, tuple | None], int] = {}
     rows: list[int] = []  # parallel lists, not a tuple per row
     row_shops: list[str] = []
@@ -677,23 +722,27 @@ def _faq_hits(kbs: dict[str, KnowledgeBase], buyer_rows: list[int], shops: list,
         if not nm.strip():
             continue
         t = tokens[i] if isinstance(tokens[i], list) else None
-        u, f = uniq[sh], firsts[sh]
+        u, ut, f = uniq[sh], utoks[sh], firsts[sh]
         slot = f.get(nm)
         if slot is None:
             slot = f[nm] = len(u)
-            u.append((nm, t))
-        elif u[slot][1] != t:  # same text, other tokens (not from this pipeline): its own entry
+            u.append(nm)
+            ut.append(t)
+        elif ut[slot] != t:  # same text, other tokens (not from this pipeline): its own entry
             key = (sh, nm, tuple(t) if t is not None else None)
             slot = extra.get(key)  # type: ignore[assignment]
             if slot is None:
                 slot = extra[key] = len(u)
-                u.append((nm, t))
+                u.append(nm)
+                ut.append(t)
         rows.append(i)
         row_shops.append(sh)
         row_slots.append(slot)
-    results = {sh: kb.faq_index.match_many([n for n, _ in uniq[sh]], [t for _, t in uniq[sh]])  # type: ignore[union-attr]
+    results = {sh: kb.faq_index.match_many(uniq[sh], utoks[sh])  # type: ignore[union-attr]
                for sh, kb in faq_kbs.items() if uniq[sh]}
-    return {i: results[sh][slot] for i, sh, slot in zip(rows, row_shops, row_slots, strict=True)}
+    for i, sh, slot in zip(rows, row_shops, row_slots, strict=True):
+        hits[i] = results[sh][slot]
+    return hits
 
 
 def _objects(col: pd.Series) -> list:
@@ -773,20 +822,25 @@ def _conversation_days(ts: pd.Series, bounds: list[tuple[int, int]],
 
 
 def _verify_conversation(msgs: _Msgs, a: int, b: int, day: dt.date | None,
-                         faq_hits: dict[int, tuple[int, float] | None], kb: KnowledgeBase,
+                         hits: list[tuple[int, float] | None], kb: KnowledgeBase,
                          cache: dict, out: _Findings) -> None:
     """Walk one conversation (rows ``a:b`` of ``msgs``) in order, tracking the products under discussion.
 
     The buyer's focus (products the buyer names, or the export's sku) and the products the agent
     named last are both candidates; an agent recommending another product does not make the
-    buyer's next question about it. Positions ``i`` are relative to ``a``; ``faq_hits`` is keyed
-    by partition row (``a + i``). Findings go to ``out``.
+    buyer's next question about it. Rows are partition rows (``hits[i]`` is row i's FAQ match).
+    Findings go to ``out``.
+
+    Same decisions as ``analyse_message`` per agent message, without its per-call objects: the
+    message plan (mentions, claims, candidate rules) is kept per distinct text and each claim's
+    verdicts per candidate set (tests/knowledge/test_kb_speed_paths.py compares with a plain
+    reference walk).
     """
-    texts, norms, roles = msgs.texts[a:b], msgs.norms[a:b], msgs.roles[a:b]
-    skus, auto = msgs.skus[a:b], msgs.auto[a:b]
+    texts, norms, roles, skus, auto, repeats = msgs.texts, msgs.norms, msgs.roles, msgs.skus, msgs.auto, msgs.repeats
     memo = _mention_memo(kb, cache)
     agent_memo = _agent_memo(kb, cache)
     products = kb.products
+    faq_skus = kb.faq_skus
     focus: list[str] = []
     agent_recent: list[str] = []
     last_sku_field: str | None = None
@@ -798,15 +852,18 @@ def _verify_conversation(msgs: _Msgs, a: int, b: int, day: dt.date | None,
     confirmed_at: set[int] = set()
     contradicted_at: set[int] = set()
     faq_pending: list[tuple[int, tuple[int, float]]] = []
-    for i, role in enumerate(roles):
+    for i in range(a, b):
         sku = skus[i]
         if sku is not None and sku != last_sku_field and sku in products:
             focus, last_sku_field = [sku], sku
+        role = roles[i]
         if role == "customer":
             norm = norms[i]
             ms = memo.get(norm)
             if ms is None:
-                ms = memo[norm] = mentions(kb, norm)
+                ms = mentions(kb, norm) or _NO_MENTIONS
+                if repeats[norm] > 1:
+                    memo[norm] = ms
             if ms:
                 focus = _candidates(ms[-1], focus + agent_recent)
                 agent_recent = []
@@ -814,13 +871,13 @@ def _verify_conversation(msgs: _Msgs, a: int, b: int, day: dt.date | None,
                 q_block.append(i)
                 if len(q_block) > Q_BLOCK:
                     del q_block[0]
-                hit = faq_hits.get(a + i)
+                hit = hits[i]
                 # an FAQ about a named product ("磁吸充电宝什么时候有货") only for that product
-                if hit is not None and kb.faq_skus[hit[0]]:
+                if hit is not None and faq_skus[hit[0]]:
                     if not focus and later is None:
-                        later = _later(kb, roles, norms, memo, cache)
-                    if not kb.faq_skus[hit[0]] & set(focus or later):  # type: ignore[arg-type]
-                        faq_hits[a + i] = hit = None
+                        later = _later(kb, roles[a:b], norms[a:b], memo, cache)
+                    if not faq_skus[hit[0]] & set(focus or later):  # type: ignore[arg-type]
+                        hits[i] = hit = None
                 if hit is not None:
                     faq_pending.append((i, hit))
             continue
@@ -829,7 +886,10 @@ def _verify_conversation(msgs: _Msgs, a: int, b: int, day: dt.date | None,
         norm = norms[i]
         facts = agent_memo.get(norm)
         if facts is None:
-            facts = agent_memo[norm] = _AgentText.of(kb, norm, cache)
+            keep = repeats[norm] > 1
+            facts = _AgentText.of(kb, norm, cache, keep)
+            if keep:
+                agent_memo[norm] = facts
         if facts.inert:
             continue  # names nothing, claims nothing, dodges nothing, answers no yes/no question
         text = texts[i]
@@ -837,7 +897,7 @@ def _verify_conversation(msgs: _Msgs, a: int, b: int, day: dt.date | None,
             context = focus + [s for s in agent_recent if s not in focus]
         else:
             if not focus and later is None:
-                later = _later(kb, roles, norms, memo, cache)
+                later = _later(kb, roles[a:b], norms[a:b], memo, cache)
             context = focus or later  # type: ignore[assignment]
         implied: list[Claim] = []
         if q_block and facts.yes_no:
@@ -846,41 +906,83 @@ def _verify_conversation(msgs: _Msgs, a: int, b: int, day: dt.date | None,
             implied = cache.get(ikey)  # type: ignore[assignment]
             if implied is None:
                 implied = cache[ikey] = implied_claims(kb, question, norm)
+        answered = False  # any claim checked (whatever the verdict): the question is answered
         if facts.claims or implied:
-            results, mentioned, contradicted = _analysis(kb, text, norm, day, context, implied, cache)
+            if implied:
+                pkey = ("P", kb.shop_id, text, norm, _claims_key(implied))
+                plan = cache.get(pkey)
+                if plan is None:
+                    plan = cache[pkey] = _fast_plan(kb, text, norm, implied, cache, facts, True)
+            else:
+                plan = facts.plans.get(text)
+                if plan is None:
+                    plan = facts.plans[text] = _fast_plan(kb, text, norm, implied, cache, facts, repeats[norm] > 1)
+            last_mention, steps = plan
+            for c, before, after_skus, owners, rule_id, verdicts, said in steps:
+                if before is not None:
+                    cands = _candidates(before, context)
+                elif context:
+                    cands = context
+                else:
+                    cands = list(after_skus) if after_skus is not None else []
+                if owners and not owners & set(cands):
+                    continue  # "60支" naming another product ("升级成60支的"), not a spec claim
+                vkey = (tuple(cands), day)
+                v = verdicts.get(vkey)
+                if v is None:
+                    v = verdicts[vkey] = judge(c, kb, list(cands), day, said)
+                answered = True
+                if v.status == "contradicted":
+                    contradicted_at.add(i)
+                    out.add(msgs, i, rule_id, "-", v.severity, POINTS_MAJOR if v.severity == "major" else POINTS_MINOR,
+                            c.start, c.end, v.explanation, 0.9)
+                elif v.status == "confirmed":
+                    confirmed_at.add(i)
+                    out.add(msgs, i, rule_id, "+", "info", POINTS_CONFIRMED, c.start, c.end, v.explanation, 0.9)
+            mentioned = _candidates(last_mention, context) if last_mention is not None else []
         else:
-            results, contradicted = [], False
             mentioned = _candidates(facts.mentions[-1], context) if facts.mentions else []
         if mentioned:
-            agent_recent = list(mentioned)
-        for r in results:
-            v = r.verdict
-            if v.status == "contradicted":
-                pts = POINTS_MAJOR if v.severity == "major" else POINTS_MINOR
-                out.add(msgs, a + i, r.rule_id, "-", v.severity, pts, r.claim.start, r.claim.end, v.explanation, 0.9)
-            elif v.status == "confirmed":
-                confirmed_at.add(i)
-                out.add(msgs, a + i, r.rule_id, "+", "info", POINTS_CONFIRMED, r.claim.start, r.claim.end,
-                        v.explanation, 0.9)
-        if contradicted:
-            contradicted_at.add(i)
+            agent_recent = mentioned
         m = facts.deflection
         if m and q_block and i not in confirmed_at:
             question = " ".join(norms[j] for j in q_block)
             answers = topics_answerable(kb, question, context, day)
-            hits = [faq_hits[a + j] for j in q_block if faq_hits.get(a + j) is not None]
-            if hits:
-                answers.append(("faq", kb.faq[hits[-1][0]].answer))  # type: ignore[index]
+            faq = [hits[j] for j in q_block if hits[j] is not None]
+            if faq:
+                answers.append(("faq", kb.faq[faq[-1][0]].answer))  # type: ignore[index]
             if answers:
                 asked = " / ".join(texts[j][:30] for j in q_block)
-                out.add(msgs, a + i, "KB-DEFLECT", "-", "major", POINTS_DEFLECT, m.start(), m.end(),
+                out.add(msgs, i, "KB-DEFLECT", "-", "major", POINTS_DEFLECT, m.start(), m.end(),
                         f"买家问「{asked}」，客服推托「{text[m.start():m.end()]}」；知识库可答: "
                         + "；".join(a for _, a in answers[:2]), 0.8)
                 q_block = []
-        if results:
+        if answered:
             q_block = []  # answered; later deflections refer to later questions
     for qi, hit in faq_pending:
-        _faq_check(kb, msgs, a, b, qi, hit, confirmed_at | contradicted_at, cache, out)
+        _faq_check(kb, msgs, b, qi, hit, confirmed_at | contradicted_at, cache, out)
+
+
+_FastStep = tuple[Claim, "Mention | None", "tuple[str, ...] | None", "set[str] | None", str, dict, str]
+
+
+def _fast_plan(kb: KnowledgeBase, text: str, norm: str, implied: list[Claim],
+               cache: dict, facts: _AgentText, keep: bool) -> tuple[Mention | None, list[_FastStep]]:
+    """``_plan`` for the conversation walk: the message's last product mention and, per claim,
+    what ``analyse_message`` needs plus its rule id and the call's verdict table for the claim
+    (kind, value, extras and words said: the verdict depends on nothing else but the candidates
+    and the day)."""
+    ms, steps = _plan(kb, text, norm, implied, cache, (facts.mentions, facts.claims))
+    fast: list[_FastStep] = []
+    for c, before, after_skus, said, owners, jx in steps:
+        vkey = ("j", kb.shop_id, jx, said)
+        verdicts = cache.get(vkey)
+        if verdicts is None:
+            verdicts = {}
+            if keep:  # a claim of a text seen once may still be shared ("299元"), but rarely
+                cache[vkey] = verdicts
+        fast.append((c, before, after_skus, owners, RULE_OF_KIND[c.kind], verdicts, said))
+    return (ms[-1] if ms else None), fast
 
 
 def _later(kb: KnowledgeBase, roles: list, norms: list[str], memo: dict[str, list[Mention]],
@@ -892,7 +994,7 @@ def _later(kb: KnowledgeBase, roles: list, norms: list[str], memo: dict[str, lis
             if role == want:
                 ms = memo.get(nm)
                 if ms is None:
-                    ms = memo[nm] = mentions(kb, nm)
+                    ms = memo[nm] = mentions(kb, nm) or _NO_MENTIONS
                 if ms and not (want == "agent" and _cached_upsell(nm, cache)):
                     return list(ms[0].skus)
     return []
@@ -907,13 +1009,19 @@ class _AgentText:
     deflection: re.Match[str] | None
     yes_no: bool  # starts like a yes/no answer (有的/没有了/是的): may imply a claim (implied_claims)
     inert: bool  # nothing of the above: the message changes no state and makes no finding
+    plans: dict = field(default_factory=dict)  # original text -> _fast_plan (no implied claims)
 
     @classmethod
-    def of(cls, kb: KnowledgeBase, norm: str, cache: dict) -> _AgentText:
-        ms, claims = _text_facts(kb, norm, cache)
+    def of(cls, kb: KnowledgeBase, norm: str, cache: dict, keep: bool = True) -> _AgentText:
+        ms, claims = _text_facts(kb, norm, cache, keep)
         m = find_deflection(norm)
         yes_no = bool(YES_RE.search(norm) or HAS_RE.search(norm) or NONE_RE.search(norm))
-        return cls(ms, claims, m, yes_no, not ms and not claims and m is None and not yes_no)
+        if not ms and not claims and m is None and not yes_no:
+            return _INERT
+        return cls(ms, claims, m, yes_no, False)
+
+
+_INERT = _AgentText([], [], None, False, True)  # shared by every inert text (never changed)
 
 
 def _agent_memo(kb: KnowledgeBase, cache: dict) -> dict[str, _AgentText]:
@@ -945,7 +1053,7 @@ GREETING_RE = re.compile(r"[^0-9]{0,40}(?:您好|你好|在的|在呢|欢迎光�
 Q_BLOCK = 3  # buyer messages kept as "the question" until an agent message answers something
 
 
-def _faq_check(kb: KnowledgeBase, msgs: _Msgs, a: int, b: int, i: int, hit: tuple[int, float],
+def _faq_check(kb: KnowledgeBase, msgs: _Msgs, b: int, i: int, hit: tuple[int, float],
                checked_at: set[int], cache: dict, out: _Findings) -> None:
     """Do the agent replies to FAQ question ``i`` state the FAQ's key facts?
 
@@ -956,12 +1064,12 @@ def _faq_check(kb: KnowledgeBase, msgs: _Msgs, a: int, b: int, i: int, hit: tupl
     entry = kb.faq[hit[0]]
     if not entry.key_facts:
         return
-    norms, roles, auto = msgs.norms, msgs.roles, msgs.auto  # absolute rows a + j
+    norms, roles, auto = msgs.norms, msgs.roles, msgs.auto  # partition rows; the conversation ends at b
     can_answer = cache.get("r")
     if can_answer is None:
         can_answer = cache["r"] = {}
     replies: list[int] = []
-    for j in range(a + i + 1, b):
+    for j in range(i + 1, b):
         role = roles[j]
         if role == "customer":
             break
@@ -978,14 +1086,18 @@ def _faq_check(kb: KnowledgeBase, msgs: _Msgs, a: int, b: int, i: int, hit: tupl
     if not replies:
         return
     answer = " ".join(norms[j] for j in replies)
+    repeats = msgs.repeats
+    keep = all(repeats[norms[j]] > 1 for j in replies)  # else this answer cannot come again
     key = ("f", kb.shop_id, hit[0], answer)
     got = cache.get(key)
     if got is None:
         if find_deflection(answer):
-            got = cache[key] = (None, [], [])  # KB-DEFLECT covers it
+            got = (None, [], [])  # KB-DEFLECT covers it
         else:
             covered = covered_facts(entry.key_facts, answer, cache.setdefault("facts", {}))
-            got = cache[key] = (bool(covered), covered, [f for f in entry.key_facts if f not in covered])
+            got = (bool(covered), covered, [f for f in entry.key_facts if f not in covered])
+        if keep:
+            cache[key] = got
     any_covered, covered, missing = got
     if any_covered is None:
         return
@@ -993,11 +1105,13 @@ def _faq_check(kb: KnowledgeBase, msgs: _Msgs, a: int, b: int, i: int, hit: tupl
     ekey = ("e", key, sim)
     expl = cache.get(ekey)
     if expl is None:
-        expl = cache[ekey] = (f"买家问题匹配 FAQ「{entry.question}」(相似度 {sim})；关键信息 {'、'.join(entry.key_facts)}；"
-                              f"已答 {'、'.join(covered) or '无'}；缺少 {'、'.join(missing) or '无'}")
+        expl = (f"买家问题匹配 FAQ「{entry.question}」(相似度 {sim})；关键信息 {'、'.join(entry.key_facts)}；"
+                f"已答 {'、'.join(covered) or '无'}；缺少 {'、'.join(missing) or '无'}")
+        if keep:
+            cache[ekey] = expl
     first = replies[0]
     if not any_covered:
-        if any(j - a in checked_at for j in replies):
+        if any(j in checked_at for j in replies):
             return
         out.add(msgs, first, "KB-FAQ", "-", "minor", POINTS_FAQ_MISS, 0, len(msgs.texts[first]), expl, 0.7)
         return
