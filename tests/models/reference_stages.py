@@ -38,7 +38,8 @@ def ref_predict_act_frame(partition: pd.DataFrame, model: ActModel) -> pd.DataFr
             out[c] = pd.Series(dtype="float64")
         return out
     agents = ensure_text_columns(agents)
-    p, _ = model.proba(act_inputs(agents))
+    # sklearn's own transform (the model's proba counts n-grams in bulk: it must match this)
+    p = np.asarray(model.classifier.predict_proba(model.vectorizer.transform(act_inputs(agents))), dtype=float)
     out = pd.DataFrame(p, columns=cols)
     out.insert(0, schema.SEQ, agents[schema.SEQ].astype("int64").to_numpy())
     out.insert(0, schema.CONVERSATION_ID, agents[schema.CONVERSATION_ID].astype("string").to_numpy())

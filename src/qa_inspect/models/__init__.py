@@ -15,14 +15,21 @@ import pandas as pd
 
 from qa_inspect import schema
 from qa_inspect.errors import UserError
-from qa_inspect.models.acts import ActModel, act_findings_frame, predict_act_frame
+from qa_inspect.models.acts import (
+    ActFeatures,
+    ActModel,
+    act_findings_frame,
+    predict_act_features,
+    predict_act_frame,
+)
 from qa_inspect.models.card import CARD_FILE, ModelCard, load_model, read_card
 from qa_inspect.models.features import ACT_FEATURE_SET, RISK_FEATURE_SET, ensure_text_columns
 from qa_inspect.models.risk import RiskModel
 from qa_inspect.models.thresholds import ModelsConfig, load_thresholds
 
 __all__ = [
-    "Models", "load_models", "default_acts_dir", "predict_acts", "act_findings", "model_findings",
+    "Models", "load_models", "default_acts_dir", "predict_acts", "predict_acts_with_features", "ActFeatures",
+    "act_findings", "model_findings",
     "predict_risk", "load_thresholds", "ModelsConfig",
 ]
 
@@ -99,16 +106,26 @@ def predict_acts(partition: pd.DataFrame, models: Models) -> pd.DataFrame:
     return predict_act_frame(partition, models.acts)
 
 
+def predict_acts_with_features(partition: pd.DataFrame, models: Models) -> tuple[pd.DataFrame, ActFeatures]:
+    """``predict_acts`` plus the act features it computed: pass them to ``act_findings`` of the
+    same partition so the finding messages are not vectorised a second time."""
+    schema.require_columns(partition, [schema.CONVERSATION_ID, schema.SEQ, schema.ROLE, schema.TEXT],
+                           "predict_acts")
+    return predict_act_features(partition, models.acts)
+
+
 def act_findings(partition: pd.DataFrame, acts: pd.DataFrame, models: Models,
-                 thresholds: ModelsConfig) -> pd.DataFrame:
+                 thresholds: ModelsConfig, features: ActFeatures | None = None) -> pd.DataFrame:
     """Findings (schema.FINDING_COLUMNS, source=model) for acts above their models.yaml threshold.
 
     Evidence: the n-gram contributing most to the act (coefficient x feature value) located in
-    the original text; the explanation lists the top three and the probability.
+    the original text; the explanation lists the top three and the probability. ``features``:
+    from ``predict_acts_with_features`` on this partition (same result, less work); ignored
+    when they were made from another partition or model.
     """
     schema.require_columns(partition, [schema.CONVERSATION_ID, schema.SEQ, schema.ROLE, schema.TEXT],
                            "act_findings")
-    return act_findings_frame(partition, acts, models.acts, thresholds)
+    return act_findings_frame(partition, acts, models.acts, thresholds, features)
 
 
 model_findings = act_findings

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from qa_inspect import schema
 from qa_inspect.errors import InputError
-from qa_inspect.models.features import act_inputs, act_vectorizer, ensure_text_columns, key_rows
+from qa_inspect.models.features import act_inputs, act_matrix, act_vectorizer, ensure_text_columns, key_rows
 from qa_inspect.models.thresholds import ModelsConfig
 from qa_inspect.text.tokenize import Tokenizer
 
@@ -41,9 +41,9 @@ class ActModel:
     coefs: np.ndarray = field(repr=False)  # (n_labels, n_features) of the uncalibrated linear models
 
     def proba(self, inputs: pd.DataFrame) -> tuple[np.ndarray, sparse.csr_matrix]:
-        x = self.vectorizer.transform(inputs)
+        x = act_matrix(self.vectorizer, inputs)  # == vectorizer.transform(inputs), counted in bulk
         p = self.classifier.predict_proba(x)
-        return np.asarray(p, dtype=float), sparse.csr_matrix(x)
+        return np.asarray(p, dtype=float), x
 
 
 def label_matrix(labels: pd.Series) -> np.ndarray:
@@ -200,8 +200,33 @@ def _same_tokens(a: object, b: object) -> bool:
     return tuple(a) == tuple(b)  # type: ignore[call-overload]
 
 
+@dataclass(frozen=True)
+class ActFeatures:
+    """The act model's features of one partition's agent messages, made by ``predict_act_features``.
+
+    ``act_findings_frame`` needs the features of the messages that became findings (for their
+    top n-grams); handing these over saves vectorising those texts a second time. They belong
+    to that partition object and model (checked by identity, so a copy or another partition of
+    the same size is vectorised afresh); the partition must not be changed in between.
+    """
+
+    partition: pd.DataFrame = field(repr=False)
+    model: ActModel = field(repr=False)
+    n_agents: int  # agent messages of the partition (agent_rows order)
+    codes: np.ndarray = field(repr=False)  # per agent message: its row of ``x``
+    x: sparse.csr_matrix = field(repr=False)  # features of each distinct (norm_text, tokens) input
+
+    def usable_for(self, partition: pd.DataFrame, model: ActModel, n_agents: int) -> bool:
+        return self.partition is partition and self.model is model and self.n_agents == n_agents
+
+
 def predict_act_frame(partition: pd.DataFrame, model: ActModel) -> pd.DataFrame:
     """conversation_id, seq, act_<label>... for every agent message of ``partition``."""
+    return predict_act_features(partition, model)[0]
+
+
+def predict_act_features(partition: pd.DataFrame, model: ActModel) -> tuple[pd.DataFrame, ActFeatures]:
+    """``predict_act_frame`` plus the features it computed, for ``act_findings_frame``."""
     cols = [schema.act_column(a) for a in model.labels]
     agents = agent_rows(partition, _ACT_COLUMNS)
     if agents.empty:
@@ -209,14 +234,14 @@ def predict_act_frame(partition: pd.DataFrame, model: ActModel) -> pd.DataFrame:
                             schema.SEQ: pd.Series(dtype="int64")})
         for c in cols:
             out[c] = pd.Series(dtype="float64")
-        return out
+        return out, ActFeatures(partition, model, 0, np.zeros(0, dtype=np.intp), sparse.csr_matrix((0, 0)))
     agents = ensure_text_columns(agents)
     uniq, codes = _unique_inputs(agents)
-    p_u, _ = model.proba(uniq)
+    p_u, x = model.proba(uniq)
     out = pd.DataFrame(p_u[codes], columns=cols)
     out.insert(0, schema.SEQ, agents[schema.SEQ].astype("int64").to_numpy())
     out.insert(0, schema.CONVERSATION_ID, agents[schema.CONVERSATION_ID].astype("string").to_numpy())
-    return out
+    return out, ActFeatures(partition, model, len(agents), codes, x)
 
 
 def _take(s: pd.Series, rows: np.ndarray) -> object:
@@ -249,6 +274,45 @@ def _top_words(model: ActModel, idx: np.ndarray, data: np.ndarray, label_pos: in
     return out
 
 
+def _top_words_many(model: ActModel, x: sparse.csr_matrix, rows: np.ndarray, label_pos: np.ndarray,
+                    k: int = 3) -> list[list[str]]:
+    """``_top_words`` for many (row of ``x``, label) pairs.
+
+    The contributions of all pairs are computed in one array pass; per pair only its positive
+    ones (the walk stops at the first non-positive) are ordered, with Python's stable
+    ``sorted(reverse=True)``, which orders ties as the stable argsort of ``-vals`` does.
+    """
+    if not len(rows):
+        return []
+    starts = x.indptr[rows].astype(np.int64)
+    lens = x.indptr[rows + 1].astype(np.int64) - starts
+    seg_start = np.cumsum(lens) - lens
+    pos = np.repeat(starts - seg_start, lens) + np.arange(int(lens.sum()), dtype=np.int64)
+    idx = x.indices[pos]
+    vals = x.data[pos] * model.coefs[np.repeat(label_pos, lens), idx]  # float64 x float32, as per row
+    if np.isnan(vals).any():  # NaN sorts last in the argsort: keep the per-row definition
+        return [_top_words(model, x.indices[x.indptr[r]:x.indptr[r + 1]], x.data[x.indptr[r]:x.indptr[r + 1]],
+                           int(lp), k) for r, lp in zip(rows.tolist(), label_pos.tolist(), strict=True)]
+    positive = vals > 0
+    n_pos = np.bincount(np.repeat(np.arange(len(rows)), lens)[positive], minlength=len(rows))
+    v_all, i_all = vals[positive].tolist(), idx[positive].tolist()
+    names = model.feature_names
+    out_all: list[list[str]] = []
+    a = 0
+    for n in n_pos.tolist():
+        seg = v_all[a:a + n]
+        out: list[str] = []
+        for j in sorted(range(n), key=seg.__getitem__, reverse=True):
+            if len(out) >= k:
+                break
+            s = _clean(str(names[i_all[a + j]])).strip()
+            if s and not any(s in o for o in out):
+                out = [o for o in out if o not in s] + [s]
+        out_all.append(out)
+        a += n
+    return out_all
+
+
 def _span(text: str, norm: str, words: list[str]) -> tuple[str, int, int]:
     """Locate the best evidence word in the original text (via norm_text when lengths match)."""
     for w in sorted(words, key=len, reverse=True):
@@ -259,12 +323,23 @@ def _span(text: str, norm: str, words: list[str]) -> tuple[str, int, int]:
     return (words[0] if words else ""), -1, -1
 
 
+def _span_sorted(text: str, norm: str, by_len: list[str], first: str) -> tuple[str, int, int]:
+    """``_span`` with the words already sorted longest first and ``first`` = words[0] (or "")."""
+    hay = norm if len(norm) == len(text) else text
+    for w in by_len:
+        i = hay.find(w)
+        if i >= 0:
+            return text[i:i + len(w)], i, i + len(w)
+    return first, -1, -1
+
+
 def act_findings_frame(partition: pd.DataFrame, acts: pd.DataFrame, model: ActModel,
-                       config: ModelsConfig) -> pd.DataFrame:
+                       config: ModelsConfig, features: ActFeatures | None = None) -> pd.DataFrame:
     """Model findings for acts above their configured threshold (source=model, rule MODEL:<act>).
 
-    Thresholds are applied column-wise; only messages that become findings are vectorised
-    again (each distinct input once) for their top contributing n-grams.
+    Thresholds are applied column-wise. The top contributing n-grams of the messages that
+    became findings come from ``features`` (``predict_act_features`` on this partition and
+    model); without them only those messages are vectorised (each distinct input once).
     """
     if acts.empty or not config.acts:
         return schema.empty_findings()
@@ -298,58 +373,70 @@ def act_findings_frame(partition: pd.DataFrame, acts: pd.DataFrame, model: ActMo
 
     msg_pos = pos[rows_all]
     needed = np.unique(msg_pos)
-    uniq, codes = _unique_inputs(agents.iloc[needed])
-    x = sparse.csr_matrix(model.vectorizer.transform(uniq))
-    code_of = dict(zip(needed.tolist(), codes.tolist(), strict=True))
-    # Text of the needed messages only, by position in ``needed``
+    if features is not None and features.usable_for(partition, model, len(agents)):
+        x, codes = features.x, features.codes[needed]
+    else:
+        uniq, codes = _unique_inputs(agents.iloc[needed])
+        x = act_matrix(model.vectorizer, uniq)
+    # Per finding, as Python lists (no numpy scalar per value): its distinct input, the text of its
+    # message (by position in ``needed``) and its probability.
     at = np.searchsorted(needed, msg_pos)
+    u_all = np.asarray(codes)[at].tolist()
     text = agents[schema.TEXT].iloc[needed].to_numpy(dtype=object)
     norm = agents[schema.NORM_TEXT].iloc[needed].to_numpy(dtype=object)
+    p_all = np.column_stack([probs[li] for li in range(len(labels))])[rows_all, lab_all].tolist()
     pols = [config.acts[lab] for lab in labels]
     label_pos = [model.labels.index(lab) for lab in labels]
-    words_cache: dict[tuple[int, int], list[str]] = {}
+    prefix = [f"{pol.explanation or lab}: p({lab})=" for lab, pol in zip(labels, pols, strict=True)]
+    # Per distinct (input, act): the top n-grams (all pairs at once), longest first as _span
+    # tries them, and joined for the explanation.
+    pair_codes, pairs = pd.factorize(np.asarray(u_all, dtype=np.int64) * len(labels) + lab_all)
+    pair_u, pair_li = np.divmod(np.asarray(pairs, dtype=np.int64), len(labels))
+    top = _top_words_many(model, x, pair_u, np.asarray(label_pos, dtype=np.intp)[pair_li])
+    by_pair = [(sorted(words, key=len, reverse=True), ", ".join(words), words[0] if words else "")
+               for words in top]
     # Column lists, not one dict per finding (same values, same frame after findings_frame's dtypes).
     ev_col: list[str] = []
     start_col: list[int] = []
     end_col: list[int] = []
     expl_col: list[str] = []
-    conf_col: list[float] = []
-    for i, li, mp, k in zip(rows_all.tolist(), lab_all.tolist(), msg_pos.tolist(), at.tolist(), strict=True):
-        label = labels[li]
-        pol = pols[li]
-        p = float(probs[li][i])
-        u = code_of[mp]
-        words = words_cache.get((u, li))
-        if words is None:
-            a, b = x.indptr[u], x.indptr[u + 1]
-            words = _top_words(model, x.indices[a:b], x.data[a:b], label_pos[li])
-            words_cache[(u, li)] = words
-        ev, s, e = _span(str(text[k]), str(norm[k]), words)
+    for li, c, k, p in zip(lab_all.tolist(), pair_codes.tolist(), at.tolist(), p_all, strict=True):
+        by_len, joined, first = by_pair[c]
+        ev, s, e = _span_sorted(str(text[k]), str(norm[k]), by_len, first)
         ev_col.append(ev)
         start_col.append(s)
         end_col.append(e)
-        expl_col.append(f"{pol.explanation or label}: p({label})={p:.2f}; top n-grams: " + ", ".join(words))
-        conf_col.append(p)
+        expl_col.append(f"{prefix[li]}{p:.2f}; top n-grams: " + joined)
+    conf_col = p_all
     n = len(rows_all)
 
     def per_label(values: list[str]) -> object:
         return pd.array(values, dtype="string").take(lab_all)
 
+    # Columns built in their findings dtype, so the final frame needs no conversion pass.
     cols = {
         schema.CONVERSATION_ID: _take(acts[schema.CONVERSATION_ID], rows_all),
         schema.SHOP_ID: _take(agents[schema.SHOP_ID], msg_pos) if schema.SHOP_ID in agents.columns else [pd.NA] * n,
         schema.AGENT_ID: _take(agents[schema.AGENT_ID], msg_pos) if schema.AGENT_ID in agents.columns else [pd.NA] * n,
-        schema.MESSAGE_INDEX: [int(v) for v in a_seq[rows_all].tolist()],
+        schema.MESSAGE_INDEX: np.asarray([int(v) for v in a_seq[rows_all].tolist()], dtype=np.int64),
         schema.RULE_ID: per_label([f"MODEL:{lab}" for lab in labels]),
         schema.DIMENSION: per_label([p.dimension for p in pols]),
         schema.POLARITY: per_label([p.polarity for p in pols]),
         schema.SEVERITY: per_label([p.severity for p in pols]),
-        schema.POINTS: [pols[li].points for li in lab_all.tolist()],
-        schema.EVIDENCE: ev_col,
-        schema.EVIDENCE_START: start_col,
-        schema.EVIDENCE_END: end_col,
-        schema.EXPLANATION: expl_col,
+        schema.POINTS: np.asarray([p.points for p in pols], dtype=np.float64)[lab_all],
+        schema.EVIDENCE: pd.array(ev_col, dtype=_FINDING_DTYPES[schema.EVIDENCE]),
+        schema.EVIDENCE_START: np.asarray(start_col, dtype=np.int64),
+        schema.EVIDENCE_END: np.asarray(end_col, dtype=np.int64),
+        schema.EXPLANATION: pd.array(expl_col, dtype=_FINDING_DTYPES[schema.EXPLANATION]),
         schema.SOURCE: pd.array(["model"] * n, dtype="string"),
-        schema.CONFIDENCE: conf_col,
+        schema.CONFIDENCE: np.asarray(conf_col, dtype=np.float64),
     }
-    return pd.DataFrame(cols, columns=list(schema.FINDING_COLUMNS)).astype(_FINDING_DTYPES)
+    return as_findings_dtypes(pd.DataFrame(cols, columns=list(schema.FINDING_COLUMNS)))
+
+
+def as_findings_dtypes(df: pd.DataFrame) -> pd.DataFrame:
+    """``df.astype`` to the findings dtypes; a frame that has them already is returned as is
+    (converting 15 columns to the dtypes they have costs milliseconds per partition)."""
+    if list(df.columns) == list(_FINDING_DTYPES) and all(df[c].dtype == t for c, t in _FINDING_DTYPES.items()):
+        return df
+    return df.astype(_FINDING_DTYPES)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from qa_inspect import schema
+from qa_inspect.models.acts import _FINDING_DTYPES, as_findings_dtypes
 from qa_inspect.models.features import key_rows
 from qa_inspect.models.thresholds import CombinePolicy, ModelsConfig
 
@@ -72,18 +73,7 @@ def combine(rule_findings: pd.DataFrame, model_findings: pd.DataFrame, acts: pd.
         arow = key_rows(acts[schema.CONVERSATION_ID].astype(str), acts[schema.SEQ].astype("int64").to_numpy(),
                         rf[schema.CONVERSATION_ID].astype(str), idx)
     # Linked acts per distinct (rule_id, dimension, polarity): a handful, not one per finding.
-    lkeys = list(zip(rf[schema.RULE_ID].astype(str).tolist(), rf[schema.DIMENSION].astype(str).tolist(),
-                     rf[schema.POLARITY].astype(str).tolist(), strict=True))
-    link_sets: list[tuple[str, ...]] = []  # distinct linked-act tuples; link_code indexes them
-    code_of_set: dict[tuple[str, ...], int] = {}
-    code_of_key: dict[tuple[str, str, str], int] = {}
-    for k in dict.fromkeys(lkeys):
-        acts_k = tuple(linked_acts(pol, *k))
-        code_of_key[k] = code_of_set.setdefault(acts_k, len(code_of_set))
-        if code_of_key[k] == len(link_sets):
-            link_sets.append(acts_k)
-    link_code = np.fromiter((code_of_key[k] for k in lkeys), dtype=np.intp, count=n)
-    links = [link_sets[c] for c in link_code.tolist()]
+    link_code, link_sets = _link_codes(rf, pol)
     has_link = np.fromiter((bool(x) for x in link_sets), dtype=bool, count=len(link_sets))[link_code]
     is_model = (rf[schema.SOURCE].astype(str) == "model").to_numpy(dtype=bool)
     compared = (idx >= 0) & has_link & (arow >= 0) & ~is_model
@@ -102,40 +92,79 @@ def combine(rule_findings: pd.DataFrame, model_findings: pd.DataFrame, acts: pd.
     agree = compared & (p >= pol.agree_above)
     review = compared & ~agree & (p <= pol.disagree_below)
 
-    kept_r = rf.loc[~review].copy()
+    # Kept rule findings: agreement raises confidence and notes it in the explanation. Built as
+    # whole columns (one assignment each) rather than label-based .loc writes.
     ag = np.flatnonzero(agree)
+    p_ag = p[ag].tolist()  # Python values, not numpy scalars, per finding
+    kept_r = rf.loc[~review]
     if len(ag):
-        conf = rf[schema.CONFIDENCE].astype(float).to_numpy()[ag]
-        c = np.where(np.isnan(conf), 1.0, conf)
-        expl = rf[schema.EXPLANATION].tolist()
-        kept_r.loc[ag, schema.CONFIDENCE] = 1.0 - (1.0 - c) * (1.0 - p[ag])
-        kept_r.loc[ag, schema.EXPLANATION] = [f"{expl[i]} [model agrees: p({best[i]})={p[i]:.2f}]" for i in ag]
-    absorbed = {(cid[i], int(idx[i]), a) for i in ag for a in links[i]}
+        conf = rf[schema.CONFIDENCE].astype(float).to_numpy(copy=True)
+        c = np.where(np.isnan(conf[ag]), 1.0, conf[ag])
+        conf[ag] = 1.0 - (1.0 - c) * (1.0 - p[ag])
+        expl = rf[schema.EXPLANATION].to_numpy(dtype=object, copy=True)
+        expl[ag] = [f"{e} [model agrees: p({b})={q:.2f}]"
+                    for e, b, q in zip(expl[ag].tolist(), best[ag].tolist(), p_ag, strict=True)]
+        kept_r = kept_r.assign(**{schema.CONFIDENCE: conf[~review],
+                                  schema.EXPLANATION: pd.array(expl[~review], dtype=_FINDING_DTYPES[
+                                      schema.EXPLANATION])})
+    absorbed = {(c_, i_, a) for c_, i_, code in zip(cid[ag].tolist(), idx[ag].tolist(), link_code[ag].tolist(),
+                                                     strict=True)
+                for a in link_sets[code]}
 
     m_keys = zip(mf[schema.CONVERSATION_ID].astype(str).tolist(), mf[schema.MESSAGE_INDEX].astype("int64").tolist(),
                  (r.removeprefix("MODEL:") for r in mf[schema.RULE_ID].astype(str).tolist()), strict=True)
     not_absorbed = np.fromiter((k not in absorbed for k in m_keys), dtype=bool, count=len(mf))
     confident = ~(mf[schema.CONFIDENCE].astype(float).to_numpy() < pol.model_only_threshold)
-    kept_m = mf.loc[not_absorbed & confident].copy()
+    kept_m = mf.loc[not_absorbed & confident]
     if len(kept_m):
-        kept_m[schema.POINTS] = kept_m[schema.POINTS].astype(float) * pol.model_only_factor
-        kept_m[schema.EXPLANATION] = [f"{e} [model only: points x {pol.model_only_factor:g}]"
-                                      for e in kept_m[schema.EXPLANATION].tolist()]
+        kept_m = kept_m.assign(**{
+            schema.POINTS: kept_m[schema.POINTS].astype(float) * pol.model_only_factor,
+            schema.EXPLANATION: pd.array([f"{e} [model only: points x {pol.model_only_factor:g}]"
+                                          for e in kept_m[schema.EXPLANATION].tolist()],
+                                         dtype=_FINDING_DTYPES[schema.EXPLANATION]),
+        })
 
     parts = [f[list(schema.FINDING_COLUMNS)] for f in (kept_r, kept_m) if len(f)]
-    if parts:
-        findings = pd.concat(parts, ignore_index=True).astype(schema.empty_findings().dtypes.to_dict())
-    else:
-        findings = schema.empty_findings()
+    findings = as_findings_dtypes(pd.concat(parts, ignore_index=True)) if parts else schema.empty_findings()
     rv = np.flatnonzero(review)
     if len(rv):
         review_items = pd.DataFrame({
-            schema.CONVERSATION_ID: cid[rv],
-            schema.MESSAGE_INDEX: idx[rv],
-            schema.RULE_ID: rf[schema.RULE_ID].to_numpy(dtype=object)[rv],
-            REVIEW_REASON: [f"model disagrees: p({best[i]})={p[i]:.2f} <= {pol.disagree_below:.2f}" for i in rv],
-            MODEL_PROBABILITY: p[rv],
-        }).astype(empty_reviews().dtypes.to_dict())
+            schema.CONVERSATION_ID: pd.array(cid[rv], dtype="string"),
+            schema.MESSAGE_INDEX: idx[rv].astype("int64"),
+            schema.RULE_ID: pd.array(rf[schema.RULE_ID].to_numpy(dtype=object)[rv], dtype="string"),
+            REVIEW_REASON: pd.array([f"model disagrees: p({b})={q:.2f} <= {pol.disagree_below:.2f}"
+                                     for b, q in zip(best[rv].tolist(), p[rv].tolist(), strict=True)],
+                                    dtype="string"),
+            MODEL_PROBABILITY: p[rv].astype("float64"),
+        })
     else:
         review_items = empty_reviews()
     return findings, review_items
+
+
+def _link_codes(rf: pd.DataFrame, pol: CombinePolicy) -> tuple[np.ndarray, list[tuple[str, ...]]]:
+    """Per finding, the index of its linked-act tuple in the returned list of distinct tuples.
+
+    ``linked_acts`` runs once per distinct (rule_id, dimension, polarity), found by factorizing
+    the three columns (as strings, as before) instead of one Python tuple per finding.
+    """
+    n = len(rf)
+    if not n:
+        return np.zeros(0, dtype=np.intp), []
+    columns = [rf[c].astype(str) for c in (schema.RULE_ID, schema.DIMENSION, schema.POLARITY)]
+    key = np.zeros(n, dtype=np.int64)
+    for col in columns:  # key stays < n: re-factorized after each column
+        codes, uniq = pd.factorize(col, use_na_sentinel=False)
+        key = pd.factorize(key * len(uniq) + codes)[0].astype(np.int64)
+    _, first = np.unique(key, return_index=True)  # first row of each key (codes in order of appearance)
+    rule_ids, dimensions, polarities = (col.to_numpy(dtype=object)[first].tolist() for col in columns)
+    link_sets: list[tuple[str, ...]] = []
+    code_of_set: dict[tuple[str, ...], int] = {}
+    set_of_key = np.zeros(len(first), dtype=np.intp)
+    for j, k in enumerate(zip(rule_ids, dimensions, polarities, strict=True)):
+        acts_k = tuple(linked_acts(pol, *k))
+        if acts_k not in code_of_set:
+            code_of_set[acts_k] = len(link_sets)
+            link_sets.append(acts_k)
+        set_of_key[j] = code_of_set[acts_k]
+    return set_of_key[key], link_sets

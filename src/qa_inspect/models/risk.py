@@ -35,6 +35,7 @@ from qa_inspect.models.features import (
     conversation_texts,
     ensure_text_columns,
     finding_counts,
+    tfidf_transform,
 )
 
 TEXT_FIELDS = ("all", "customer", "agent", "last_customer")
@@ -79,10 +80,18 @@ class RiskModel:
                                 findings if self.uses_findings else None, texts.index,
                                 self.uses_acts, self.uses_findings)
         for f, model in self.text_models.items():
-            base[f"ridge_{f}"] = model.predict(texts[f].tolist()) if len(texts) else []
+            base[f"ridge_{f}"] = _ridge_predict(model, texts[f].tolist()) if len(texts) else []
         pred = self.stage2.predict(base[self.feature_names].to_numpy(dtype=float)) if len(base) else []
         risk = np.clip(np.asarray(pred, dtype=float), 0.0, 1.0)
         return pd.DataFrame({schema.CONVERSATION_ID: texts.index.astype("string"), schema.RISK: risk})
+
+
+def _ridge_predict(pipe: Pipeline, docs: list[str]) -> np.ndarray:
+    """``pipe.predict(docs)`` for a text_ridge pipeline, its tf-idf step counted in bulk
+    (features.tfidf_transform: the same matrix, so the same predictions); other pipelines as is."""
+    if len(pipe.steps) != 2 or not isinstance(pipe.steps[0][1], TfidfVectorizer):
+        return np.asarray(pipe.predict(docs))
+    return np.asarray(pipe.steps[1][1].predict(tfidf_transform(pipe.steps[0][1], docs)))
 
 
 def structural_block(messages: pd.DataFrame, acts: pd.DataFrame | None, findings: pd.DataFrame | None,
