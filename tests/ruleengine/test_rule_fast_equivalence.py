@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
 from collections import Counter
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -22,9 +23,11 @@ from qa_inspect.ingest import ingest_paths
 from qa_inspect.ruleengine import RuleSet, apply_all_rules, apply_rules, apply_template_rules, template_counts
 from qa_inspect.ruleengine.conversation import iter_conversations, split_conversations
 from qa_inspect.ruleengine.engine import Env, _preconditions, _record, run_rules
-from qa_inspect.ruleengine.matching import _inner_bounds
+from qa_inspect.ruleengine.matching import _inner_bounds, phrases_found, phrases_found_many
 from qa_inspect.ruleengine.types import (
+    _CLAUSE_RE,
     BATCH_TYPES,
+    PartialAnswerRule,
     TimingRule,
     clock_start,
     partition_clocks,
@@ -270,3 +273,185 @@ def test_partition_delays_far_apart_dates_as_python_integers(default_ruleset: Ru
         want = [rule._delays(conv, env) for conv in iter_conversations(part)]
         assert got == want
         assert got[0][0][1] > 1.8e10 and got[2][0][1] == 0.0
+
+
+# --- round 3: split-wide timing/unanswered/partial-answer rules, batched phrase pass, prefilters ---
+
+def _round3_variants(ruleset: RuleSet, top_count: int) -> RuleSet:
+    """The rule types that got a split-wide ``evaluate_split`` or a new prefilter in round 3,
+    under the settings their paths handle differently."""
+    rules = []
+    k = 0
+
+    def add(base, **update) -> None:
+        nonlocal k
+        k += 1
+        rules.append(base.model_copy(update={"id": f"R3-{k:03d}", **update}))
+
+    timing = next(r for r in ruleset.rules if isinstance(r, TimingRule))
+    for metric in ("first_response", "reply_delay", "slow_reply_count"):
+        for fire_when in ("over", "within"):
+            for bho in (True, False):
+                for threshold in (60.0, {"default": 120.0, "jd": 0.0}, {"jd": 30.0, "tmall": 300.0}):
+                    add(timing, metric=metric, fire_when=fire_when, business_hours_only=bho,
+                        threshold_s=threshold, max_count=1 if metric == "slow_reply_count" else 0)
+    unanswered = next(r for r in ruleset.rules if r.type == "unanswered")
+    for bots in (False, True):
+        add(unanswered, count_bot_replies=bots)
+    partial = next(r for r in ruleset.rules if r.type == "partial_answer")
+    for need, replies in ((2, 5), (2, 1), (3, 2)):
+        add(partial, min_questions=need, max_replies=replies)
+    regex = next(r for r in ruleset.rules if r.type == "regex")
+    phrases = sorted({p for r in ruleset.rules if r.type == "phrase" for p in r.phrases})
+    for role in ("agent", "customer"):  # phrases and patterns in one matcher: the prefilter keeps phrase texts
+        for patterns in (list(regex.patterns), ["zq{3}x"]):  # (the second never matches: phrase hits only)
+            for match in ("present", "absent"):
+                add(regex, phrases=phrases, patterns=patterns, match=match, when=type(regex.when)(),
+                    applies_to=regex.applies_to.model_copy(update={"role": role}))
+    templ = next(r for r in ruleset.rules if r.type == "template")
+    for chars, least, excl in ((1, 2, []), (30, 2, list(templ.exclude_phrases)), (8, 10 ** 6, []),
+                               (1, top_count, [])):  # only the most used reply reaches the bar exactly
+        add(templ, min_chars=chars, min_conversations=least, exclude_phrases=excl, mode="message")
+    return RuleSet(rules, "round3")
+
+
+def _roughen(part: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Bots and auto-replies inside buyer turns, missing and jumbled timestamps, JD chats."""
+    part = part.copy()
+    rng = np.random.default_rng(seed)
+    n = len(part)
+    agent = (part[schema.ROLE] == "agent").to_numpy()
+    part.loc[agent & (rng.random(n) < 0.1), schema.ROLE] = "bot"
+    part.loc[agent & (rng.random(n) < 0.1), schema.IS_AUTO_REPLY] = True
+    part.loc[rng.random(n) < 0.08, schema.TS] = pd.NaT
+    jitter = pd.to_timedelta(rng.integers(0, 900, n), unit="s")
+    part[schema.TS] = part[schema.TS] + jitter
+    convs = part[schema.CONVERSATION_ID].unique()
+    jd = set(convs[rng.random(len(convs)) < 0.25].tolist())
+    part.loc[part[schema.CONVERSATION_ID].isin(jd), schema.PLATFORM] = "jd"
+    return part
+
+
+def test_round3_variants_same_as_reference(sample: pd.DataFrame, default_ruleset: RuleSet, rules_dir: Path) -> None:
+    """Timing metrics x over/within x business hours x platform thresholds (incl. platforms
+    with no standard), unanswered with and without bots counting, partial answers with other
+    turn limits, regex+phrase matchers, template rules whose early exit does or does not apply."""
+    shops = load_shops(rules_dir)
+    ids = sorted(sample[schema.CONVERSATION_ID].unique())[:300]
+    part = _roughen(sample[sample[schema.CONVERSATION_ID].isin(ids)].reset_index(drop=True), 13)
+    counts = Counter({k: v * 25 for k, v in template_counts(part).items()})
+    variants = _round3_variants(default_ruleset, max(counts.values()))
+    fast = run_rules(part, variants.rules, Env(variants, shops, counts))
+    ref = reference_run_rules(part, variants.rules, Env(variants, shops, counts))
+    pd.testing.assert_frame_equal(fast, ref, check_exact=True)
+    fired = set(fast[schema.RULE_ID])
+    assert len(fired) > len(variants.rules) * 2 // 3  # most variants fire: the comparison has teeth
+    by_type = {r.type for r in variants.rules if r.id in fired}
+    assert by_type == {"timing", "unanswered", "partial_answer", "regex", "template"}
+
+
+def test_round3_default_rules_on_rough_chats_same_as_reference(sample: pd.DataFrame, default_ruleset: RuleSet,
+                                                               rules_dir: Path) -> None:
+    shops = load_shops(rules_dir)
+    part = _roughen(sample, 21).sample(frac=1.0, random_state=5).reset_index(drop=True)
+    counts = Counter({k: v * 30 for k, v in template_counts(part).items()})
+    assert assert_same(part, default_ruleset, shops, counts) > 500
+
+
+def _occurrences(text: str, phrases: list[str]) -> list[tuple[int, str]]:
+    """Brute force: every (end, phrase) occurrence, overlapping ones included."""
+    out = []
+    for p in phrases:
+        i = text.find(p)
+        while i >= 0:
+            out.append((i + len(p), p))
+            i = text.find(p, i + 1)
+    return out
+
+
+def test_phrases_found_many_equals_one_text_at_a_time(sample: pd.DataFrame, default_ruleset: RuleSet) -> None:
+    """One automaton pass over joined texts gives each text's phrases, spans and key order
+    exactly as a pass per text (and the occurrences a brute-force search finds)."""
+    env = Env(default_ruleset, {})
+    auto = env.automaton
+    phrases = list(auto.keys())
+    texts = list(dict.fromkeys(sample[schema.NORM_TEXT].dropna().astype(str)))[:3000]
+    rng = random.Random(3)
+    glued = [rng.choice(phrases) + rng.choice(phrases) for _ in range(200)]  # phrases meeting at the joints
+    texts += ["", "\x00", f"a\x00{phrases[0]}\x00", phrases[0], phrases[0] * 3, *glued, ""]
+    texts = list(dict.fromkeys(texts))
+    want = [phrases_found(t, auto) for t in texts]
+    for sep in ("\x00", None):
+        got = phrases_found_many(texts, auto, sep)
+        assert [list(g.items()) for g in got] == [list(w.items()) for w in want]
+    hits = 0
+    for t, w in zip(texts, want, strict=True):
+        spans = sorted((e, s, p) for p, sp in w.items() for s, e in sp)
+        brute = sorted((e, e - len(p), p) for e, p in _occurrences(t, phrases))
+        assert spans == brute, t
+        hits += len(spans)
+    assert hits > 1000
+    assert env.found_many(texts + texts[:50]) == want + want[:50]  # through the Env memo, repeats included
+
+
+def reference_asked(rule: PartialAnswerRule, env: Env, norm: str) -> tuple:
+    """``PartialAnswerRule.asked`` as first written: every clause, the question test with the
+    rule's patterns one by one, then its topics."""
+    index, joiner, _ = rule._compiled(env)
+    out = []
+    for m in _CLAUSE_RE.finditer(norm):
+        bounds = [m.start()]
+        if joiner is not None:
+            bounds += [j.start() for j in joiner.finditer(norm, m.start(), m.end()) if j.start() > m.start()]
+        bounds.append(m.end())
+        for s, e in zip(bounds, bounds[1:], strict=False):
+            clause = norm[s:e]
+            if rule.question_span(env, clause) is None:
+                continue
+            topics = index.topics(index.ask, clause)
+            if topics:
+                out.append((topics, s, e, any(re.search(p, clause) for p in rule.open_patterns)))
+    return tuple(out)
+
+
+def test_asked_equals_reference(sample: pd.DataFrame, default_ruleset: RuleSet) -> None:
+    """The batched, pre-checked question finder of partial_answer against the plain one, on
+    every buyer text of the sample and on clauses cut in odd places."""
+    rule = next(r for r in default_ruleset.rules if isinstance(r, PartialAnswerRule))
+    texts = list(dict.fromkeys(sample.loc[sample[schema.ROLE] == "customer", schema.NORM_TEXT].dropna().astype(str)))
+    texts += ["包邮吗?多少钱", "多少钱另外包邮吗", "?包邮吗", "材质是什么,几天发货?还有优惠吗", "", "吗吗吗"]
+    env = Env(default_ruleset, {})
+    want = [reference_asked(rule, env, t) for t in texts]
+    assert rule.asked_counts(env, texts) == [len(w) for w in want]
+    assert [rule.asked(env, t) for t in texts] == want
+    assert [rule.asked(Env(default_ruleset, {}), t) for t in texts[:200]] == want[:200]  # one at a time, fresh
+    assert sum(map(len, want)) > 100
+
+
+def test_jddc_sample_same_as_reference(shared_data: Path, default_ruleset: RuleSet, rules_dir: Path,
+                                       rule_tokenizer: Tokenizer) -> None:
+    """Real JD chats (less repetitive than the sample logs, no timestamps): the split-wide paths
+    give exactly the reference findings, the round-3 rule variants included."""
+    cols = ["session_id", "user_id", "waiter_send", "is_transfer", "is_repeat", "sku", "content"]
+    raw = pd.read_csv(shared_data / "jddc" / "chat_sample.tsv", sep="\t", header=None, names=cols, dtype=str,
+                      quoting=3, keep_default_na=False, nrows=6000)
+    seq = raw.groupby("session_id", sort=False).cumcount()
+    part = pd.DataFrame({c: pd.Series([None] * len(raw), dtype=object) for c in schema.MESSAGE_COLUMNS})
+    part[schema.CONVERSATION_ID] = "jd:" + raw["session_id"]
+    part[schema.SEQ] = seq.to_numpy()
+    part[schema.SHOP_ID] = "jd"
+    part[schema.PLATFORM] = "jd"
+    part[schema.ROLE] = np.where(raw["waiter_send"] == "1", "agent", "customer")
+    part[schema.AGENT_ID] = np.where(raw["waiter_send"] == "1", "a1", None)
+    part[schema.TEXT] = raw["content"]
+    part[schema.IS_AUTO_REPLY] = False
+    part[schema.TS] = pd.to_datetime(pd.Series([pd.NaT] * len(raw)), utc=True)
+    part = tokenize(normalize(part), rule_tokenizer)
+    shops = load_shops(rules_dir)
+    counts = Counter({k: v * 10 for k, v in template_counts(part).items()})
+    assert assert_same(part, default_ruleset, shops, counts) > 300
+    variants = _round3_variants(default_ruleset, max(counts.values()))
+    fast = run_rules(part, variants.rules, Env(variants, shops, counts))
+    pd.testing.assert_frame_equal(fast, reference_run_rules(part, variants.rules, Env(variants, shops, counts)),
+                                  check_exact=True)
+    assert fast[schema.RULE_ID].nunique() > 10

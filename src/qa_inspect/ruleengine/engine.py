@@ -23,7 +23,15 @@ from qa_inspect import schema
 from qa_inspect.config import Shop
 from qa_inspect.errors import BugError
 from qa_inspect.ruleengine.conversation import NEEDED, Conversation, Split, split_conversations
-from qa_inspect.ruleengine.matching import CompiledMatcher, Hit, TextView, build_automaton
+from qa_inspect.ruleengine.matching import (
+    CompiledMatcher,
+    Found,
+    Hit,
+    TextView,
+    build_automaton,
+    phrases_found,
+    phrases_found_many,
+)
 from qa_inspect.ruleengine.ruleset import RuleSet
 from qa_inspect.ruleengine.spec import MatcherSpec, RuleBase
 from qa_inspect.ruleengine.types import BATCH_TYPES, RuleHit, SequenceRule, SplitHits, _MatchRule
@@ -58,10 +66,12 @@ class Env:
         self._memo: dict[tuple[int, str], dict[str, Any]] = {}
         self._matchers: dict[int, CompiledMatcher] = {}
         self._views: dict[str, TextView] = {}
+        self._found: dict[str, Found] = {}  # per distinct text: the automaton's phrases (see ``found``)
         self._finds: dict[int, dict[str, Sequence[Hit]]] = {}  # per matcher: text -> hits
         self._regex: dict[tuple[str, ...], list[re.Pattern[str]]] = {}
         self._customer_words: dict[int, frozenset[str]] = {}
         self._automaton: list[Any] = []  # built on first use: template rules never need it
+        self._sep: list[str | None] = []  # a character in no phrase: joins texts for one automaton pass
 
     @property
     def automaton(self) -> Any:
@@ -73,7 +83,24 @@ class Env:
                     phrases |= self.matcher(spec).all_phrases()
                 phrases |= {normalize_text(p) for p in rule.when.customer_says}
             self._automaton.append(build_automaton(phrases))
+            self._sep.append(next((c for c in ("\x00", "\x1e", "\uffff") if not any(c in p for p in phrases)), None))
         return self._automaton[0]
+
+    def found(self, norm: str) -> Found:
+        """The rule-set phrases in one distinct text (``TextView.found`` without the view)."""
+        f = self._found.get(norm)
+        if f is None:
+            f = self._found[norm] = phrases_found(norm, self.automaton)
+        return f
+
+    def found_many(self, texts: Sequence[str]) -> list[Found]:
+        """``found`` of each of ``texts`` (distinct), the new ones from one automaton pass."""
+        memo = self._found
+        new = [t for t in dict.fromkeys(texts) if t not in memo]
+        if new:
+            auto = self.automaton
+            memo.update(zip(new, phrases_found_many(new, auto, self._sep[0]), strict=True))
+        return [memo[t] for t in texts]
 
     def derive(self, template_counts: Mapping[str, int] | None) -> Env:
         """The same compiled rule set and caches with other batch counts (cheap)."""
@@ -133,7 +160,7 @@ class Env:
         if v is None:
             toks = tokens if isinstance(tokens, list) else (
                 list(tokens) if hasattr(tokens, "__len__") and not isinstance(tokens, str) else None)
-            v = self._views[norm] = TextView.build(norm, toks, self.automaton)
+            v = self._views[norm] = TextView(norm, toks, self.found(norm))
         return v
 
     def find(self, matcher: CompiledMatcher, norm: str, tokens: Any) -> Sequence[Hit]:
@@ -144,7 +171,8 @@ class Env:
             per = self._finds[id(matcher)] = {}
         hits = per.get(norm)
         if hits is None:
-            hits = per[norm] = matcher.find(self.view(norm, tokens)) or ()
+            found = matcher.find(self.view(norm, tokens))
+            hits = per[norm] = tuple(found) if found else ()
         return hits
 
     def conversation_found(self, conv: Conversation) -> frozenset[str]:
@@ -154,7 +182,7 @@ class Env:
         if got is None:
             got = conv.extra["found"] = frozenset(
                 p for idx in (conv.human_agent, conv.customer) for i in idx
-                for p in self.view(conv.norm[i], conv.tokens[i]).found)
+                for p in self.found(conv.norm[i]))
         return got
 
     def regexes(self, patterns: Sequence[str]) -> list[re.Pattern[str]]:
@@ -203,7 +231,7 @@ def _preconditions(rule: RuleBase, conv: Conversation, env: Env, *, said: bool =
         said_here = conv.extra.get("customer_found")
         if said_here is None:  # phrases found in any customer message, once per conversation
             said_here = conv.extra["customer_found"] = frozenset(
-                p for i in conv.customer for p in env.view(conv.norm[i], conv.tokens[i]).found)
+                p for i in conv.customer for p in env.found(conv.norm[i]))
         if env.customer_words(rule).isdisjoint(said_here):
             return False
     return True
@@ -273,8 +301,8 @@ class PhraseIndex:
     def __init__(self, split: Split, env: Env) -> None:
         self.split = split
         self.by_phrase: dict[str, list[int]] = {}
-        for j, (u, f) in enumerate(zip(split.norm_uniques, split.first_of.tolist(), strict=True)):
-            for p in env.view(u, split.tokens[f]).found:
+        for j, found in enumerate(env.found_many(split.norm_uniques)):
+            for p in found:
                 self.by_phrase.setdefault(p, []).append(j)
 
     def conversations(self, role: str, phrases: frozenset[str]) -> np.ndarray:
@@ -353,34 +381,25 @@ class _Hits:
         ci_o = ci_arr[order]
         text, norm, seq, agent_col = split.cols["text"], split.cols["norm"], split.cols["seq"], split.cols["agent"]
         human, first = split.human_list, split.first_list
+        # column-wise (a loop of appends per finding was the hot spot): the message of each
+        # hit, its span kept only where it fits the text, the agent where the message is not theirs
+        pos_o = np.asarray(self.pos, dtype=np.int64)[order]
+        st_o = np.asarray(self.start, dtype=np.int64)[order]
+        en_o = np.asarray(self.end, dtype=np.int64)[order]
+        whole = pos_o < 0  # the whole conversation: its main agent, no message, no span
+        m_o = np.where(whole, 0, np.asarray(first, dtype=np.int64)[ci_o] + pos_o)
+        m_l, whole_l = m_o.tolist(), whole.tolist()
+        t_len = np.fromiter((len(text[m]) for m in m_l), dtype=np.int64, count=n)
+        n_len = np.fromiter((len(norm[m]) for m in m_l), dtype=np.int64, count=n)
+        ok = ~whole & (st_o >= 0) & (st_o <= en_o) & (en_o <= t_len) & (t_len == n_len)
+        starts, ends = np.where(ok, st_o, -1), np.where(ok, en_o, -1)
+        evidence = [text[m][s:e] if o else "" for m, s, e, o in zip(m_l, st_o.tolist(), en_o.tolist(), ok.tolist(),
+                                                                    strict=True)]
+        index = [-1 if w else seq[m] for m, w in zip(m_l, whole_l, strict=True)]
         agent: list[str | None] = []
-        index: list[int] = []
-        evidence: list[str] = []
-        starts: list[int] = []
-        ends: list[int] = []
-        pos_l, st_l, en_l = self.pos, self.start, self.end
-        for k, ci in zip(order.tolist(), ci_o.tolist(), strict=True):
-            pos, st, en = pos_l[k], st_l[k], en_l[k]
-            if pos < 0:
-                agent.append(split.main_agent(ci))
-                index.append(-1)
-                evidence.append("")
-                starts.append(-1)
-                ends.append(-1)
-                continue
-            m = first[ci] + pos
-            t = text[m]
-            if 0 <= st <= en <= len(t) and len(t) == len(norm[m]):
-                evidence.append(t[st:en])
-                starts.append(st)
-                ends.append(en)
-            else:
-                evidence.append("")
-                starts.append(-1)
-                ends.append(-1)
-            a = agent_col[m]
+        for m, w, ci in zip(m_l, whole_l, ci_o.tolist(), strict=True):
+            a = None if w else agent_col[m]
             agent.append(a if a and human[m] else split.main_agent(ci))
-            index.append(seq[m])
         conv_ids = np.asarray([str(split.conv_ids[f]) for f in first], dtype=object)
         per_rule = [(r.id, r.dimension, r.polarity, r.severity, float(r.points)) for r in rules]
         rule_o = ri_arr[order]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 
 import ahocorasick
 
@@ -44,6 +44,45 @@ def build_automaton(phrases: Iterable[str]) -> ahocorasick.Automaton | None:
     return auto
 
 
+Found = Mapping[str, Sequence[tuple[int, int]]]  # phrase -> its (start, end) spans in a text, in order
+NO_PHRASES: Found = MappingProxyType({})  # shared by every text without a rule-set phrase (read-only)
+
+
+def phrases_found(norm: str, automaton: ahocorasick.Automaton | None) -> Found:
+    """Every occurrence of every rule-set phrase in ``norm``: phrase -> spans in text order.
+    Spans are tuples (not lists) so the cached result drops out of the garbage collector."""
+    if automaton is None or not norm:
+        return NO_PHRASES
+    found: dict[str, tuple[tuple[int, int], ...]] = {}
+    get = found.get
+    for end, phrase in automaton.iter(norm):
+        found[phrase] = get(phrase, ()) + ((end - len(phrase) + 1, end + 1),)
+    return found or NO_PHRASES
+
+
+def phrases_found_many(texts: Sequence[str], automaton: ahocorasick.Automaton | None,
+                       sep: str | None) -> list[Found]:
+    """``phrases_found`` of each text, from one automaton pass over the texts joined by
+    ``sep`` (a character in no phrase, so no occurrence spans two texts and the automaton
+    restarts at each text as a fresh pass would; None: one pass per text)."""
+    if automaton is None or sep is None:
+        return [phrases_found(t, automaton) for t in texts]
+    offsets: list[int] = []
+    pos = 0
+    for t in texts:
+        offsets.append(pos)
+        pos += len(t) + 1
+    out: list[Found] = [NO_PHRASES] * len(texts)
+    cur, cur_k, off = None, -1, 0
+    for end, phrase in automaton.iter(sep.join(texts)):
+        k = bisect_right(offsets, end) - 1
+        if k != cur_k:
+            cur, cur_k, off = {}, k, offsets[k]
+            out[k] = cur
+        cur[phrase] = cur.get(phrase, ()) + ((end - len(phrase) + 1 - off, end + 1 - off),)
+    return out
+
+
 class TextView:
     """Everything matching needs about one distinct normalised text (computed once).
 
@@ -54,7 +93,7 @@ class TextView:
     __slots__ = ("norm", "found", "_raw_tokens", "_tokens", "_starts", "_bounds", "_quoted")
 
     def __init__(self, norm: str, tokens: Sequence[str] | None,
-                 found: dict[str, list[tuple[int, int]]]) -> None:
+                 found: Found) -> None:
         self.norm = norm
         self.found = found
         self._raw_tokens = tokens
@@ -66,11 +105,7 @@ class TextView:
     @classmethod
     def build(cls, norm: str, tokens: Sequence[str] | None,
               automaton: ahocorasick.Automaton | None) -> TextView:
-        found: dict[str, list[tuple[int, int]]] = {}
-        if automaton is not None and norm:
-            for end, phrase in automaton.iter(norm):
-                found.setdefault(phrase, []).append((end - len(phrase) + 1, end + 1))
-        return cls(norm, tokens, found)
+        return cls(norm, tokens, phrases_found(norm, automaton))
 
     @property
     def tokens(self) -> Sequence[str]:
@@ -108,7 +143,7 @@ class TextView:
         return self._quoted
 
 
-def _inner_bounds(found: dict[str, list[tuple[int, int]]], tokens: Sequence[str],
+def _inner_bounds(found: Found, tokens: Sequence[str],
                   starts: list[int]) -> set[int]:
     """Boundaries of phrases nested in a token that is itself a rule phrase.
 
@@ -153,11 +188,10 @@ def _alternation(patterns: Sequence[re.Pattern[str]]) -> re.Pattern[str] | None:
         return None
 
 
-@dataclass(frozen=True)
-class Hit:
-    start: int
-    end: int
-    label: str
+Hit = tuple[int, int, str]
+"""One hit: (start, end, label). A plain tuple, not a class: thousands are cached per call,
+and only exact tuples of atoms drop out of the garbage collector's tracking (tracked objects
+kept alive for the call made full collections a hot spot on less repetitive text)."""
 
 
 class CompiledMatcher:
@@ -210,25 +244,26 @@ class CompiledMatcher:
         if found and self.phrases:
             for p in self.phrases.intersection(found):
                 for s, e in found[p]:
-                    raw.append(Hit(s, e, p))
+                    raw.append((s, e, p))
         for rx in self.patterns:
             for m in rx.finditer(view.norm):
                 if m.end() > m.start():
-                    raw.append(Hit(m.start(), m.end(), m.group(0)))
+                    raw.append((m.start(), m.end(), m.group(0)))
         if not raw:
             return []
         excl = [span for p in self.exclude for span in view.found.get(p, ())]
         out: list[Hit] = []
-        for h in sorted(raw, key=lambda h: (h.start, -(h.end - h.start))):
-            if out and h.start < out[-1].end:
+        for h in sorted(raw, key=lambda h: (h[0], -(h[1] - h[0]))):
+            hs, he = h[0], h[1]
+            if out and hs < out[-1][1]:
                 continue  # overlaps a longer/earlier hit
-            if self.boundary and (h.start not in view.bounds or h.end not in view.bounds):
+            if self.boundary and (hs not in view.bounds or he not in view.bounds):
                 continue
-            if self.spec.ignore_quoted and any(qs <= h.start and h.end <= qe for qs, qe in view.quoted):
+            if self.spec.ignore_quoted and any(qs <= hs and he <= qe for qs, qe in view.quoted):
                 continue
-            if any(xs < h.end and h.start < xe for xs, xe in excl):
+            if any(xs < he and hs < xe for xs, xe in excl):
                 continue
-            if self.spec.negation and self._negated(view, h.start):
+            if self.spec.negation and self._negated(view, hs):
                 continue
             out.append(h)
         return out

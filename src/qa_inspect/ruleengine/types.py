@@ -109,10 +109,20 @@ class _MatchRule(RuleBase, MatcherSpec):
             return np.zeros(len(split), dtype=bool)
         live = cand[conv]
         texts = np.zeros(len(split.norm_uniques), dtype=bool)
+        by_phrase = split.phrase_index(env).by_phrase
         if matcher.patterns:
             texts[codes[live]] = True
+            if matcher.any_pattern is not None:
+                # ``find``'s own first test, without a call per text: no phrase of the rule in
+                # the text and the joined regex finds nothing (or an empty text) -> no hit
+                phrased = np.zeros(len(texts), dtype=bool)
+                phrased[[j for p in matcher.phrases for j in by_phrase.get(p, ())]] = True
+                search, uniq = matcher.any_pattern.search, split.norm_uniques
+                drop = [j for j in np.flatnonzero(texts & ~phrased).tolist()
+                        if not uniq[j] or search(uniq[j]) is None]
+                texts[drop] = False
         else:  # a phrase-only matcher can only hit texts holding one of its phrases
-            texts[[j for p in matcher.phrases for j in split.phrase_index(env).by_phrase.get(p, ())]] = True
+            texts[[j for p in matcher.phrases for j in by_phrase.get(p, ())]] = True
             texts &= np.bincount(codes[live], minlength=len(texts)) > 0
         hit_text = np.zeros(len(split.norm_uniques), dtype=bool)
         for j in np.flatnonzero(texts).tolist():
@@ -156,13 +166,13 @@ class _MatchRule(RuleBase, MatcherSpec):
         text, tokens, starts = split.cols["text"], split.tokens, first.tolist()
         for m, ci, j in zip(msgs[keep].tolist(), conv[keep].tolist(), codes[keep].tolist(), strict=True):
             found = env.find(matcher, split.norm_uniques[j], tokens[m])
-            labels = "、".join(dict.fromkeys(h.label for h in found))
-            h = found[0]
+            labels = "、".join(dict.fromkeys(h[2] for h in found))  # hits are (start, end, label)
+            hs, he, _ = found[0]
             out.ci.append(ci)
             out.pos.append(m - starts[ci])
-            out.start.append(h.start)
-            out.end.append(h.end)
-            out.expl.append(render(self, "{name}：命中「{evidence}」", evidence=text[m][h.start:h.end], phrase=labels))
+            out.start.append(hs)
+            out.end.append(he)
+            out.expl.append(render(self, "{name}：命中「{evidence}」", evidence=text[m][hs:he], phrase=labels))
         return out
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
@@ -177,10 +187,10 @@ class _MatchRule(RuleBase, MatcherSpec):
                 continue
             if self.match == "absent":
                 return []
-            labels = "、".join(dict.fromkeys(h.label for h in found))
-            h = found[0]
-            ev = conv.text[i][h.start:h.end]
-            hits.append(RuleHit(i, h.start, h.end, render(
+            labels = "、".join(dict.fromkeys(h[2] for h in found))  # hits are (start, end, label)
+            hs, he, _ = found[0]
+            ev = conv.text[i][hs:he]
+            hits.append(RuleHit(i, hs, he, render(
                 self, "{name}：命中「{evidence}」", evidence=ev, phrase=labels)))
         if self.match == "absent":
             anchor: int | None = None
@@ -473,6 +483,53 @@ class TimingRule(RuleBase):
             fires = (n_slow > self.max_count) == (self.fire_when == "over")
         return cand & fires & (per_conv > 0)
 
+    def evaluate_split(self, split: Split, cand: np.ndarray, env: Env) -> SplitHits:
+        """``evaluate`` of every chat in ``cand`` (a subset of what ``plan`` returned: timed,
+        a standard for the platform, at least one delay) from the partition's ``Delays``."""
+        delays: Delays = split.extra[("split_delays", self.business_hours_only)]
+        out = SplitHits([], [], [], [], [])
+        over = self.fire_when == "over"
+        cmp = "超过" if over else "未超过"
+        text, first, platforms = split.cols["text"], split.first_list, split.platforms
+        starts = delays.starts.tolist()
+        pos_all, secs_all = delays.pos.tolist(), delays.secs.tolist()
+        limits: dict[str, float | None] = {}
+        for ci in np.flatnonzero(cand).tolist():
+            plat = platforms[ci]
+            limit = limits[plat] if plat in limits else limits.setdefault(plat, self.threshold(plat))
+            s0, s1 = starts[ci], starts[ci + 1]
+            if limit is None or s0 == s1:
+                continue
+            if self.metric == "first_response":
+                pos, sec = pos_all[s0], secs_all[s0]
+                if (sec > limit) == over:
+                    out.ci.append(ci)
+                    out.pos.append(pos)
+                    out.start.append(0)
+                    out.end.append(len(text[first[ci] + pos]))
+                    out.expl.append(render(self, "首次人工响应 {seconds} 秒，{cmp} {limit} 秒标准",
+                                           seconds=_fmt_s(sec), cmp=cmp, limit=_fmt_s(limit)))
+            elif self.metric == "reply_delay":
+                for n, k in enumerate(range(s0, s1), start=1):
+                    pos, sec = pos_all[k], secs_all[k]
+                    if (sec > limit) == over:
+                        out.ci.append(ci)
+                        out.pos.append(pos)
+                        out.start.append(0)
+                        out.end.append(len(text[first[ci] + pos]))
+                        out.expl.append(render(self, "第 {n} 次回复等待 {seconds} 秒，{cmp} {limit} 秒标准", n=n,
+                                               seconds=_fmt_s(sec), cmp=cmp, limit=_fmt_s(limit)))
+            else:
+                slow = sum(1 for k in range(s0, s1) if secs_all[k] > limit)
+                if (slow > self.max_count) == over:
+                    out.ci.append(ci)
+                    out.pos.append(-1)
+                    out.start.append(-1)
+                    out.end.append(-1)
+                    out.expl.append(render(self, "慢回复 {count} 次（超过 {limit} 秒），允许 {max_count} 次",
+                                           count=slow, limit=_fmt_s(limit), max_count=self.max_count))
+        return out
+
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
         limit = self.threshold(conv.platform)
         if limit is None or all(t is None for t in conv.ts_ns):
@@ -546,6 +603,43 @@ class UnansweredRule(_QuestionRule):
 
     type: Literal["unanswered"]
     count_bot_replies: bool = False
+
+    def evaluate_split(self, split: Split, cand: np.ndarray, env: Env) -> SplitHits:
+        """``evaluate`` of every chat in ``cand`` at once: the buyer messages after each chat's
+        last reply, the question test once per distinct text, the first question per chat."""
+        n = len(split.conv_of)
+        out = SplitHits([], [], [], [], [])
+        if not n:
+            return out
+        reply = split.human_agent
+        if self.count_bot_replies:
+            role = np.asarray(split.cols["role"], dtype=object)
+            reply = reply | (role == "bot") | (role == "agent")
+        first = np.asarray(split.first_list, dtype=np.int64)
+        last = first - 1  # no reply: every message is after it
+        r = np.flatnonzero(reply)
+        last[split.conv_of[r]] = r  # in order: each chat's last reply stays
+        after = np.arange(n) > last[split.conv_of]
+        msgs = np.flatnonzero(split.customer & after & cand[split.conv_of])
+        if not len(msgs):
+            return out
+        codes = split.norm_codes[msgs]
+        asks = np.zeros(len(split.norm_uniques), dtype=bool)
+        uniq = split.norm_uniques
+        for j in np.unique(codes).tolist():
+            asks[j] = self.question_span(env, uniq[j]) is not None
+        q = msgs[asks[codes]]
+        conv = split.conv_of[q]
+        keep = np.ones(len(q), dtype=bool)
+        keep[1:] = conv[1:] != conv[:-1]  # the first question of each chat
+        text = split.cols["text"]
+        for m, ci in zip(q[keep].tolist(), conv[keep].tolist(), strict=True):
+            out.ci.append(ci)
+            out.pos.append(m - int(first[ci]))
+            out.start.append(0)
+            out.end.append(len(text[m]))
+            out.expl.append(render(self, "买家问题「{evidence}」直到会话结束无人回复", evidence=text[m][:40]))
+        return out
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
         last = -1
@@ -660,28 +754,60 @@ class PartialAnswerRule(_QuestionRule):
         are one question (纯棉四件套多少钱 asks the price, not the material)."""
         memo = env.memo_slot(self, "asked")
         got = memo.get(norm)
-        if got is not None:
-            return got
-        index, split, _ = self._compiled(env)
-        if not index.ask.search(norm):  # most messages name no topic at all
-            memo[norm] = ()
-            return ()
-        opens = env.regexes(self.open_patterns)
-        out: list[tuple[frozenset[str], int, int, bool]] = []
-        for m in _CLAUSE_RE.finditer(norm):
-            bounds = [m.start()]
-            if split is not None:
-                bounds += [j.start() for j in split.finditer(norm, m.start(), m.end()) if j.start() > m.start()]
-            bounds.append(m.end())
-            for s, e in zip(bounds, bounds[1:], strict=False):
-                clause = norm[s:e]
-                if not self.is_question(env, clause):
-                    continue
-                topics = index.topics(index.ask, clause)
-                if topics:
-                    out.append((topics, s, e, any(rx.search(clause) for rx in opens)))
-        got = memo[norm] = tuple(out)
+        if got is None:
+            got = memo[norm] = self._asker(env)(norm)
         return got
+
+    def asked_counts(self, env: Env, texts: list[str]) -> list[int]:
+        """``len(self.asked(env, t))`` for each of ``texts`` (memoised the same way): the
+        compiled regexes and the memo are looked up once for the batch, not once per text."""
+        memo = env.memo_slot(self, "asked")
+        ask = self._asker(env)
+        out: list[int] = []
+        for t in texts:
+            got = memo.get(t)
+            if got is None:
+                got = memo[t] = ask(t)
+            out.append(len(got))
+        return out
+
+    def _asker(self, env: Env) -> Any:
+        """The uncached ``asked`` of one text, with this call's compiled regexes bound."""
+        index, joiner, _ = self._compiled(env)
+        opens = env.regexes(self.open_patterns)
+        ask_search, ask_rx, topics_of = index.ask.search, index.ask, index.topics
+        isq = env.memo(self, "question")
+        if isq is None:
+            from qa_inspect.ruleengine.matching import _alternation
+
+            isq = env.remember(self, "question", "", (_alternation(env.regexes(self.question_patterns)),))
+        q_search = isq[0].search if isq[0] is not None else None
+
+        def is_question(clause: str) -> bool:
+            if q_search is not None:
+                return q_search(clause) is not None
+            return self.question_span(env, clause) is not None
+
+        def ask(norm: str) -> tuple[tuple[frozenset[str], int, int, bool], ...]:
+            if not ask_search(norm):  # most messages name no topic at all
+                return ()
+            out: list[tuple[frozenset[str], int, int, bool]] = []
+            for m in _CLAUSE_RE.finditer(norm):
+                ms, me = m.start(), m.end()
+                bounds = [ms]
+                if joiner is not None:
+                    bounds += [j.start() for j in joiner.finditer(norm, ms, me) if j.start() > ms]
+                bounds.append(me)
+                for s, e in zip(bounds, bounds[1:], strict=False):
+                    clause = norm[s:e]
+                    if not ask_search(clause) or not is_question(clause):
+                        continue  # (no topic named: ``topics_of`` would be empty)
+                    topics = topics_of(ask_rx, clause)
+                    if topics:
+                        out.append((topics, s, e, any(rx.search(clause) for rx in opens)))
+            return tuple(out)
+
+        return ask
 
     def covers(self, env: Env, norm: str) -> tuple[frozenset[str], bool]:
         """(topics a reply names outside questions, starts like a yes/no answer); a hold covers
@@ -707,8 +833,9 @@ class PartialAnswerRule(_QuestionRule):
         once per distinct buyer text, as ``evaluate`` would."""
         cust = split.customer & cand[split.conv_of]
         per_text = np.zeros(len(split.norm_uniques), dtype=np.int64)
-        for j in np.unique(split.norm_codes[cust]).tolist():
-            per_text[j] = len(self.asked(env, split.norm_uniques[j]))
+        js = np.unique(split.norm_codes[cust])
+        uniq = split.norm_uniques
+        per_text[js] = self.asked_counts(env, [uniq[j] for j in js.tolist()])
         # a buyer turn: the messages between two human replies of one chat
         n = len(split.conv_of)
         change = np.ones(n, dtype=bool)
@@ -718,7 +845,80 @@ class PartialAnswerRule(_QuestionRule):
         turn_conv = split.conv_of[change]
         ok = np.zeros(len(split), dtype=bool)
         ok[turn_conv[asked >= self.min_questions]] = True
+        # for ``evaluate_split``: only these turns can fire (exact for chats in the returned mask)
+        split.cache[("partial", id(self))] = (per_text, np.flatnonzero(change), asked >= self.min_questions)
         return cand & ok
+
+    def evaluate_split(self, split: Split, cand: np.ndarray, env: Env) -> SplitHits:
+        """``evaluate`` of every chat in ``cand`` (a subset of what ``plan`` returned), turn by
+        turn but only over the turns ``plan`` counted enough questions in (a chat of 15
+        messages usually has none or one): the same per-turn merge, reply scan and message."""
+        per_text, turn_start, enough = split.cache[("partial", id(self))]
+        out = SplitHits([], [], [], [], [])
+        n_msgs = len(split.conv_of)
+        turn_end = np.append(turn_start[1:], n_msgs)
+        turn_ci = split.conv_of[turn_start]
+        live = np.flatnonzero(enough & cand[turn_ci])
+        if not len(live):
+            return out
+        codes = split.norm_codes
+        norm, text, uniq = split.cols["norm"], split.cols["text"], split.norm_uniques
+        human = split.human_list
+        first = split.first_list
+        conv_end = [e for _, e in split.bounds]
+        asks = split.customer & (per_text[codes] > 0)  # buyer messages that ask: they end a reply window
+        asks_l = asks.tolist()
+        asked_memo, covers_memo = env.memo_slot(self, "asked"), env.memo_slot(self, "covers")  # looked up once
+        for t_s, t_e, ci in zip(turn_start[live].tolist(), turn_end[live].tolist(), turn_ci[live].tolist(),
+                                strict=True):
+            questions: list[list[Any]] = []  # [topics, pos, start, end, open], as ``evaluate``
+            for i in range(t_s, t_e):
+                if not asks_l[i]:
+                    continue
+                t = uniq[codes[i]]
+                got = asked_memo.get(t)  # (``plan`` asked every buyer text of these chats)
+                for topics, s, e, o in (got if got is not None else self.asked(env, t)):
+                    same = next((q for q in questions if q[0] & topics), None)
+                    if same is None:
+                        questions.append([topics, i, s, e, o])
+                    else:
+                        same[0] |= topics
+                        same[4] = same[4] or o
+            if len(questions) < self.min_questions:
+                continue
+            wanted = frozenset().union(*(q[0] for q in questions))
+            covered: set[str] = set()
+            bare_yes, anchor, k, replies, end = False, None, t_e, 0, conv_end[ci]
+            while k < end and replies < self.max_replies:
+                if asks_l[k]:
+                    break
+                if human[k]:
+                    replies += 1
+                    cov = covers_memo.get(norm[k])
+                    topics, yes = cov if cov is not None else self.covers(env, norm[k])
+                    topics = topics & wanted
+                    yes = yes and not topics
+                    if topics or yes:
+                        covered |= topics
+                        bare_yes |= yes
+                        anchor = k if anchor is None else anchor
+                k += 1
+            done = [bool(q[0] & covered) or (bare_yes and not q[4]) for q in questions]
+            if anchor is None or all(done) or not any(done):
+                continue
+            names = [self._label(q[0]) for q in questions]
+            missed = [q for q, ok in zip(questions, done, strict=True) if not ok]
+            pos, s, e = missed[0][1:4]
+            out.ci.append(ci)
+            out.pos.append(anchor - first[ci])
+            out.start.append(0)
+            out.end.append(len(text[anchor]))
+            out.expl.append(render(
+                self, "买家问了{asked}，客服只回应了{covered}，未回应{missed}（「{question}」）",
+                asked="、".join(names), covered="、".join(x for x, ok in zip(names, done, strict=True) if ok),
+                missed="、".join(self._label(q[0]) for q in missed), question=text[pos][s:e].strip(),
+                evidence=text[anchor]))
+        return out
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
         hits: list[RuleHit] = []
@@ -812,16 +1012,17 @@ class SequenceRule(RuleBase):
                 if r:
                     answer = (j, r[0])
                     break
-            trigger_text = conv.text[i][t[0].start:t[0].end]
+            t_start, t_end, _ = t[0]  # hits are (start, end, label)
+            trigger_text = conv.text[i][t_start:t_end]
             if self.fire_when == "missing" and answer is None:
-                hits.append(RuleHit(i, t[0].start, t[0].end, render(
+                hits.append(RuleHit(i, t_start, t_end, render(
                     self, "买家「{trigger}」后 {n} 次回复内未出现应有回应（{description}）",
                     trigger=trigger_text, n=len(replies), description=self.description)))
             elif self.fire_when == "followed" and answer is not None:
                 j, h = answer
-                hits.append(RuleHit(j, h.start, h.end, render(
+                hits.append(RuleHit(j, h[0], h[1], render(
                     self, "买家「{trigger}」后客服回应「{evidence}」", trigger=trigger_text,
-                    evidence=conv.text[j][h.start:h.end])))
+                    evidence=conv.text[j][h[0]:h[1]])))
             if len(hits) >= self.max_per_conversation:
                 break
         return hits
@@ -889,13 +1090,43 @@ class TemplateRule(RuleBase):
         pair = split.norm_codes[msgs] * max(len(shops), 1) + shop_codes[split.conv_of[msgs]]
         uniq, inverse = np.unique(pair, return_inverse=True)
         inverse = inverse.reshape(-1)
-        pair_counted = np.zeros(len(uniq), dtype=bool)
+        text_of, shop_of = np.divmod(uniq, max(len(shops), 1))
+        # ``_key`` per distinct text, in steps: the template key (shared by the call's template
+        # rules), the length test, the batch count, and the exclusion regex only if some reply
+        # is long and frequent enough to matter at all
+        texts, t_inv = np.unique(text_of, return_inverse=True)
+        t_inv = t_inv.reshape(-1)
+        keys_of: dict[int, str] = split.cache.setdefault("template_key", {})
+        from qa_inspect.ruleengine.engine import shop_template_key, template_key
+
+        uniq_texts = split.norm_uniques
+        keys = []
+        for j in texts.tolist():
+            key = keys_of.get(j)
+            if key is None:
+                key = keys_of[j] = template_key(uniq_texts[j])
+            keys.append(key)
+        long_text = np.asarray([len(k) >= self.min_chars for k in keys], dtype=bool)
         pair_n = np.zeros(len(uniq), dtype=np.int64)
-        for k, pr in enumerate(uniq.tolist()):
-            text, shop = divmod(pr, max(len(shops), 1))
-            counted, key = self._key(env, split.norm_uniques[text])
-            pair_counted[k] = counted
-            pair_n[k] = env.template_count(key, shops[shop], self.scope) if counted else 0
+        long_pairs = np.flatnonzero(long_text[t_inv])
+        shop_names = [str(x) for x in shops]
+        counts = env.template_counts
+        if self.scope == "shop":
+            get = counts.get
+            pair_n[long_pairs] = [get(shop_template_key(shop_names[sh], keys[t]), 0) for t, sh in
+                                  zip(t_inv[long_pairs].tolist(), shop_of[long_pairs].tolist(), strict=True)]
+        else:
+            pair_n[long_pairs] = [env.template_count(keys[t], shop_names[sh], self.scope) for t, sh in
+                                  zip(t_inv[long_pairs].tolist(), shop_of[long_pairs].tolist(), strict=True)]
+        if not np.any(long_text[t_inv] & (pair_n >= self.min_conversations)):
+            return np.zeros(len(split), dtype=bool)  # no template reply: nothing can fire
+        rx = self._excluder(env)
+        counted_text = long_text.copy()
+        if rx is not None:
+            search = rx.search
+            counted_text[[k for k in np.flatnonzero(long_text).tolist() if search(keys[k])]] = False
+        pair_counted = counted_text[t_inv]
+        pair_n = np.where(pair_counted, pair_n, 0)
         counted_msg, n_msg = pair_counted[inverse], pair_n[inverse]
         templ = counted_msg & (n_msg >= self.min_conversations)
         # (human replies, counted, conversations using it) for ``evaluate_split``
