@@ -510,9 +510,9 @@ def process_partition(partition: pd.DataFrame, ctx: Context,
         rule_f, tmpl_f = stage("qa_inspect.ruleengine", "apply_all_rules")(p, ctx.ruleset, counts, ctx.shops)
     with t("knowledge"):
         kb_f = stage("qa_inspect.knowledge", "verify_knowledge")(p, ctx.kbs)
-    with t("models"):
-        acts = stage("qa_inspect.models", "predict_acts")(p, ctx.models)
-        model_f = stage("qa_inspect.models", "act_findings")(p, acts, ctx.models, ctx.thresholds)
+    with t("models"):  # the act features computed for the acts are reused for the findings' evidence
+        acts, act_x = stage("qa_inspect.models", "predict_acts_with_features")(p, ctx.models)
+        model_f = stage("qa_inspect.models", "act_findings")(p, acts, ctx.models, ctx.thresholds, act_x)
     with t("combine"):
         frames = [f for f in (rule_f, tmpl_f) if f is not None and len(f)]
         base_f = pd.concat(frames, ignore_index=True) if frames else S.empty_findings()
@@ -611,9 +611,12 @@ class ResultSpool:
     def files(self, name: str) -> list[Path]:
         return sorted((self.folder / name).glob("part-*.parquet"))
 
+    def frame_files(self, name: str) -> list[Path]:
+        return sorted((self.folder / name).glob("part-*.pkl"))
+
     def frame(self, name: str, empty: pd.DataFrame) -> pd.DataFrame:
         """One per-conversation frame of all partitions, in partition order."""
-        return _concat([_load(f) for f in sorted((self.folder / name).glob("part-*.pkl"))], empty)
+        return _concat([_load(f) for f in self.frame_files(name)], empty)
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -699,7 +702,10 @@ def _duck_parts(files: Sequence[Path], columns: Sequence[str] | None, order_by: 
     # A memory cap keeps the run's RSS predictable; an operator that cannot spill under it (odd
     # data: huge texts) gets a larger one rather than failing the night.
     for mb in (DUCK_MEMORY, DUCK_MEMORY * 4, DUCK_MEMORY * 16):
-        config: dict[str, Any] = {"memory_limit": f"{mb}MB"}
+        # one thread: the COPY keeps partition order, and with several threads DuckDB buffers the
+        # batches that finish out of order (5M messages, findings.csv: +141 MB and 4.4 s with one
+        # thread, +323 MB and 13.2 s with two on this 2-core machine)
+        config: dict[str, Any] = {"memory_limit": f"{mb}MB", "threads": 1}
         if spill is not None:
             config["temp_directory"] = str(spill)
         con = duckdb.connect(config=config)
@@ -1149,21 +1155,24 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
     from qa_inspect import store
 
     before = dict(timer.seconds)
+    # One frame family at a time: the per-conversation frames are the part of the client's memory
+    # that grows with the night (~200 MB at 5M messages), so KPI stats and events are loaded for
+    # the attribution, dropped during the store write (which reads the stats parts itself), and
+    # loaded again for the agent KPIs.
+    with timer("kpis"):
+        stats, events = _stats_events(spool, ctx)
+        att = attribute_events(stats, events)
+        del stats, events
     with timer("merge"):
-        # Partitions are buckets of hashed conversation keys: sort by conversation so outputs and
-        # float sums (KPI means) do not depend on the partition layout or the engine.
         conversations = _by_conversation(spool.frame("conversations", pd.DataFrame()))
         review_items = _by_conversation(spool.frame("review_items", pd.DataFrame({S.CONVERSATION_ID: []})))
-        stats = _by_conversation(spool.frame("stats", pd.DataFrame()))
     with timer("kpis"):
-        events = _by_conversation(spool.frame("events", events_frame(S.empty_messages(), ctx.shops)))
-        att = attribute_events(stats, events)
         queue = review_queue(conversations, review_items)
         del review_items
         nights = sorted(str(x) for x in conversations[S.NIGHT].dropna().unique())
     # handed over, not kept here: the callee drops each frame when it is done with it
-    night = {"conversations": conversations, "stats": stats, "events": events, "att": att}
-    del conversations, stats, events, att
+    night = {"conversations": conversations, "att": att}
+    del conversations, att
     parts = {name: store.ParquetParts(spool.files(name)) for name in SPOOLED}
 
     # The big per-message/per-finding outputs are C++ work (DuckDB COPY, GIL released): a background
@@ -1196,6 +1205,14 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
                                      night=night, queue=queue, nights=nights, parts=parts, staged=staged)
     finally:
         staged.close()
+
+
+def _stats_events(spool: ResultSpool, ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The run's KPI stats and order/payment events. Partitions are buckets of hashed conversation
+    keys: sorted by conversation, so float sums (KPI means) do not depend on the partition layout
+    or the engine."""
+    return (_by_conversation(spool.frame("stats", pd.DataFrame())),
+            _by_conversation(spool.frame("events", events_frame(S.empty_messages(), ctx.shops))))
 
 
 class _StagedOutputs:
@@ -1243,11 +1260,12 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
                           timer: StageTimer, wall: dict[str, float], before: dict[str, float],
                           night: dict[str, pd.DataFrame], queue: pd.DataFrame, nights: list[str],
                           parts: dict[str, Any], staged: _StagedOutputs) -> RunSummary:
-    """``night``: conversations, stats, events and att (attribution), taken out of the dict so each
-    is freed once used (at 5M messages they are ~270 MB of per-conversation frames)."""
+    """``night``: conversations and att (attribution), taken out of the dict so each is freed once
+    used. The store connection is closed while the KPIs are computed, so DuckDB's buffers and the
+    KPI frames are not in memory at the same time."""
     from qa_inspect import store
 
-    conversations = night.pop("conversations")
+    conversations, att = night.pop("conversations"), night.pop("att")
     release_memory()  # the merge's transient copies, before DuckDB's buffers
 
     rep.log(f"writing store {db_path}")
@@ -1259,26 +1277,29 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
     with store.open_store(db_path) as con:
         with timer("store"):
             # the store keeps the automatic total (calibration compares it with people) ...
+            stats_parts = store.FrameParts(tuple(spool.frame_files("stats")))
             store.write_run(con, run, conversations=conversations, messages=parts["messages"],
-                            findings=parts["findings"], trace=parts["trace"], conversation_kpis=night["stats"],
-                            attribution=night["att"], review_queue=queue,
-                            checkpoint=lambda step: crash_point("store", step))
+                            findings=parts["findings"], trace=parts["trace"], conversation_kpis=stats_parts,
+                            attribution=att, review_queue=queue, checkpoint=lambda step: crash_point("store", step))
             human = store.human_totals(con, conversations[S.CONVERSATION_ID].astype(str).tolist())
         crash_point("store", "committed")
-        with timer("kpis"):
-            # ... while outputs, KPIs and reports use a human override where one exists
-            conversations = apply_overrides(conversations, human, ctx.scorecard)
-            del human
-            stats, events, att = night.pop("stats"), night.pop("events"), night.pop("att")
-            agents = agent_kpis(stats, events, by=(S.SHOP_ID, S.AGENT_ID), scores=conversations, attribution=att)
-            shops_k = agent_kpis(stats, events, by=(S.SHOP_ID,), scores=conversations, attribution=att)
-            del stats, events, att
-            release_memory()
+    release_memory()
+    with timer("kpis"):
+        # ... while outputs, KPIs and reports use a human override where one exists
+        conversations = apply_overrides(conversations, human, ctx.scorecard)
+        del human
+        stats, events = _stats_events(spool, ctx)
+        agents = agent_kpis(stats, events, by=(S.SHOP_ID, S.AGENT_ID), scores=conversations, attribution=att)
+        shops_k = agent_kpis(stats, events, by=(S.SHOP_ID,), scores=conversations, attribution=att)
+        del stats, events, att
+        release_memory()
+    with store.open_store(db_path) as con:
         with timer("store"):
             store.write_run_kpis(con, run_id, agents=agents, shops=shops_k,
                                  checkpoint=lambda step: crash_point("store", step))
             trend = store.agent_trend(con)
     crash_point("store", "closed")
+    release_memory()
     staged.start()
 
     rep.log(f"writing outputs to {out}")
@@ -1319,7 +1340,7 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
 def apply_overrides(conversations: pd.DataFrame, human_total: pd.Series, scorecard: Scorecard) -> pd.DataFrame:
     """TOTAL/GRADE become the human override where a review overrode them; AUTO_TOTAL keeps the
     scorecard's total. ``human_total``: NaN or the override total, indexed by conversation id."""
-    out = conversations.copy()
+    out = conversations.copy(deep=False)  # copy-on-write: only the columns written here are copied
     out[AUTO_TOTAL] = out[S.TOTAL]
     out[S.HUMAN_TOTAL] = out[S.CONVERSATION_ID].map(human_total).astype("float64")
     out[S.OVERRIDDEN] = out[S.HUMAN_TOTAL].notna()

@@ -184,26 +184,50 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, *
     return len(df)
 
 
-def insert_joined(con: duckdb.DuckDBPyConnection, table: str, left: pd.DataFrame, right: pd.DataFrame, on: str,
-                  **constants: object) -> int:
+@dataclass(frozen=True)
+class FrameParts:
+    """Rows spread over pickled frames (a run's spool of per-conversation frames), inserted one
+    part at a time so the whole frame never has to be in memory during the store write."""
+
+    files: Sequence[Path]
+
+    def frames(self) -> Iterator[pd.DataFrame]:
+        import pickle
+
+        for f in self.files:
+            with open(f, "rb") as fh:
+                yield pickle.load(fh)
+
+
+def insert_joined(con: duckdb.DuckDBPyConnection, table: str, left: pd.DataFrame | FrameParts,
+                  right: pd.DataFrame | None, on: str, **constants: object) -> int:
     """insert_frame of ``left.merge(right, on=on, how="left")`` joined by DuckDB, so the merged
-    copy never exists as a pandas frame (the run's KPI stats: ~75 MB at 5M messages)."""
-    if left is None or left.empty:
-        return 0
+    copy never exists as a pandas frame (the run's KPI stats: ~75 MB at 5M messages); ``left``
+    may be FrameParts, joined part by part; ``right`` None inserts ``left`` as it is."""
+    if right is None:
+        return sum(insert_frame(con, table, part, **constants)
+                   for part in (left.frames() if isinstance(left, FrameParts) else [left]))
     cols = table_columns(con, table)
-    lcols = [c for c in left.columns if c in cols and c not in constants]
-    rcols = [c for c in right.columns if c in cols and c not in constants and c not in lcols]
-    select = ([f'l."{c}"' for c in lcols] + [f'r."{c}"' for c in rcols]
-              + [f'? AS "{k}"' for k in constants])
-    con.register("_ins_left", left[lcols])
-    con.register("_ins_right", right[[on, *rcols]])
+    n = 0
+    con.register("_ins_right", right)
     try:
-        con.execute(f"INSERT INTO {table} BY NAME SELECT {', '.join(select)} FROM _ins_left l "
-                    f'LEFT JOIN _ins_right r ON l."{on}" = r."{on}"', list(constants.values()))
+        for part in left.frames() if isinstance(left, FrameParts) else [left]:
+            if part is None or part.empty:
+                continue
+            lcols = [c for c in part.columns if c in cols and c not in constants]
+            rcols = [c for c in right.columns if c in cols and c not in constants and c not in lcols]
+            select = ([f'l."{c}"' for c in lcols] + [f'r."{c}"' for c in rcols]
+                      + [f'? AS "{k}"' for k in constants])
+            con.register("_ins_left", part[lcols])
+            try:
+                con.execute(f"INSERT INTO {table} BY NAME SELECT {', '.join(select)} FROM _ins_left l "
+                            f'LEFT JOIN _ins_right r ON l."{on}" = r."{on}"', list(constants.values()))
+            finally:
+                con.unregister("_ins_left")
+            n += len(part)
     finally:
-        con.unregister("_ins_left")
         con.unregister("_ins_right")
-    return len(left)
+    return n
 
 
 @dataclass(frozen=True)
@@ -270,7 +294,7 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: pd.DataFrame,
               messages: Rows, findings: Rows, trace: Rows,
-              conversation_kpis: pd.DataFrame, review_queue: pd.DataFrame,
+              conversation_kpis: pd.DataFrame | FrameParts, review_queue: pd.DataFrame,
               checkpoint: Checkpoint | None = None, attribution: pd.DataFrame | None = None) -> dict[str, int]:
     """:func:`write_run_once`; a night too big for the connection's memory cap (the primary-key
     index cannot spill: 5M messages need more than 256 MB at COMMIT) is written again, whole, with
@@ -294,12 +318,12 @@ def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: 
 
 def write_run_once(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: pd.DataFrame,
                    messages: Rows, findings: Rows, trace: Rows,
-                   conversation_kpis: pd.DataFrame, review_queue: pd.DataFrame,
+                   conversation_kpis: pd.DataFrame | FrameParts, review_queue: pd.DataFrame,
                    checkpoint: Checkpoint | None = None, attribution: pd.DataFrame | None = None) -> dict[str, int]:
     """Replace this run's conversations (by id + rule-set version) and record the run, atomically.
 
     ``attribution`` (per conversation id): when given, the conversation_kpis rows are
-    ``conversation_kpis`` joined with it (by conversation id, as a left join).
+    ``conversation_kpis`` (a frame, or FrameParts) joined with it (by conversation id, as a left join).
 
     ``checkpoint(step)`` is called inside the transaction after the deletes (``deleted``), after
     each table's insert (``inserted:<table>``) and before COMMIT (``commit``): the crash-safety
@@ -330,9 +354,8 @@ def write_run_once(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversati
         counts["findings"] = insert_rows(con, "findings", findings, **common)
         step("inserted:findings")
         counts["score_trace"] = insert_rows(con, "score_trace", trace, **common)
-        counts["conversation_kpis"] = (
-            insert_frame(con, "conversation_kpis", conversation_kpis, **common) if attribution is None else
-            insert_joined(con, "conversation_kpis", conversation_kpis, attribution, S.CONVERSATION_ID, **common))
+        counts["conversation_kpis"] = insert_joined(con, "conversation_kpis", conversation_kpis, attribution,
+                                                    S.CONVERSATION_ID, **common)
         counts["review_queue"] = insert_frame(con, "review_queue", review_queue, **common)
         con.execute("DELETE FROM runs WHERE run_id = ?", [run.run_id])
         con.execute(
