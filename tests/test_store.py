@@ -224,3 +224,39 @@ def test_kpis_joined_in_the_store_equal_the_merged_frame(tmp_path: Path) -> None
     first = tables[0].set_index(S.CONVERSATION_ID).loc[ids[0]]
     assert pd.isna(first["converted_inquiries"]) and pd.isna(first["sales_amount"])
     assert tables[0]["sales_amount"].sum() == 109.5
+
+
+def test_conversations_from_spooled_parts_equal_the_frame(tmp_path: Path) -> None:
+    """The nightly run hands the store its conversations as pickled partition frames (not in memory
+    during the write): the stored rows equal writing the whole frame, and parts without the run's ids
+    are refused."""
+    import pickle
+
+    from qa_inspect.errors import BugError
+
+    frames = night_frames("2026-11-23", n=5)
+    conv = frames["conversations"]
+    files = []
+    for i, part in enumerate((conv.iloc[:2], conv.iloc[2:2], conv.iloc[2:])):
+        files.append(tmp_path / f"part-{i}.pkl")
+        files[-1].write_bytes(pickle.dumps(part))
+    tables = []
+    for name, kw in (("parts", {"conversations": store.FrameParts(tuple(files)),
+                                "conversation_ids": conv[S.CONVERSATION_ID]}),
+                     ("frame", {})):
+        c = store.connect(tmp_path / f"{name}.duckdb")
+        run = store.RunRecord(run_id="r1", started_at=datetime.now(UTC), ruleset_version="v1",
+                              finished_at=datetime(2026, 11, 24, tzinfo=UTC))
+        counts = store.write_run(c, run, **{**frames, **kw})
+        assert counts["conversations"] == 5
+        tables.append(c.execute("SELECT * FROM conversations ORDER BY conversation_id").fetchdf())
+        c.close()
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    c = store.connect(tmp_path / "bad.duckdb")
+    run = store.RunRecord(run_id="r1", started_at=datetime.now(UTC), ruleset_version="v1")
+    with pytest.raises(BugError, match="conversation_ids"):
+        store.write_run(c, run, **{**frames, "conversations": store.FrameParts(tuple(files))})
+    with pytest.raises(BugError, match="4 ids"):  # parts that do not hold the run's conversations
+        store.write_run(c, run, **{**frames, "conversations": store.FrameParts(tuple(files)),
+                                   "conversation_ids": conv[S.CONVERSATION_ID].iloc[:4]})
+    c.close()

@@ -1170,9 +1170,11 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
         queue = review_queue(conversations, review_items)
         del review_items
         nights = sorted(str(x) for x in conversations[S.NIGHT].dropna().unique())
-    # handed over, not kept here: the callee drops each frame when it is done with it
-    night = {"conversations": conversations, "att": att}
-    del conversations, att
+        ids = conversations[S.CONVERSATION_ID].copy()
+    # handed over, not kept here: the store reads the conversations from the spool, and the callee
+    # loads them again afterwards
+    night = {"ids": ids, "att": att}
+    del conversations, att, ids
     parts = {name: store.ParquetParts(spool.files(name)) for name in SPOOLED}
 
     # The big per-message/per-finding outputs are C++ work (DuckDB COPY, GIL released): a background
@@ -1265,7 +1267,7 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
     KPI frames are not in memory at the same time."""
     from qa_inspect import store
 
-    conversations, att = night.pop("conversations"), night.pop("att")
+    ids, att = night.pop("ids"), night.pop("att")
     release_memory()  # the merge's transient copies, before DuckDB's buffers
 
     rep.log(f"writing store {db_path}")
@@ -1277,13 +1279,16 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
     with store.open_store(db_path) as con:
         with timer("store"):
             # the store keeps the automatic total (calibration compares it with people) ...
-            stats_parts = store.FrameParts(tuple(spool.frame_files("stats")))
-            store.write_run(con, run, conversations=conversations, messages=parts["messages"],
-                            findings=parts["findings"], trace=parts["trace"], conversation_kpis=stats_parts,
+            store.write_run(con, run, conversations=store.FrameParts(tuple(spool.frame_files("conversations"))),
+                            conversation_ids=ids, messages=parts["messages"], findings=parts["findings"],
+                            trace=parts["trace"], conversation_kpis=store.FrameParts(tuple(spool.frame_files("stats"))),
                             attribution=att, review_queue=queue, checkpoint=lambda step: crash_point("store", step))
-            human = store.human_totals(con, conversations[S.CONVERSATION_ID].astype(str).tolist())
+            human = store.human_totals(con, ids.astype(str).tolist())
         crash_point("store", "committed")
+    del ids
     release_memory()
+    with timer("merge"):
+        conversations = _by_conversation(spool.frame("conversations", pd.DataFrame()))
     with timer("kpis"):
         # ... while outputs, KPIs and reports use a human override where one exists
         conversations = apply_overrides(conversations, human, ctx.scorecard)

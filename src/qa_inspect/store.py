@@ -292,10 +292,11 @@ def _out_of_memory(exc: BaseException) -> bool:
         isinstance(exc, duckdb.TransactionException) and "could not allocate" in str(exc))
 
 
-def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: pd.DataFrame,
+def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: pd.DataFrame | FrameParts,
               messages: Rows, findings: Rows, trace: Rows,
               conversation_kpis: pd.DataFrame | FrameParts, review_queue: pd.DataFrame,
-              checkpoint: Checkpoint | None = None, attribution: pd.DataFrame | None = None) -> dict[str, int]:
+              checkpoint: Checkpoint | None = None, attribution: pd.DataFrame | None = None,
+              conversation_ids: pd.Series | None = None) -> dict[str, int]:
     """:func:`write_run_once`; a night too big for the connection's memory cap (the primary-key
     index cannot spill: 5M messages need more than 256 MB at COMMIT) is written again, whole, with
     a larger cap instead of failing the run. The failed attempt was rolled back."""
@@ -309,21 +310,24 @@ def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: 
         try:
             return write_run_once(con, run, conversations=conversations, messages=messages, findings=findings,
                                   trace=trace, conversation_kpis=conversation_kpis, review_queue=review_queue,
-                                  checkpoint=checkpoint, attribution=attribution)
+                                  checkpoint=checkpoint, attribution=attribution, conversation_ids=conversation_ids)
         except duckdb.Error as exc:
             if not _out_of_memory(exc) or limit == RETRY_MEMORY[-1]:
                 raise
     raise BugError("write_run: unreachable")  # pragma: no cover
 
 
-def write_run_once(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: pd.DataFrame,
+def write_run_once(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: pd.DataFrame | FrameParts,
                    messages: Rows, findings: Rows, trace: Rows,
                    conversation_kpis: pd.DataFrame | FrameParts, review_queue: pd.DataFrame,
-                   checkpoint: Checkpoint | None = None, attribution: pd.DataFrame | None = None) -> dict[str, int]:
+                   checkpoint: Checkpoint | None = None, attribution: pd.DataFrame | None = None,
+              conversation_ids: pd.Series | None = None) -> dict[str, int]:
     """Replace this run's conversations (by id + rule-set version) and record the run, atomically.
 
     ``attribution`` (per conversation id): when given, the conversation_kpis rows are
     ``conversation_kpis`` (a frame, or FrameParts) joined with it (by conversation id, as a left join).
+    ``conversations`` may be FrameParts (the run's spool: not in memory during the write); then
+    ``conversation_ids`` (the run's conversation ids) is required.
 
     ``checkpoint(step)`` is called inside the transaction after the deletes (``deleted``), after
     each table's insert (``inserted:<table>``) and before COMMIT (``commit``): the crash-safety
@@ -331,9 +335,13 @@ def write_run_once(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversati
     ``findings`` and ``trace`` may be frames or Parquet parts (the nightly run's spool).
     """
     step = checkpoint or (lambda _s: None)
-    if conversations[S.CONVERSATION_ID].duplicated().any():
+    if conversation_ids is None:
+        if isinstance(conversations, FrameParts):
+            raise BugError("write_run: conversations as parts need conversation_ids")
+        conversation_ids = conversations[S.CONVERSATION_ID]
+    if conversation_ids.duplicated().any():
         raise BugError("write_run: duplicate conversation ids in one run")
-    ids = pd.DataFrame({S.CONVERSATION_ID: conversations[S.CONVERSATION_ID].astype(str).unique()})
+    ids = pd.DataFrame({S.CONVERSATION_ID: conversation_ids.astype(str).unique()})
     rv = run.ruleset_version
     now = run.finished_at or datetime.now(UTC)
     counts: dict[str, int] = {}
@@ -348,7 +356,10 @@ def write_run_once(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversati
             con.unregister("_run_ids")
         step("deleted")
         common = {S.RUN_ID: run.run_id, RULESET_VERSION: rv}
-        counts["conversations"] = insert_frame(con, "conversations", conversations, **common, scored_at=now)
+        counts["conversations"] = insert_joined(con, "conversations", conversations, None, S.CONVERSATION_ID,
+                                                **common, scored_at=now)
+        if counts["conversations"] != len(ids):
+            raise BugError(f"write_run: {counts['conversations']} conversation rows for {len(ids)} ids")
         step("inserted:conversations")
         counts["messages"] = insert_rows(con, "messages", messages, run_id=run.run_id)
         counts["findings"] = insert_rows(con, "findings", findings, **common)

@@ -183,15 +183,17 @@ def trend_from_conversations(conversations: pd.DataFrame) -> pd.DataFrame:
     return g.rename(columns={"mean": "mean_total", "count": "n"})[list(TREND_COLUMNS)]
 
 
-def _table(con: object, name: str, run_id: str) -> pd.DataFrame | None:
-    """Rows of ``name`` for ``run_id`` (all rows when the table has no run_id column)."""
+def _table(con: object, name: str, run_id: str, order_by: str = "") -> pd.DataFrame | None:
+    """Rows of ``name`` for ``run_id`` (all rows when the table has no run_id column), in
+    ``order_by`` order when given (the store does not keep an insertion order a reader can rely on)."""
     tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}  # type: ignore[attr-defined]
     if name not in tables:
         return None
     cols = [r[0] for r in con.execute(  # type: ignore[attr-defined]
         "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [name]).fetchall()]
     if S.RUN_ID in cols:
-        return con.execute(f'SELECT * FROM "{name}" WHERE run_id = ?', [run_id]).df()  # type: ignore[attr-defined]
+        order = f" ORDER BY {order_by}" if order_by else ""
+        return con.execute(f'SELECT * FROM "{name}" WHERE run_id = ?{order}', [run_id]).df()  # type: ignore[attr-defined]
     return con.execute(f'SELECT * FROM "{name}"').df()  # type: ignore[attr-defined]
 
 
@@ -269,7 +271,7 @@ def load_report_data(con: object, run_id: str, shops: dict[str, Shop],
     """
     from qa_inspect.errors import UserError
 
-    conv = _table(con, "conversations", run_id)
+    conv = _table(con, "conversations", run_id, order_by="conversation_id")  # as the run's conversations.csv
     if conv is None or conv.empty:
         known = ""
         try:
