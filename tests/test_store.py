@@ -124,6 +124,10 @@ def test_override_review_replaces_total(con: duckdb.DuckDBPyConnection) -> None:
     view = store.read_conversations(con).set_index(S.CONVERSATION_ID)[S.HUMAN_TOTAL]
     assert list(got.index) == ids and got["s:2026-11-23-0"] == view["s:2026-11-23-0"] == 77
     assert got[["s:2026-11-23-1", "nobody"]].isna().all()
+    # the run passes its ids as an Arrow-backed Series (with a duplicate here): same values, same order
+    as_series = store.human_totals(con, pd.Series([*ids, ids[0]], dtype="string"))
+    assert list(as_series.index) == ids
+    pd.testing.assert_series_equal(as_series.reset_index(drop=True), got.reset_index(drop=True))
 
 
 def test_outbox_table_has_the_agreed_columns(con: duckdb.DuckDBPyConnection) -> None:

@@ -1278,12 +1278,13 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
                           nights=nights, status="stored")
     with store.open_store(db_path) as con:
         with timer("store"):
+            # read before the write (which does not touch the reviews), while DuckDB's buffers are empty
+            human = store.human_totals(con, ids)
             # the store keeps the automatic total (calibration compares it with people) ...
             store.write_run(con, run, conversations=store.FrameParts(tuple(spool.frame_files("conversations"))),
                             conversation_ids=ids, messages=parts["messages"], findings=parts["findings"],
                             trace=parts["trace"], conversation_kpis=store.FrameParts(tuple(spool.frame_files("stats"))),
                             attribution=att, review_queue=queue, checkpoint=lambda step: crash_point("store", step))
-            human = store.human_totals(con, ids.astype(str).tolist())
         crash_point("store", "committed")
     del ids
     release_memory()
