@@ -244,6 +244,10 @@ def test_conversations_from_spooled_parts_equal_the_frame(tmp_path: Path) -> Non
     for i, part in enumerate((conv.iloc[:2], conv.iloc[2:2], conv.iloc[2:])):
         files.append(tmp_path / f"part-{i}.pkl")
         files[-1].write_bytes(pickle.dumps(part))
+    parts = store.FrameParts(tuple(files))
+    assert [len(f) for f in parts.frames(min_rows=2)] == [2, 3]  # the empty part joins the next batch
+    assert [len(f) for f in parts.frames()] == [5]
+    pd.testing.assert_frame_equal(pd.concat(list(parts.frames(min_rows=1)), ignore_index=True), conv)
     tables = []
     for name, kw in (("parts", {"conversations": store.FrameParts(tuple(files)),
                                 "conversation_ids": conv[S.CONVERSATION_ID]}),
