@@ -9,7 +9,7 @@ shops, thresholds and batch counts all come in through ``env`` or the rule's own
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -696,6 +696,19 @@ class _TopicIndex:
         return frozenset(self.names[int(m.lastgroup[1:])] for m in rx.finditer(text) if m.lastgroup)
 
 
+def _merge_questions(questions: list[list[Any]], asked: Iterable[tuple[frozenset[str], int, int, bool]],
+                     pos: int) -> None:
+    """Add one buyer message's questions to its turn's: questions that share a topic merge
+    (还有优惠吗？多少钱), as [topics, pos, start, end, open]."""
+    for topics, s, e, o in asked:
+        same = next((q for q in questions if q[0] & topics), None)
+        if same is None:
+            questions.append([topics, pos, s, e, o])
+        else:
+            same[0] |= topics
+            same[4] = same[4] or o
+
+
 class PartialAnswerRule(_QuestionRule):
     """多问只答一部分: the buyer asked about two or more topics, the agent's replies covered some
     but not all of them before the buyer asked something new."""
@@ -869,6 +882,10 @@ class PartialAnswerRule(_QuestionRule):
         asks = split.customer & (per_text[codes] > 0)  # buyer messages that ask: they end a reply window
         asks_l = asks.tolist()
         asked_memo, covers_memo = env.memo_slot(self, "asked"), env.memo_slot(self, "covers")  # looked up once
+
+        def covers(t: str) -> tuple[frozenset[str], bool]:
+            cov = covers_memo.get(t)
+            return cov if cov is not None else self.covers(env, t)
         for t_s, t_e, ci in zip(turn_start[live].tolist(), turn_end[live].tolist(), turn_ci[live].tolist(),
                                 strict=True):
             questions: list[list[Any]] = []  # [topics, pos, start, end, open], as ``evaluate``
@@ -877,47 +894,17 @@ class PartialAnswerRule(_QuestionRule):
                     continue
                 t = uniq[codes[i]]
                 got = asked_memo.get(t)  # (``plan`` asked every buyer text of these chats)
-                for topics, s, e, o in (got if got is not None else self.asked(env, t)):
-                    same = next((q for q in questions if q[0] & topics), None)
-                    if same is None:
-                        questions.append([topics, i, s, e, o])
-                    else:
-                        same[0] |= topics
-                        same[4] = same[4] or o
+                _merge_questions(questions, got if got is not None else self.asked(env, t), i)
             if len(questions) < self.min_questions:
                 continue
-            wanted = frozenset().union(*(q[0] for q in questions))
-            covered: set[str] = set()
-            bare_yes, anchor, k, replies, end = False, None, t_e, 0, conv_end[ci]
-            while k < end and replies < self.max_replies:
-                if asks_l[k]:
-                    break
-                if human[k]:
-                    replies += 1
-                    cov = covers_memo.get(norm[k])
-                    topics, yes = cov if cov is not None else self.covers(env, norm[k])
-                    topics = topics & wanted
-                    yes = yes and not topics
-                    if topics or yes:
-                        covered |= topics
-                        bare_yes |= yes
-                        anchor = k if anchor is None else anchor
-                k += 1
-            done = [bool(q[0] & covered) or (bare_yes and not q[4]) for q in questions]
+            anchor, done = self._answered(questions, t_e, conv_end[ci], asks_l, human, norm, covers)
             if anchor is None or all(done) or not any(done):
                 continue
-            names = [self._label(q[0]) for q in questions]
-            missed = [q for q, ok in zip(questions, done, strict=True) if not ok]
-            pos, s, e = missed[0][1:4]
             out.ci.append(ci)
             out.pos.append(anchor - first[ci])
             out.start.append(0)
             out.end.append(len(text[anchor]))
-            out.expl.append(render(
-                self, "买家问了{asked}，客服只回应了{covered}，未回应{missed}（「{question}」）",
-                asked="、".join(names), covered="、".join(x for x, ok in zip(names, done, strict=True) if ok),
-                missed="、".join(self._label(q[0]) for q in missed), question=text[pos][s:e].strip(),
-                evidence=text[anchor]))
+            out.expl.append(self._explain(questions, done, text, anchor))
         return out
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
@@ -935,44 +922,50 @@ class PartialAnswerRule(_QuestionRule):
             questions: list[list[Any]] = []  # [topics, pos, start, end, open]
             while i < n and not human[i]:
                 if role[i] == "customer":
-                    for topics, s, e, o in asked[i]:
-                        same = next((q for q in questions if q[0] & topics), None)
-                        if same is None:
-                            questions.append([topics, i, s, e, o])
-                        else:
-                            same[0] |= topics
-                            same[4] = same[4] or o
+                    _merge_questions(questions, asked[i], i)
                 i += 1
             if len(questions) < self.min_questions:
                 continue
-            wanted = frozenset().union(*(q[0] for q in questions))
-            covered: set[str] = set()
-            bare_yes, anchor, k, replies = False, None, i, 0
-            while k < n and replies < self.max_replies:
-                if asked[k]:  # only buyer messages ask
-                    break  # the buyer moved on (or asked again): the answer window is over
-                if human[k]:
-                    replies += 1
-                    topics, yes = self.covers(env, conv.norm[k])
-                    topics = topics & wanted
-                    yes = yes and not topics  # 有的，现货充足 answers stock, not every yes/no question
-                    if topics or yes:
-                        covered |= topics
-                        bare_yes |= yes
-                        anchor = k if anchor is None else anchor
-                k += 1
-            done = [bool(q[0] & covered) or (bare_yes and not q[4]) for q in questions]
+            anchor, done = self._answered(questions, i, n, asked, human, conv.norm,
+                                          lambda t: self.covers(env, t))
             if anchor is None or all(done) or not any(done):
                 continue
-            names = [self._label(q[0]) for q in questions]
-            missed = [q for q, ok in zip(questions, done, strict=True) if not ok]
-            pos, s, e = missed[0][1:4]
-            hits.append(RuleHit(anchor, 0, len(conv.text[anchor]), render(
-                self, "买家问了{asked}，客服只回应了{covered}，未回应{missed}（「{question}」）",
-                asked="、".join(names), covered="、".join(x for x, ok in zip(names, done, strict=True) if ok),
-                missed="、".join(self._label(q[0]) for q in missed), question=conv.text[pos][s:e].strip(),
-                evidence=conv.text[anchor])))
+            hits.append(RuleHit(anchor, 0, len(conv.text[anchor]), self._explain(questions, done, conv.text, anchor)))
         return hits
+
+    def _answered(self, questions: list[list[Any]], k: int, end: int, asks: Sequence[Any], human: Sequence[bool],
+                  norm: Sequence[str], covers: Callable[[str], tuple[frozenset[str], bool]]
+                  ) -> tuple[int | None, list[bool]]:
+        """The answer window after a buyer turn (messages ``k``..``end``): up to ``max_replies``
+        human replies, ended by the next buyer message that asks. Returns the first reply that
+        covers something (the anchor) and, per question, whether it was answered."""
+        wanted = frozenset().union(*(q[0] for q in questions))
+        covered: set[str] = set()
+        bare_yes, anchor, replies = False, None, 0
+        while k < end and replies < self.max_replies:
+            if asks[k]:  # only buyer messages ask
+                break  # the buyer moved on (or asked again): the answer window is over
+            if human[k]:
+                replies += 1
+                topics, yes = covers(norm[k])
+                topics = topics & wanted
+                yes = yes and not topics  # 有的，现货充足 answers stock, not every yes/no question
+                if topics or yes:
+                    covered |= topics
+                    bare_yes |= yes
+                    anchor = k if anchor is None else anchor
+            k += 1
+        return anchor, [bool(q[0] & covered) or (bare_yes and not q[4]) for q in questions]
+
+    def _explain(self, questions: list[list[Any]], done: list[bool], text: Sequence[str], anchor: int) -> str:
+        names = [self._label(q[0]) for q in questions]
+        missed = [q for q, ok in zip(questions, done, strict=True) if not ok]
+        pos, s, e = missed[0][1:4]
+        return render(
+            self, "买家问了{asked}，客服只回应了{covered}，未回应{missed}（「{question}」）",
+            asked="、".join(names), covered="、".join(x for x, ok in zip(names, done, strict=True) if ok),
+            missed="、".join(self._label(q[0]) for q in missed), question=text[pos][s:e].strip(),
+            evidence=text[anchor])
 
     def _label(self, topics: frozenset[str]) -> str:
         return "/".join(self.topics[t].label for t in self.topics if t in topics)
