@@ -49,6 +49,13 @@ class SplitHits:
     end: list[int]
     expl: list[str]
 
+    def add(self, ci: int, pos: int, start: int, end: int, expl: str) -> None:
+        self.ci.append(ci)
+        self.pos.append(pos)
+        self.start.append(start)
+        self.end.append(end)
+        self.expl.append(expl)
+
 
 class _SafeDict(dict):
     def __missing__(self, key: str) -> str:
@@ -168,11 +175,8 @@ class _MatchRule(RuleBase, MatcherSpec):
             found = env.find(matcher, split.norm_uniques[j], tokens[m])
             labels = "、".join(dict.fromkeys(h[2] for h in found))  # hits are (start, end, label)
             hs, he, _ = found[0]
-            out.ci.append(ci)
-            out.pos.append(m - starts[ci])
-            out.start.append(hs)
-            out.end.append(he)
-            out.expl.append(render(self, "{name}：命中「{evidence}」", evidence=text[m][hs:he], phrase=labels))
+            out.add(ci, m - starts[ci], hs, he,
+                    render(self, "{name}：命中「{evidence}」", evidence=text[m][hs:he], phrase=labels))
         return out
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
@@ -503,31 +507,22 @@ class TimingRule(RuleBase):
             if self.metric == "first_response":
                 pos, sec = pos_all[s0], secs_all[s0]
                 if (sec > limit) == over:
-                    out.ci.append(ci)
-                    out.pos.append(pos)
-                    out.start.append(0)
-                    out.end.append(len(text[first[ci] + pos]))
-                    out.expl.append(render(self, "首次人工响应 {seconds} 秒，{cmp} {limit} 秒标准",
-                                           seconds=_fmt_s(sec), cmp=cmp, limit=_fmt_s(limit)))
+                    out.add(ci, pos, 0, len(text[first[ci] + pos]),
+                            render(self, "首次人工响应 {seconds} 秒，{cmp} {limit} 秒标准",
+                                   seconds=_fmt_s(sec), cmp=cmp, limit=_fmt_s(limit)))
             elif self.metric == "reply_delay":
                 for n, k in enumerate(range(s0, s1), start=1):
                     pos, sec = pos_all[k], secs_all[k]
                     if (sec > limit) == over:
-                        out.ci.append(ci)
-                        out.pos.append(pos)
-                        out.start.append(0)
-                        out.end.append(len(text[first[ci] + pos]))
-                        out.expl.append(render(self, "第 {n} 次回复等待 {seconds} 秒，{cmp} {limit} 秒标准", n=n,
-                                               seconds=_fmt_s(sec), cmp=cmp, limit=_fmt_s(limit)))
+                        out.add(ci, pos, 0, len(text[first[ci] + pos]),
+                                render(self, "第 {n} 次回复等待 {seconds} 秒，{cmp} {limit} 秒标准", n=n,
+                                       seconds=_fmt_s(sec), cmp=cmp, limit=_fmt_s(limit)))
             else:
                 slow = sum(1 for k in range(s0, s1) if secs_all[k] > limit)
                 if (slow > self.max_count) == over:
-                    out.ci.append(ci)
-                    out.pos.append(-1)
-                    out.start.append(-1)
-                    out.end.append(-1)
-                    out.expl.append(render(self, "慢回复 {count} 次（超过 {limit} 秒），允许 {max_count} 次",
-                                           count=slow, limit=_fmt_s(limit), max_count=self.max_count))
+                    out.add(ci, -1, -1, -1,
+                            render(self, "慢回复 {count} 次（超过 {limit} 秒），允许 {max_count} 次",
+                                   count=slow, limit=_fmt_s(limit), max_count=self.max_count))
         return out
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
@@ -634,11 +629,8 @@ class UnansweredRule(_QuestionRule):
         keep[1:] = conv[1:] != conv[:-1]  # the first question of each chat
         text = split.cols["text"]
         for m, ci in zip(q[keep].tolist(), conv[keep].tolist(), strict=True):
-            out.ci.append(ci)
-            out.pos.append(m - int(first[ci]))
-            out.start.append(0)
-            out.end.append(len(text[m]))
-            out.expl.append(render(self, "买家问题「{evidence}」直到会话结束无人回复", evidence=text[m][:40]))
+            out.add(ci, m - int(first[ci]), 0, len(text[m]),
+                    render(self, "买家问题「{evidence}」直到会话结束无人回复", evidence=text[m][:40]))
         return out
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
@@ -900,11 +892,8 @@ class PartialAnswerRule(_QuestionRule):
             anchor, done = self._answered(questions, t_e, conv_end[ci], asks_l, human, norm, covers)
             if anchor is None or all(done) or not any(done):
                 continue
-            out.ci.append(ci)
-            out.pos.append(anchor - first[ci])
-            out.start.append(0)
-            out.end.append(len(text[anchor]))
-            out.expl.append(self._explain(questions, done, text, anchor))
+            out.add(ci, anchor - first[ci], 0, len(text[anchor]),
+                    self._explain(questions, done, text, anchor))
         return out
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
@@ -1146,11 +1135,7 @@ class TemplateRule(RuleBase):
                 x = expl.get(k)
                 if x is None:
                     x = expl[k] = render(self, "回复与{where} {count} 通会话完全相同（模板话术）", count=k, where=where)
-                out.ci.append(c)
-                out.pos.append(mm - first[c])
-                out.start.append(0)
-                out.end.append(len(text[mm]))
-                out.expl.append(x)
+                out.add(c, mm - first[c], 0, len(text[mm]), x)
             return out
         # conversation mode: counted replies grouped per (chat, agent), agents in order of
         # their first counted reply, as ``evaluate``'s dict has them
@@ -1173,12 +1158,9 @@ class TemplateRule(RuleBase):
             c, t, k = int(g_ci[g]), int(templ[g]), int(cnt[g])
             agent = agent_col[int(m[first_idx[g]])]
             solo = agent == split.main_agent(c) or agents_in_chat[c] == 1
-            out.ci.append(c)
-            out.pos.append(-1 if solo else int(first_templ[g]) - first[c])
-            out.start.append(-1)
-            out.end.append(-1)
-            out.expl.append(render(self, "{t}/{c} 条人工回复为{where}批量复用的模板话术（每条 ≥{k} 通会话出现）",
-                                   t=t, c=k, k=self.min_conversations, where=where))
+            out.add(c, -1 if solo else int(first_templ[g]) - first[c], -1, -1,
+                    render(self, "{t}/{c} 条人工回复为{where}批量复用的模板话术（每条 ≥{k} 通会话出现）",
+                           t=t, c=k, k=self.min_conversations, where=where))
         return out
 
     def evaluate(self, conv: Conversation, env: Env) -> list[RuleHit]:
