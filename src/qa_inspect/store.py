@@ -186,8 +186,8 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, *
 
 @dataclass(frozen=True)
 class FrameParts:
-    """Rows spread over pickled frames (a run's spool of per-conversation frames), inserted one
-    part at a time so the whole frame never has to be in memory during the store write."""
+    """Rows spread over pickled frames (a run's spool of per-conversation frames), inserted a batch
+    of parts at a time so the whole frame never has to be in memory during the store write."""
 
     files: Sequence[Path]
 
@@ -215,7 +215,7 @@ def insert_joined(con: duckdb.DuckDBPyConnection, table: str, left: pd.DataFrame
                   right: pd.DataFrame | None, on: str, **constants: object) -> int:
     """insert_frame of ``left.merge(right, on=on, how="left")`` joined by DuckDB, so the merged
     copy never exists as a pandas frame (the run's KPI stats: ~75 MB at 5M messages); ``left``
-    may be FrameParts, joined part by part; ``right`` None inserts ``left`` as it is."""
+    may be FrameParts, joined batch by batch; ``right`` None inserts ``left`` as it is."""
     if right is None:
         return sum(insert_frame(con, table, part, **constants)
                    for part in (left.frames() if isinstance(left, FrameParts) else [left]))
@@ -309,9 +309,10 @@ def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: 
               conversation_kpis: pd.DataFrame | FrameParts, review_queue: pd.DataFrame,
               checkpoint: Checkpoint | None = None, attribution: pd.DataFrame | None = None,
               conversation_ids: pd.Series | None = None) -> dict[str, int]:
-    """:func:`write_run_once`; a night too big for the connection's memory cap (the primary-key
-    index cannot spill: 5M messages need more than 256 MB at COMMIT) is written again, whole, with
-    a larger cap instead of failing the run. The failed attempt was rolled back."""
+    """:func:`write_run_once`; a night too big for the connection's memory cap (an index cannot
+    spill: with the old primary key on messages, 5M messages needed more than 256 MB at COMMIT) is
+    written again, whole, with a larger cap instead of failing the run. The failed attempt was
+    rolled back."""
     for limit in (None, *RETRY_MEMORY):
         if limit is not None:
             try:
