@@ -10,17 +10,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
 from operator import add
 
 import ahocorasick
 import numpy as np
-import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from qa_inspect.knowledge.kb import FaqEntry
 from qa_inspect.knowledge.numbers import durations, numbers
 from qa_inspect.text.normalize import normalize_text
+from qa_inspect.text.tfidf import feature_cells, weigh_cells
 from qa_inspect.text.tokenize import Tokenizer
 
 FAQ_THRESHOLD = 0.55  # averaged word/char cosine; below it a question is "not an FAQ"
@@ -190,23 +189,10 @@ def transform(vec: TfidfVectorizer, docs: Sequence) -> object:
     float64), then weighted by the vectorizer's own fitted TF-IDF step, so the numbers are
     identical (tests compare with ``vec.transform``)."""
     feats = _features(vec, docs)
-    tfidf = getattr(vec, "_tfidf", None)
-    if feats is None or tfidf is None or vec.binary or vec.dtype is not np.float64:
+    if feats is None or getattr(vec, "_tfidf", None) is None or vec.binary or vec.dtype is not np.float64:
         return vec.transform(docs)
-    vocab = vec.vocabulary_
-    nfeat, ndocs = len(vocab), len(docs)
-    lists = list(feats)
-    lens = np.fromiter(map(len, lists), dtype=np.int64, count=ndocs)
-    flat = list(chain.from_iterable(lists))
-    ids = np.fromiter(map(vocab.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
-    rows = np.repeat(np.arange(ndocs, dtype=np.int64), lens)
-    known = ids >= 0
-    keys, counts = np.unique(rows[known] * nfeat + ids[known], return_counts=True)
-    indptr = np.zeros(ndocs + 1, dtype=np.int32)
-    np.cumsum(np.bincount(keys // nfeat, minlength=ndocs), out=indptr[1:])
-    x = sp.csr_array((counts.astype(np.float64), (keys % nfeat).astype(np.int32), indptr), shape=(ndocs, nfeat))
-    x.sort_indices()
-    return tfidf.transform(x, copy=False)
+    rows, cols = feature_cells(feats, vec.vocabulary_)
+    return weigh_cells(vec, rows, cols, len(docs))
 
 
 _UNIT_NOISE = re.compile(r"nt\$|\$|¥|￥|元|块|个|%")

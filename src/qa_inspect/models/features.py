@@ -22,6 +22,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from qa_inspect import schema
 from qa_inspect.config import default_rules_dir
 from qa_inspect.text.normalize import normalize
+from qa_inspect.text.tfidf import feature_cells, weigh_cells
 from qa_inspect.text.tokenize import Tokenizer, tokenize
 
 ACT_FEATURE_SET = "acts-v1:tokens-tfidf-1-2+chars-tfidf-1-3"
@@ -193,32 +194,21 @@ def tfidf_transform(vec: TfidfVectorizer, docs: Sequence[object]) -> sparse.csr_
     vocabulary = vec.vocabulary_
     if vec.analyzer is token_ngrams and all(type(d) is list for d in docs):
         rows, cols = _token_ngram_cells(docs, vocabulary)
-    elif callable(vec.analyzer) or vec.ngram_range[1] > 3 or vec.ngram_range[0] < 1:
-        flat: list[str] = []
-        lengths = np.zeros(len(docs), dtype=np.int64)
-        if callable(vec.analyzer):
-            analyze = vec.build_analyzer()
-            for i, doc in enumerate(docs):
-                grams = analyze(doc)
-                flat.extend(grams)
-                lengths[i] = len(grams)
-        else:
-            decode, preprocess = vec.decode, vec.build_preprocessor()
-            lo, hi = vec.ngram_range
-            for i, doc in enumerate(docs):
-                before = len(flat)
-                _char_wb_ngrams(preprocess(decode(doc)), lo, hi, flat)
-                lengths[i] = len(flat) - before
-        cols = np.fromiter(map(vocabulary.get, flat, repeat(-1)), dtype=np.int64, count=len(flat))
-        rows = np.repeat(np.arange(len(docs), dtype=np.int64), lengths)
-        known = cols >= 0
-        rows, cols = rows[known], cols[known]
+    elif callable(vec.analyzer):
+        rows, cols = feature_cells(map(vec.build_analyzer(), docs), vocabulary)
+    elif vec.ngram_range[1] > 3 or vec.ngram_range[0] < 1:
+        decode, preprocess = vec.decode, vec.build_preprocessor()
+        lo, hi = vec.ngram_range
+
+        def grams(doc: object) -> list[str]:
+            out: list[str] = []
+            _char_wb_ngrams(preprocess(decode(doc)), lo, hi, out)
+            return out
+
+        rows, cols = feature_cells(map(grams, docs), vocabulary)
     else:
         rows, cols = _char_wb_cells(vec, docs)
-    counts = sparse.csr_matrix((np.ones(len(rows), dtype=vec.dtype), (rows, cols)),
-                               shape=(len(docs), len(vocabulary)), dtype=vec.dtype)
-    counts.sum_duplicates()  # canonical: summed duplicates, sorted indices (as sklearn's counts)
-    return sparse.csr_matrix(vec._tfidf.transform(counts, copy=False))
+    return weigh_cells(vec, rows, cols, len(docs))
 
 
 def act_matrix(vectorizer: ColumnTransformer, inputs: pd.DataFrame) -> sparse.csr_matrix:
