@@ -28,7 +28,7 @@ from qa_inspect.text.normalize import normalize, normalize_text
 from qa_inspect.text.tokenize import Tokenizer, tokenize
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import make_chat  # noqa: E402
+from chats import make_chat  # noqa: E402
 from reference_verify import reference_findings  # noqa: E402
 from test_kb_speed_paths import _match_many_reference  # noqa: E402
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
-from conftest import make_chat
+from chats import make_chat
 
 from qa_inspect import schema
 from qa_inspect.knowledge import verify_knowledge
