@@ -154,3 +154,31 @@ def test_bounded_keeps_order_and_at_most_window_in_flight() -> None:
     assert list(bounded(submit, result, 7, 3)) == [k * 10 for k in range(7)]
     assert peak == 3 and not in_flight
     assert list(bounded(submit, result, 0, 3)) == []
+
+
+def test_pool_client_loads_a_light_context_with_the_workers_version(rules: Path) -> None:
+    """The pool's client skips knowledge, models and dictionary (its workers load them) but must
+    compute the very version the workers are checked against; it can never score a partition."""
+    from qa_inspect.errors import BugError
+    from qa_inspect.pipeline import load_context, process_partition
+
+    full, light = load_context(rules), load_context(rules, light=True)
+    assert light.light and not full.light
+    assert light.kbs == {} and light.models is None and light.tokenizer is None
+    assert light.version == full.version and light.shops.keys() == full.shops.keys()
+    with pytest.raises(BugError, match="light context"):
+        process_partition(S.empty_messages(), light)
+
+
+def test_pool_reports_a_broken_knowledge_base_as_a_config_error(logs: list[Path], rules: Path,
+                                                                tmp_path: Path) -> None:
+    """Only the workers load the knowledge bases in a pool run: their ConfigError must reach the
+    command line as exit 1 with file and line, not as a broken pool (exit 3)."""
+    bad = tmp_path / "rules"
+    shutil.copytree(rules, bad)
+    policies = sorted((bad / "knowledge").rglob("policies.yaml"))[0]
+    policies.write_text(policies.read_text(encoding="utf-8") + "  - {oops: [\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["run", *map(str, logs), "--out", str(tmp_path / "out"), "--rules", str(bad),
+                                   "--workers", "2", "--no-reports"])
+    assert res.exit_code == 1, res.output
+    assert str(policies) in res.output and "YAML syntax error" in res.output

@@ -158,6 +158,10 @@ def bounded(submit: Callable[[int], Any], result: Callable[[Any], Any], n: int, 
 # _WORKER_LOAD holds the load time until the worker's first task reports it (timing only).
 _WORKER_CTX: Context | None = None
 _WORKER_LOAD: dict[str, float] = {}
+# A context that failed to load (a bad knowledge base, a model refused by its card): raised by the
+# worker's tasks, so the client gets the ConfigError/UserError itself (exit 1). An initializer
+# that raises instead breaks the pool with a bare BrokenProcessPool.
+_WORKER_ERROR: BaseException | None = None
 
 
 def _one_thread_per_worker() -> None:
@@ -185,12 +189,16 @@ def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
 
 
 def _init_worker(rules_dir: Path, models_dir: Path | None, parent: int | None = None) -> None:
-    global _WORKER_CTX
+    global _WORKER_CTX, _WORKER_ERROR
     if parent is not None:
         _exit_with_parent(parent)
     _one_thread_per_worker()
     t = time.perf_counter()
-    _WORKER_CTX = load_context(rules_dir, models_dir)
+    try:
+        _WORKER_CTX = load_context(rules_dir, models_dir)
+    except Exception as exc:  # noqa: BLE001 - re-raised by every task of this worker
+        _WORKER_ERROR = exc
+        return
     _WORKER_LOAD[WORKER_CONFIG] = time.perf_counter() - t
     import gc
 
@@ -206,6 +214,8 @@ def _pop_load(load: dict[str, float]) -> dict[str, float]:
 
 def _pool_call(args: tuple[Task, Any, Any, str]) -> tuple[Any, dict[str, float]]:
     task, item, shared, version = args
+    if _WORKER_ERROR is not None:
+        raise _WORKER_ERROR
     if _WORKER_CTX is None:
         raise BugError("pool worker has no context (initializer did not run)")
     _check_version(_WORKER_CTX, version)

@@ -8,6 +8,18 @@ class QAError(Exception):
 
     exit_code = 1
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # pickled whole (message and attributes such as file/line/rule id): errors raised in pool
+        # or dask workers reach the client as they were raised
+        return _rebuild, (type(self), self.args, dict(self.__dict__))
+
+
+def _rebuild(cls: type[QAError], args: tuple[object, ...], state: dict[str, object]) -> QAError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
 
 class UserError(QAError):
     """Bad input or configuration the user can fix (exit code 1)."""

@@ -289,7 +289,9 @@ def _acquire_excl(out_dir: Path, path: Path, host: str, log: LogFn | None) -> in
 # --------------------------------------------------------------------------- context
 @dataclass
 class Context:
-    """Everything a partition needs, loaded once per process."""
+    """Everything a partition needs, loaded once per process. A ``light`` context (the client of a
+    pool run) has the shops, scorecard, rule set and version but no knowledge bases, models or
+    tokenizer: its workers load and validate those, and the client never scores a partition."""
 
     rules_dir: Path
     shops: dict[str, Shop]
@@ -300,34 +302,41 @@ class Context:
     thresholds: Any
     tokenizer: Any
     version: str = ""
+    light: bool = False
 
 
-def config_version(rules_dir: Path, ruleset_version: str, models: Any) -> str:
+def config_version(rules_dir: Path, ruleset_version: str, cards: Sequence[Path]) -> str:
     """Hash of everything that changes scores: rules, scorecard, models.yaml, knowledge, model cards."""
     h = hashlib.sha256(ruleset_version.encode())
     for p in sorted([rules_dir / "scorecard.yaml", rules_dir / "models.yaml", rules_dir / "shops.yaml",
                      *(rules_dir / "knowledge").rglob("*")]):
         if p.is_file():
             h.update(p.relative_to(rules_dir).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
-    for card_attr in ("acts_card", "risk_card"):
-        card = getattr(models, card_attr, None)
-        if card is not None:
-            h.update(repr(card).encode())
+    for card in cards:
+        h.update(b"card\0" + card.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
-def load_context(rules_dir: Path | str | None, models_dir: Path | str | None = None) -> Context:
+def load_context(rules_dir: Path | str | None, models_dir: Path | str | None = None, *,
+                 light: bool = False) -> Context:
+    """``light``: without knowledge bases, models and tokenizer (~1.2 s less: no scikit-learn
+    import), for a client whose workers load their own full context."""
     rd = resolve_rules_dir(rules_dir)
+    mdir = Path(models_dir) if models_dir else None
     shops = load_shops(rd)
     scorecard = load_scorecard(rd)
     ruleset = stage("qa_inspect.ruleengine", "load_ruleset")(rd)
-    kbs = stage("qa_inspect.knowledge", "load_knowledge")(rd)
-    words = stage("qa_inspect.knowledge", "catalog_words")(kbs)
-    models = stage("qa_inspect.models", "load_models")(Path(models_dir) if models_dir else None)
-    thresholds = stage("qa_inspect.models", "load_thresholds")(rd)
-    tokenizer = stage("qa_inspect.text.tokenize", "Tokenizer").from_rules(rd, extra_words=words)
-    ctx = Context(rd, shops, scorecard, ruleset, kbs, models, thresholds, tokenizer)
-    ctx.version = config_version(rd, str(getattr(ruleset, "version", "")), models)
+    cards = stage("qa_inspect.modeldirs", "card_files")(mdir)
+    if light:
+        ctx = Context(rd, shops, scorecard, ruleset, {}, None, None, None, light=True)
+    else:
+        kbs = stage("qa_inspect.knowledge", "load_knowledge")(rd)
+        words = stage("qa_inspect.knowledge", "catalog_words")(kbs)
+        models = stage("qa_inspect.models", "load_models")(mdir)
+        thresholds = stage("qa_inspect.models", "load_thresholds")(rd)
+        tokenizer = stage("qa_inspect.text.tokenize", "Tokenizer").from_rules(rd, extra_words=words)
+        ctx = Context(rd, shops, scorecard, ruleset, kbs, models, thresholds, tokenizer)
+    ctx.version = config_version(rd, str(getattr(ruleset, "version", "")), cards)
     return ctx
 
 
@@ -500,6 +509,8 @@ def process_partition(partition: pd.DataFrame, ctx: Context,
     this partition's own counts (fine when the partition is the whole batch). ``timer``
     accumulates seconds per stage (the result's ``seconds`` holds this call's share).
     """
+    if ctx.light:
+        raise BugError("process_partition: a light context (pool client) cannot score partitions")
     t = StageTimer()
     if template_counts is not None and S.NORM_TEXT in partition.columns and S.TOKENS in partition.columns:
         p, counts = partition, template_counts  # prepared in pass 1: nothing to redo
@@ -1083,7 +1094,8 @@ def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Pa
             pool = start_pool(resolve_rules_dir(rules_dir), opts)
             stack.callback(pool.shutdown, wait=True, cancel_futures=True)
         with timer("config"):
-            ctx = load_context(rules_dir, models_dir)
+            # the pool's workers load (and validate) knowledge, models and dictionary themselves
+            ctx = load_context(rules_dir, models_dir, light=engine_name == "pool")
         stack.enter_context(quiet_gc())
         crash_point("config")
         rep.log(f"ingesting {len(paths)} path(s)")

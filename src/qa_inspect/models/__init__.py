@@ -8,13 +8,13 @@ never cached at module level, so partitions can run in any process.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import pandas as pd
 
 from qa_inspect import schema
 from qa_inspect.errors import UserError
+from qa_inspect.modeldirs import default_acts_dir, resolve_model_dirs
 from qa_inspect.models.acts import (
     ActFeatures,
     ActModel,
@@ -22,7 +22,7 @@ from qa_inspect.models.acts import (
     predict_act_features,
     predict_act_frame,
 )
-from qa_inspect.models.card import CARD_FILE, ModelCard, load_model, read_card
+from qa_inspect.models.card import ModelCard, load_model
 from qa_inspect.models.features import ACT_FEATURE_SET, RISK_FEATURE_SET, ensure_text_columns
 from qa_inspect.models.risk import RiskModel
 from qa_inspect.models.thresholds import ModelsConfig, load_thresholds
@@ -40,11 +40,6 @@ class Models:
     acts_card: ModelCard
     risk: RiskModel | None = None
     risk_card: ModelCard | None = None
-
-
-def default_acts_dir() -> Path:
-    """The shipped act model (trained on data/acts_labelled.csv)."""
-    return Path(str(resources.files("qa_inspect") / "data" / "models" / "acts"))
 
 
 def _load_acts(d: Path) -> tuple[ActModel, ModelCard]:
@@ -68,27 +63,7 @@ def load_models(models_dir: Path | None) -> Models:
     (``card.json`` + ``model.joblib``, kind from the card) or ``acts/`` and/or ``risk/``
     sub-folders; without an act model there the shipped one is used.
     """
-    acts_dir = default_acts_dir()
-    risk_dir: Path | None = None
-    if models_dir is not None:
-        d = Path(models_dir)
-        if not d.is_dir():
-            raise UserError(f"models folder not found: {d}")
-        if (d / CARD_FILE).is_file():
-            kind = read_card(d).kind
-            if kind == "acts":
-                acts_dir = d
-            elif kind == "risk":
-                risk_dir = d
-            else:
-                raise UserError(f"{d}: unknown model kind '{kind}'")
-        else:
-            if (d / "acts" / CARD_FILE).is_file():
-                acts_dir = d / "acts"
-            if (d / "risk" / CARD_FILE).is_file():
-                risk_dir = d / "risk"
-            if acts_dir == default_acts_dir() and risk_dir is None:
-                raise UserError(f"{d}: no model found (expected card.json, or acts/ or risk/ sub-folders)")
+    acts_dir, risk_dir = resolve_model_dirs(models_dir)
     acts, acts_card = _load_acts(acts_dir)
     risk, risk_card = _load_risk(risk_dir) if risk_dir is not None else (None, None)
     return Models(acts, acts_card, risk, risk_card)

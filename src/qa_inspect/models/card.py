@@ -19,9 +19,11 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from qa_inspect import __version__
 from qa_inspect.errors import UserError
+from qa_inspect.modeldirs import CARD_FILE
+
+__all__ = ["CARD_FILE", "MODEL_FILE", "ModelCard", "check_card", "load_model", "new_card", "read_card", "save_model"]
 
 MODEL_FILE = "model.joblib"
-CARD_FILE = "card.json"
 
 
 def major_minor(version: str) -> str:
