@@ -268,3 +268,15 @@ def test_conversations_from_spooled_parts_equal_the_frame(tmp_path: Path) -> Non
         store.write_run(c, run, **{**frames, "conversations": store.FrameParts(tuple(files)),
                                    "conversation_ids": conv[S.CONVERSATION_ID].iloc[:4]})
     c.close()
+
+
+def test_write_run_uses_one_thread_and_restores_the_setting(con: duckdb.DuckDBPyConnection) -> None:
+    """The write runs single-threaded (cheaper inserts) but must not leave the connection so: the
+    reports read the same store afterwards."""
+    con.execute("SET threads = 3")
+    seen: list[int] = []
+    run = store.RunRecord(run_id="r2", started_at=datetime.now(UTC), ruleset_version="v1")
+    store.write_run(con, run, **night_frames("2026-11-24"),
+                    checkpoint=lambda _s: seen.append(int(con.execute("SELECT current_setting('threads')").fetchone()[0])))
+    assert seen and set(seen) == {1}
+    assert int(con.execute("SELECT current_setting('threads')").fetchone()[0]) == 3
