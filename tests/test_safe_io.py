@@ -148,3 +148,27 @@ def test_arrow_neutraliser_matches_the_cell_by_cell_one(values: list[str | None]
 def test_mixed_object_columns_fall_back_to_cell_by_cell() -> None:
     s = pd.Series(["=1", 5, None, "-x", 2.5], dtype=object)
     assert safe_io._neutralise_series(s).tolist() == ["'=1", 5, None, "'-x", 2.5]
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+@pytest.mark.parametrize("fraction", [False, True])
+@pytest.mark.parametrize("nat", ["none", "some", "all"])
+def test_utc_datetimes_are_written_as_pandas_writes_them(tmp_path: Path, unit: str, fraction: bool, nat: str) -> None:
+    """write_csv_safe formats UTC datetime columns in numpy; the bytes must be pandas' own: whole
+    seconds unless some value has a fraction (then all at the unit's precision), NaT empty."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    v = rng.integers(-2_000_000_000, 4_000_000_000, 300) * 10**9
+    if fraction:
+        v[::7] += rng.integers(1, 10**9, len(v[::7]))
+    s = pd.Series(pd.to_datetime(v, unit="ns", utc=True)).astype(f"datetime64[{unit}, UTC]")
+    if nat == "some":
+        s[::5] = pd.NaT
+    elif nat == "all":
+        s[:] = pd.NaT
+    df = pd.DataFrame({"at": s, "n": range(len(s)), "local": s.dt.tz_convert("Asia/Shanghai")})
+    ours = write_csv_safe(df, tmp_path / "a.csv").read_bytes()
+    with open(tmp_path / "b.csv", "w", encoding="utf-8-sig", newline="") as fh:
+        df.to_csv(fh, index=False, lineterminator="\r\n")
+    assert ours == (tmp_path / "b.csv").read_bytes()
