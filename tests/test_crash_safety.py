@@ -165,6 +165,35 @@ def test_killed_runs_leave_whole_state_and_rerun_matches_clean(night: Path, froz
     print(f"{kills} kills ({len(KILL_POINTS)} stage boundaries + random), {completed} completed runs")
 
 
+def test_killed_pool_runs_leave_the_store_whole(night: Path, frozen_rules: Path, tmp_path: Path) -> None:
+    """The pool engine stores each partition while the workers score the next (one transaction open
+    through the scoring): a kill after a partition went in, or in the store's last steps, must
+    leave the previous complete night, and the rerun must match a clean run (a pool run with the
+    same partitions: outputs keep partition order)."""
+    pool = ("--workers", "2", "--partition-size", "20")
+    clean = tmp_path / "clean"
+    code, text = finish(run_cli(night, clean, frozen_rules, reports=False, extra=pool))
+    assert code == 0, text
+    clean_counts = store_counts(clean / "qa.duckdb")
+    out = tmp_path / "out"
+    code, text = finish(run_cli(night, out, frozen_rules, reports=False, extra=pool))
+    assert code == 0, text
+    assert_visible_state_is_whole(out, clean, clean_counts)
+    for point in ("pool_partition:1", "store:commit"):
+        code, text = finish(run_cli(night, out, frozen_rules, crash=point, reports=False, extra=pool))
+        assert code == -signal.SIGKILL, f"{point}: not killed (exit {code}): {text}"
+        assert_visible_state_is_whole(out, clean, clean_counts)
+    code, text = finish(run_cli(night, out, frozen_rules, reports=False, extra=pool))
+    assert code == 0, text
+    assert_visible_state_is_whole(out, clean, clean_counts)
+    con = duckdb.connect(str(out / "qa.duckdb"), read_only=True)
+    try:
+        statuses = dict(con.execute("SELECT status, count(*) FROM runs GROUP BY 1").fetchall())
+    finally:
+        con.close()
+    assert statuses == {"ok": 2}, statuses  # the killed runs left no record
+
+
 def _pids_with_env(marker: str) -> list[int]:
     pids = []
     for d in Path("/proc").iterdir():

@@ -11,6 +11,7 @@ import pytest
 
 from qa_inspect import schema as S
 from qa_inspect import store
+from qa_inspect.errors import BugError
 
 
 def night_frames(night: str, n: int = 4, *, agent: str = "a1", total: float = 80.0,
@@ -280,3 +281,67 @@ def test_write_run_uses_one_thread_and_restores_the_setting(con: duckdb.DuckDBPy
                     checkpoint=lambda _s: seen.append(int(con.execute("SELECT current_setting('threads')").fetchone()[0])))
     assert seen and set(seen) == {1}
     assert int(con.execute("SELECT current_setting('threads')").fetchone()[0]) == 3
+
+
+def _tables(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[object, ...]]]:
+    skip = {"scored_at", "started_at", "finished_at"}
+    out = {}
+    for t in ("conversations", "messages", "findings", "score_trace", "conversation_kpis", "review_queue", "runs"):
+        cols = [c for c in store.table_columns(con, t) if c not in skip]
+        out[t] = con.execute(f"SELECT {', '.join(cols)} FROM {t} ORDER BY ALL").fetchall()
+    return out
+
+
+def _halves(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    cut = df[S.CONVERSATION_ID].isin(sorted(set(df[S.CONVERSATION_ID]))[:2])
+    return df[cut], df[~cut]
+
+
+def _streamed(con: duckdb.DuckDBPyConnection, run_id: str, frames: dict[str, pd.DataFrame],
+              checkpoint: store.Checkpoint | None = None) -> dict[str, int]:
+    run = store.RunRecord(run_id=run_id, started_at=datetime.now(UTC), ruleset_version="v1")
+    w = store.RunWriter(con, run)
+    for part in zip(*(_halves(frames[k]) for k in ("messages", "findings", "trace")), strict=True):
+        w.add(*part)
+    return w.finish(conversations=frames["conversations"], conversation_kpis=frames["conversation_kpis"],
+                    review_queue=frames["review_queue"], checkpoint=checkpoint)
+
+
+def test_run_writer_stores_what_write_run_stores(tmp_path: Path) -> None:
+    """Rows added part by part during the scoring, then finished: the same store as one write_run,
+    including the replacement of an earlier scoring of the same night."""
+    a, b = store.connect(tmp_path / "a.duckdb"), store.connect(tmp_path / "b.duckdb")
+    try:
+        for c in (a, b):
+            write(c, "r1", night_frames("2026-11-23", total=70.0))
+        counts_a = write(a, "r2", night_frames("2026-11-23", total=90.0))
+        counts_b = _streamed(b, "r2", night_frames("2026-11-23", total=90.0))
+        assert counts_a == counts_b
+        assert _tables(a) == _tables(b)
+        assert set(store.read_conversations(b)[S.RUN_ID]) == {"r2"}
+        assert int(b.execute("SELECT count(*) FROM messages").fetchone()[0]) == counts_b["messages"]
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("fail_at", ["deleted", "inserted:conversations", "commit"])
+def test_run_writer_failure_or_abort_leaves_the_previous_night(con: duckdb.DuckDBPyConnection, fail_at: str) -> None:
+    write(con, "r1", night_frames("2026-11-23", total=70.0))
+    before = _tables(con)
+
+    def boom(step: str) -> None:
+        if step == fail_at:
+            raise RuntimeError(step)
+
+    with pytest.raises(RuntimeError, match=fail_at):
+        _streamed(con, "r2", night_frames("2026-11-23", total=90.0), checkpoint=boom)
+    assert _tables(con) == before
+    run = store.RunRecord(run_id="r3", started_at=datetime.now(UTC), ruleset_version="v1")
+    w = store.RunWriter(con, run)
+    w.add(*(night_frames("2026-11-23")[k] for k in ("messages", "findings", "trace")))
+    w.abort()
+    w.abort()
+    assert _tables(con) == before
+    with pytest.raises(BugError, match="already in the store"):
+        store.RunWriter(con, store.RunRecord(run_id="r1", started_at=datetime.now(UTC), ruleset_version="v1"))

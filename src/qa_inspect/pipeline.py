@@ -606,6 +606,7 @@ class ResultSpool:
         self.shops = shops
         self.timer = timer or StageTimer()
         self.rows: dict[str, int] = dict.fromkeys((*SPOOLED, *PER_CONVERSATION), 0)
+        self.on_part: Callable[[int], None] | None = None  # called with each spooled part's index
         shutil.rmtree(folder, ignore_errors=True)
         for name in (*SPOOLED, *PER_CONVERSATION):
             (folder / name).mkdir(parents=True)
@@ -618,9 +619,16 @@ class ResultSpool:
                 raise BugError(f"partition {index}: result not spooled")
             for name in self.rows:
                 self.rows[name] += r.spilled.get(name, 0)
+        if self.on_part is not None:
+            self.on_part(index)
 
     def files(self, name: str) -> list[Path]:
         return sorted((self.folder / name).glob("part-*.parquet"))
+
+    def part_files(self, name: str, index: int) -> list[Path]:
+        """The Parquet part of one partition (none when it had no such rows)."""
+        f = self.folder / name / f"part-{index:06d}.parquet"
+        return [f] if f.exists() else []
 
     def frame_files(self, name: str) -> list[Path]:
         return sorted((self.folder / name).glob("part-*.pkl"))
@@ -1060,6 +1068,52 @@ def _by_conversation(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(S.CONVERSATION_ID, kind="stable").reset_index(drop=True)
 
 
+class StreamingStore:
+    """The pool engine's store write during the scoring (store.RunWriter): each partition's
+    messages, findings and trace go into the open transaction as its result is spooled, while the
+    workers score the next ones; the client's store phase after the scoring shrinks to the
+    per-conversation tables and COMMIT. The store file stays locked by this run meanwhile.
+
+    A night that outgrows the connection's memory cap is not retried here: the writer is rolled
+    back and ``_finish`` writes the whole night from the spool with write_run (which retries with
+    larger caps)."""
+
+    def __init__(self, db_path: Path, run: Any, spool: ResultSpool, timer: StageTimer) -> None:
+        from qa_inspect import store
+
+        self.store, self.spool, self.timer = store, spool, timer
+        self.con: Any = store.connect(db_path)
+        try:
+            self.writer: Any = store.RunWriter(self.con, run)
+        except BaseException:
+            self.con.close()
+            raise
+
+    def add(self, index: int) -> None:
+        if self.writer is None:
+            return
+        import duckdb
+
+        parts = [self.store.ParquetParts(self.spool.part_files(name, index)) for name in SPOOLED]
+        with self.timer("store"):
+            try:
+                self.writer.add(*parts)
+            except duckdb.Error as exc:
+                if not self.store.out_of_memory(exc):
+                    raise
+                self.writer.abort()  # the whole night is written after the scoring instead
+                self.writer = None
+
+    def close(self) -> None:
+        """Roll back what was not finished and release the store file (idempotent)."""
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+        if self.con is not None:
+            self.con.close()
+            self.con = None
+
+
 def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Path | str | None = None,
               models_dir: Path | str | None = None, db: Path | str | None = None, workers: int = 1,
               partition_size: int = DEFAULT_PARTITION, reporter: Reporter | None = None,
@@ -1114,6 +1168,15 @@ def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Pa
                     + (f" at {dask_address}" if engine_name == "dask" else ""))
             ingest = stream_ingest(session, plan, spool.folder / "ingest", n_buckets, rep, timer, wall, paths)
             crash_point("ingest")
+            streaming = None
+            if engine_name == "pool":  # the client is idle while the workers score: it stores meanwhile
+                from qa_inspect import store
+
+                streaming = StreamingStore(db_path, store.RunRecord(
+                    run_id=run_id, started_at=started, ruleset_version=ctx.version, qa_version=__version__,
+                    inputs=[str(p) for p in paths], out_dir=str(out), status="stored"), spool, timer)
+                stack.callback(streaming.close)
+                spool.on_part = streaming.add
             ran = score_buckets(session, ingest, ctx, rep, spool, wall)
             crash_point("engine")
             timer.add(ran.stage_seconds)
@@ -1122,7 +1185,8 @@ def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Pa
             # the KPIs and the store (the local and dask engines use a thread here)
             copier = getattr(session, "pool", None) if engine_name == "pool" else None
             summary = _finish(spool, ingest, ctx, run_id=run_id, started=started, out=out, db_path=db_path,
-                              paths=paths, rep=rep, render=render, timer=timer, wall=wall, copier=copier)
+                              paths=paths, rep=rep, render=render, timer=timer, wall=wall, copier=copier,
+                              streaming=streaming)
         finally:
             if session is not None:
                 session.close()
@@ -1159,7 +1223,8 @@ def _check_store_writable(db_path: Path) -> None:
 
 def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, started: datetime,
             out: Path, db_path: Path, paths: Sequence[Path | str], rep: Reporter, render: bool,
-            timer: StageTimer, wall: dict[str, float], copier: Any = None) -> RunSummary:
+            timer: StageTimer, wall: dict[str, float], copier: Any = None,
+            streaming: StreamingStore | None = None) -> RunSummary:
     """Client side after the engine: store, outputs, reports from the spool (timed into ``timer``;
     these run once on the client, so ``wall`` gets the same figures). Only per-conversation
     frames are concatenated in memory; messages, findings and trace go from the spool's Parquet
@@ -1216,7 +1281,8 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
     try:
         return _finish_store_outputs(spool, ingest, ctx, run_id=run_id, started=started, out=out, db_path=db_path,
                                      paths=paths, rep=rep, render=render, timer=timer, wall=wall, before=before,
-                                     night=night, queue=queue, nights=nights, parts=parts, staged=staged)
+                                     night=night, queue=queue, nights=nights, parts=parts, staged=staged,
+                                     streaming=streaming)
     finally:
         staged.close()
 
@@ -1273,7 +1339,8 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
                           out: Path, db_path: Path, paths: Sequence[Path | str], rep: Reporter, render: bool,
                           timer: StageTimer, wall: dict[str, float], before: dict[str, float],
                           night: dict[str, pd.DataFrame], queue: pd.DataFrame, nights: list[str],
-                          parts: dict[str, Any], staged: _StagedOutputs) -> RunSummary:
+                          parts: dict[str, Any], staged: _StagedOutputs,
+                          streaming: StreamingStore | None = None) -> RunSummary:
     """``night``: conversations and att (attribution), taken out of the dict so each is freed once
     used. The store connection is closed while the KPIs are computed, so DuckDB's buffers and the
     KPI frames are not in memory at the same time."""
@@ -1288,15 +1355,29 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
     run = store.RunRecord(run_id=run_id, started_at=started, ruleset_version=ctx.version, qa_version=__version__,
                           inputs=[str(p) for p in paths], out_dir=str(out), n_rejects=len(ingest.rejects),
                           nights=nights, status="stored")
-    with store.open_store(db_path) as con:
+    conv_parts = store.FrameParts(tuple(spool.frame_files("conversations")))
+    stats_parts = store.FrameParts(tuple(spool.frame_files("stats")))
+    if streaming is not None and streaming.writer is not None:
+        # the per-partition rows are in the open transaction already (pool engine)
         with timer("store"):
-            # read before the write (which does not touch the reviews), while DuckDB's buffers are empty
-            human = store.human_totals(con, ids)
-            # the store keeps the automatic total (calibration compares it with people) ...
-            store.write_run(con, run, conversations=store.FrameParts(tuple(spool.frame_files("conversations"))),
-                            conversation_ids=ids, messages=parts["messages"], findings=parts["findings"],
-                            trace=parts["trace"], conversation_kpis=store.FrameParts(tuple(spool.frame_files("stats"))),
-                            attribution=att, review_queue=queue, checkpoint=lambda step: crash_point("store", step))
+            human = store.human_totals(streaming.con, ids)
+            streaming.writer.finish(run=run, conversations=conv_parts, conversation_ids=ids,
+                                    conversation_kpis=stats_parts, attribution=att, review_queue=queue,
+                                    checkpoint=lambda step: crash_point("store", step))
+            streaming.writer = None
+            streaming.close()
+        crash_point("store", "committed")
+    else:
+        if streaming is not None:
+            streaming.close()  # rolled back (memory cap): the whole night is written below
+        with store.open_store(db_path) as con:
+            with timer("store"):
+                # read before the write (which does not touch the reviews), while DuckDB's buffers are empty
+                human = store.human_totals(con, ids)
+                # the store keeps the automatic total (calibration compares it with people) ...
+                store.write_run(con, run, conversations=conv_parts, conversation_ids=ids, messages=parts["messages"],
+                                findings=parts["findings"], trace=parts["trace"], conversation_kpis=stats_parts,
+                                attribution=att, review_queue=queue, checkpoint=lambda step: crash_point("store", step))
         crash_point("store", "committed")
     del ids
     release_memory()

@@ -299,7 +299,7 @@ class RunRecord:
 Checkpoint = Callable[[str], None]
 
 
-def _out_of_memory(exc: BaseException) -> bool:
+def out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.OutOfMemoryException) or (
         isinstance(exc, duckdb.TransactionException) and "could not allocate" in str(exc))
 
@@ -344,7 +344,7 @@ def _write_run_retrying(con: duckdb.DuckDBPyConnection, run: RunRecord, *,
                                   trace=trace, conversation_kpis=conversation_kpis, review_queue=review_queue,
                                   checkpoint=checkpoint, attribution=attribution, conversation_ids=conversation_ids)
         except duckdb.Error as exc:
-            if not _out_of_memory(exc) or limit == RETRY_MEMORY[-1]:
+            if not out_of_memory(exc) or limit == RETRY_MEMORY[-1]:
                 raise
     raise BugError("write_run: unreachable")  # pragma: no cover
 
@@ -353,7 +353,7 @@ def write_run_once(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversati
                    messages: Rows, findings: Rows, trace: Rows,
                    conversation_kpis: pd.DataFrame | FrameParts, review_queue: pd.DataFrame,
                    checkpoint: Checkpoint | None = None, attribution: pd.DataFrame | None = None,
-              conversation_ids: pd.Series | None = None) -> dict[str, int]:
+                   conversation_ids: pd.Series | None = None) -> dict[str, int]:
     """Replace this run's conversations (by id + rule-set version) and record the run, atomically.
 
     ``attribution`` (per conversation id): when given, the conversation_kpis rows are
@@ -367,48 +367,152 @@ def write_run_once(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversati
     ``findings`` and ``trace`` may be frames or Parquet parts (the nightly run's spool).
     """
     step = checkpoint or (lambda _s: None)
+    ids = _run_ids(conversations, conversation_ids)
+    counts: dict[str, int] = {}
+    with transaction(con):
+        _delete_previous(con, ids, run)
+        step("deleted")
+        counts["conversations"] = _insert_conversations(con, run, conversations, len(ids))
+        step("inserted:conversations")
+        counts["messages"] = insert_rows(con, "messages", messages, run_id=run.run_id)
+        counts["findings"] = insert_rows(con, "findings", findings, **_common(run))
+        step("inserted:findings")
+        counts["score_trace"] = insert_rows(con, "score_trace", trace, **_common(run))
+        _insert_rest(con, run, counts, conversation_kpis, attribution, review_queue)
+        step("commit")
+    return counts
+
+
+def _common(run: RunRecord) -> dict[str, object]:
+    return {S.RUN_ID: run.run_id, RULESET_VERSION: run.ruleset_version}
+
+
+def _run_ids(conversations: pd.DataFrame | FrameParts, conversation_ids: pd.Series | None) -> pd.DataFrame:
     if conversation_ids is None:
         if isinstance(conversations, FrameParts):
             raise BugError("write_run: conversations as parts need conversation_ids")
         conversation_ids = conversations[S.CONVERSATION_ID]
     if conversation_ids.duplicated().any():
         raise BugError("write_run: duplicate conversation ids in one run")
-    ids = pd.DataFrame({S.CONVERSATION_ID: conversation_ids.astype(str).unique()})
-    rv = run.ruleset_version
-    now = run.finished_at or datetime.now(UTC)
-    counts: dict[str, int] = {}
-    with transaction(con):
-        con.register("_run_ids", ids)
+    return pd.DataFrame({S.CONVERSATION_ID: conversation_ids.astype(str).unique()})
+
+
+def _delete_previous(con: duckdb.DuckDBPyConnection, ids: pd.DataFrame, run: RunRecord, *,
+                     keep_own: bool = False) -> None:
+    """Earlier scorings of this run's conversations with the same rule-set version, and their
+    messages. ``keep_own``: the rows of ``run`` itself stay (RunWriter inserted them already; its
+    run id is new to the store, so no older row carries it)."""
+    own = " AND run_id <> ?" if keep_own else ""
+    extra = [run.run_id] if keep_own else []
+    con.register("_run_ids", ids)
+    try:
+        for table in _RUN_TABLES:
+            con.execute(f"DELETE FROM {table} WHERE ruleset_version = ?{own} AND conversation_id IN "
+                        f"(SELECT conversation_id FROM _run_ids)", [run.ruleset_version, *extra])
+        con.execute(f"DELETE FROM messages WHERE conversation_id IN (SELECT conversation_id FROM _run_ids){own}",
+                    extra)
+    finally:
+        con.unregister("_run_ids")
+
+
+def _insert_conversations(con: duckdb.DuckDBPyConnection, run: RunRecord,
+                          conversations: pd.DataFrame | FrameParts, n_ids: int) -> int:
+    n = insert_joined(con, "conversations", conversations, None, S.CONVERSATION_ID, **_common(run),
+                      scored_at=run.finished_at or datetime.now(UTC))
+    if n != n_ids:
+        raise BugError(f"write_run: {n} conversation rows for {n_ids} ids")
+    return n
+
+
+def _insert_rest(con: duckdb.DuckDBPyConnection, run: RunRecord, counts: dict[str, int],
+                 conversation_kpis: pd.DataFrame | FrameParts, attribution: pd.DataFrame | None,
+                 review_queue: pd.DataFrame) -> None:
+    """KPI rows, review queue and the run record (its counts: ``counts``, completed here)."""
+    common = _common(run)
+    counts["conversation_kpis"] = insert_joined(con, "conversation_kpis", conversation_kpis, attribution,
+                                                S.CONVERSATION_ID, **common)
+    counts["review_queue"] = insert_frame(con, "review_queue", review_queue, **common)
+    con.execute("DELETE FROM runs WHERE run_id = ?", [run.run_id])
+    con.execute(
+        "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [run.run_id, run.started_at, run.finished_at or datetime.now(UTC), run.status, run.ruleset_version,
+         run.qa_version, json.dumps(list(run.inputs), ensure_ascii=False), run.out_dir, counts["conversations"],
+         counts["messages"], counts["findings"], run.n_rejects, counts["review_queue"], ",".join(run.nights)],
+    )
+
+
+class RunWriter:
+    """A run's store write spread over its scoring: each partition's messages, findings and score
+    trace are inserted as its result arrives (``add``), in one transaction that ``finish``
+    completes (earlier scorings of the night deleted, per-conversation tables, the run record) and
+    commits. Readers see nothing before COMMIT; a crash or ``abort`` rolls everything back.
+
+    For the pool engine: its client is idle while the workers score, and the inserts (~3 s per
+    1M messages) no longer wait for the last partition. One DuckDB thread, as in write_run."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, run: RunRecord) -> None:
+        self.con, self.run = con, run
+        self.counts = {"messages": 0, "findings": 0, "score_trace": 0}
+        if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run.run_id]).fetchone()[0]:  # type: ignore[index]
+            raise BugError(f"RunWriter: run {run.run_id} is already in the store (run ids are new per run)")
+        self._threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])  # type: ignore[index]
+        con.execute("SET threads = 1")
+        con.execute("BEGIN TRANSACTION")
+        self.open = True
+
+    def add(self, messages: Rows, findings: Rows, trace: Rows) -> None:
+        if not self.open:
+            raise BugError("RunWriter.add after finish/abort")
+        self.counts["messages"] += insert_rows(self.con, "messages", messages, run_id=self.run.run_id)
+        self.counts["findings"] += insert_rows(self.con, "findings", findings, **_common(self.run))
+        self.counts["score_trace"] += insert_rows(self.con, "score_trace", trace, **_common(self.run))
+
+    def finish(self, *, conversations: pd.DataFrame | FrameParts, conversation_kpis: pd.DataFrame | FrameParts,
+               review_queue: pd.DataFrame, checkpoint: Checkpoint | None = None,
+               attribution: pd.DataFrame | None = None, conversation_ids: pd.Series | None = None,
+               run: RunRecord | None = None) -> dict[str, int]:
+        """The rest of write_run_once and COMMIT (``run``: the record as it is now, e.g. with the
+        night's dates and rejects, which are only known after the scoring)."""
+        if not self.open:
+            raise BugError("RunWriter.finish after finish/abort")
+        if run is not None:
+            if run.run_id != self.run.run_id or run.ruleset_version != self.run.ruleset_version:
+                raise BugError("RunWriter.finish: another run than the one the rows were inserted for")
+            self.run = run
+        step = checkpoint or (lambda _s: None)
+        ids = _run_ids(conversations, conversation_ids)
+        counts = dict(self.counts)
         try:
-            for table in _RUN_TABLES:
-                con.execute(f"DELETE FROM {table} WHERE ruleset_version = ? AND conversation_id IN "
-                            f"(SELECT conversation_id FROM _run_ids)", [rv])
-            con.execute("DELETE FROM messages WHERE conversation_id IN (SELECT conversation_id FROM _run_ids)")
-        finally:
-            con.unregister("_run_ids")
-        step("deleted")
-        common = {S.RUN_ID: run.run_id, RULESET_VERSION: rv}
-        counts["conversations"] = insert_joined(con, "conversations", conversations, None, S.CONVERSATION_ID,
-                                                **common, scored_at=now)
-        if counts["conversations"] != len(ids):
-            raise BugError(f"write_run: {counts['conversations']} conversation rows for {len(ids)} ids")
-        step("inserted:conversations")
-        counts["messages"] = insert_rows(con, "messages", messages, run_id=run.run_id)
-        counts["findings"] = insert_rows(con, "findings", findings, **common)
-        step("inserted:findings")
-        counts["score_trace"] = insert_rows(con, "score_trace", trace, **common)
-        counts["conversation_kpis"] = insert_joined(con, "conversation_kpis", conversation_kpis, attribution,
-                                                    S.CONVERSATION_ID, **common)
-        counts["review_queue"] = insert_frame(con, "review_queue", review_queue, **common)
-        con.execute("DELETE FROM runs WHERE run_id = ?", [run.run_id])
-        con.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [run.run_id, run.started_at, now, run.status, rv, run.qa_version, json.dumps(list(run.inputs),
-             ensure_ascii=False), run.out_dir, counts["conversations"], counts["messages"],
-             counts["findings"], run.n_rejects, counts["review_queue"], ",".join(run.nights)],
-        )
-        step("commit")
-    return counts
+            _delete_previous(self.con, ids, self.run, keep_own=True)
+            step("deleted")
+            counts["conversations"] = _insert_conversations(self.con, self.run, conversations, len(ids))
+            step("inserted:conversations")
+            step("inserted:findings")
+            _insert_rest(self.con, self.run, counts, conversation_kpis, attribution, review_queue)
+            step("commit")
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.abort()
+            raise
+        self.open = False
+        self._restore()
+        return counts
+
+    def abort(self) -> None:
+        """Roll back (idempotent; a connection whose COMMIT failed has no transaction left)."""
+        if self.open:
+            self.open = False
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            self._restore()
+
+    def _restore(self) -> None:
+        try:
+            self.con.execute(f"SET threads = {self._threads}")
+        except duckdb.Error:
+            pass
 
 
 def set_run_status(con: duckdb.DuckDBPyConnection, run_id: str, status: str) -> None:
