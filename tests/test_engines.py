@@ -93,6 +93,51 @@ def test_pool_gives_identical_outputs(local_run: tuple[Path, RunSummary], logs: 
     assert 1 <= summary.context_loads <= 2  # once per worker, not once per partition
     assert summary.stage_seconds["worker_config"] > 0
     _same(local_run[0], out)
+    # the pool client stored the partitions while the workers scored (store.RunWriter): same store
+    assert _store_rows(out / "qa.duckdb") == _store_rows(local_run[0] / "qa.duckdb")
+
+
+def _store_rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    import duckdb
+
+    skip = {"run_id", "scored_at", "started_at", "finished_at", "out_dir", "inputs"}
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        out = {}
+        for t in ("conversations", "messages", "findings", "score_trace", "conversation_kpis", "review_queue", "runs"):
+            cols = [r[0] for r in con.execute(f"DESCRIBE {t}").fetchall() if r[0] not in skip]
+            out[t] = con.execute(f"SELECT {', '.join(cols)} FROM {t} ORDER BY ALL").fetchall()
+        return out
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_pool_store_falls_back_to_the_whole_night_when_memory_runs_out(
+        local_run: tuple[Path, RunSummary], logs: list[Path], rules: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A night too big for the connection's cap while storing during the scoring: the open
+    transaction is rolled back and the night written whole afterwards (write_run retries with
+    more memory), with the same store as a local run."""
+    import duckdb
+
+    from qa_inspect import store
+
+    calls: list[int] = []
+    real_add = store.RunWriter.add
+
+    def add(self: store.RunWriter, *parts: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block (test)")
+        real_add(self, *parts)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.RunWriter, "add", add)
+    out = tmp_path / "pool"
+    summary = run_audit(logs, out, rules_dir=rules, workers=2, partition_size=SMALL, render=False)
+    assert len(calls) == 2 and summary.partitions > 2  # no more adds after the failure
+    _same(local_run[0], out)
+    assert _store_rows(out / "qa.duckdb") == _store_rows(local_run[0] / "qa.duckdb")
 
 
 @pytest.mark.slow
