@@ -113,29 +113,35 @@ def _store_rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("where", ["add", "finish"])
 def test_pool_store_falls_back_to_the_whole_night_when_memory_runs_out(
         local_run: tuple[Path, RunSummary], logs: list[Path], rules: Path, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A night too big for the connection's cap while storing during the scoring: the open
-    transaction is rolled back and the night written whole afterwards (write_run retries with
-    more memory), with the same store as a local run."""
+        monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """A night too big for the connection's cap while storing during the scoring (a partition's
+    insert, or the COMMIT): the open transaction is rolled back and the night written whole
+    afterwards (write_run retries with more memory), with the same store as a local run."""
     import duckdb
 
     from qa_inspect import store
 
-    calls: list[int] = []
-    real_add = store.RunWriter.add
+    calls: list[str] = []
+    real = getattr(store.RunWriter, where)
+    oom = duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block (test)")
 
-    def add(self: store.RunWriter, *parts: object) -> None:
-        calls.append(1)
-        if len(calls) == 2:
-            raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block (test)")
-        real_add(self, *parts)  # type: ignore[arg-type]
+    def failing(self: store.RunWriter, *args: object, **kw: object) -> object:
+        calls.append(where)
+        if where == "add" and len(calls) == 2:
+            raise oom
+        if where == "finish":
+            self.abort()
+            raise oom
+        return real(self, *args, **kw)
 
-    monkeypatch.setattr(store.RunWriter, "add", add)
+    monkeypatch.setattr(store.RunWriter, where, failing)
     out = tmp_path / "pool"
     summary = run_audit(logs, out, rules_dir=rules, workers=2, partition_size=SMALL, render=False)
-    assert len(calls) == 2 and summary.partitions > 2  # no more adds after the failure
+    assert summary.partitions > 2
+    assert calls == ([where] * 2 if where == "add" else [where])  # no more inserts after the failure
     _same(local_run[0], out)
     assert _store_rows(out / "qa.duckdb") == _store_rows(local_run[0] / "qa.duckdb")
 

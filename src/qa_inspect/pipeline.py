@@ -1347,6 +1347,8 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
     """``night``: conversations and att (attribution), taken out of the dict so each is freed once
     used. The store connection is closed while the KPIs are computed, so DuckDB's buffers and the
     KPI frames are not in memory at the same time."""
+    import duckdb
+
     from qa_inspect import store
 
     ids, att = night.pop("ids"), night.pop("att")
@@ -1360,19 +1362,24 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
                           nights=nights, status="stored")
     conv_parts = store.FrameParts(tuple(spool.frame_files("conversations")))
     stats_parts = store.FrameParts(tuple(spool.frame_files("stats")))
-    if streaming is not None and streaming.writer is not None:
-        # the per-partition rows are in the open transaction already (pool engine)
-        with timer("store"):
-            human = store.human_totals(streaming.con, ids)
-            streaming.writer.finish(run=run, conversations=conv_parts, conversation_ids=ids,
-                                    conversation_kpis=stats_parts, attribution=att, review_queue=queue,
-                                    checkpoint=lambda step: crash_point("store", step))
-            streaming.writer = None
-            streaming.close()
+    stored = False
+    if streaming is not None:
+        try:
+            if streaming.writer is not None:  # the per-partition rows are in its open transaction (pool)
+                with timer("store"):
+                    human = store.human_totals(streaming.con, ids)
+                    streaming.writer.finish(run=run, conversations=conv_parts, conversation_ids=ids,
+                                            conversation_kpis=stats_parts, attribution=att, review_queue=queue,
+                                            checkpoint=lambda step: crash_point("store", step))
+                    stored = True
+        except duckdb.Error as exc:  # finish rolled back; out of memory: written whole below
+            if not store.out_of_memory(exc):
+                raise
+        finally:
+            streaming.close()  # rolls back whatever did not commit, releases the store file
+    if stored:
         crash_point("store", "committed")
     else:
-        if streaming is not None:
-            streaming.close()  # rolled back (memory cap): the whole night is written below
         with store.open_store(db_path) as con:
             with timer("store"):
                 # read before the write (which does not touch the reviews), while DuckDB's buffers are empty
