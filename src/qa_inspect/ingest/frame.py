@@ -146,20 +146,29 @@ def parse_times(values: pd.Series, tz_per_row: pd.Series, fmt: str | None) -> pd
     out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
     if not len(values):
         return out
+    naive = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+    fixed = np.zeros(len(values), dtype=bool)
     if _is_str(values):
         obj = values
         no = pd.Series(False, index=values.index)
         is_dt, is_num = no, no
         text = values.fillna("").str.strip()
+        if fmt in _FIXED_FORMATS and values.index.is_unique:
+            fixed, stamps = _fixed_times(text)
+            if fixed.any():
+                naive[fixed] = stamps
     else:
         obj, is_dt, is_num, text = _split_cells(values)
-    aware_mask = text.str.contains(_OFFSET, regex=True) & ~(is_dt | is_num)
+    # Cells the fixed-layout reading took are neither aware nor left for to_datetime.
+    rest = ~fixed
+    aware_mask = pd.Series(False, index=values.index)
+    if rest.any():
+        aware_mask[rest] = (text[rest].str.contains(_OFFSET, regex=True) & ~(is_dt | is_num)[rest]).to_numpy(bool)
     if aware_mask.any():
         parsed = pd.to_datetime(text[aware_mask], utc=True, errors="coerce",
                                 format="ISO8601" if fmt is None else fmt)
         out[aware_mask] = _ns(parsed, aware=True)
-    naive = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
-    str_mask = ~aware_mask & ~is_dt & ~is_num & (text != "")
+    str_mask = ~aware_mask & ~is_dt & ~is_num & (text != "") & rest
     if str_mask.any():
         naive[str_mask] = _ns(pd.to_datetime(text[str_mask], errors="coerce",
                                              format="ISO8601" if fmt is None else fmt), aware=False)
@@ -171,10 +180,74 @@ def parse_times(values: pd.Series, tz_per_row: pd.Series, fmt: str | None) -> pd
         naive[is_num & ok.reindex(values.index, fill_value=False)] = (
             pd.Timestamp("1899-12-30") + pd.to_timedelta(days[ok], unit="D")).astype("datetime64[ns]")
     local = naive.notna()
-    for tz, idx in tz_per_row[local].groupby(tz_per_row[local]).groups.items():
-        loc = naive[idx].dt.tz_localize(str(tz), ambiguous="NaT", nonexistent="NaT")
-        out[idx] = loc.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    if not values.index.is_unique:
+        for tz, idx in tz_per_row[local].groupby(tz_per_row[local]).groups.items():
+            loc = naive[idx].dt.tz_localize(str(tz), ambiguous="NaT", nonexistent="NaT")
+            out[idx] = loc.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+        return out
+    # By position, per zone: the same tz_localize/tz_convert as a groupby over the labels.
+    local_np = local.to_numpy(dtype=bool)
+    codes, zones = pd.factorize(tz_per_row.where(local), use_na_sentinel=True)
+    stamps_ns = naive.to_numpy(dtype="datetime64[ns]")
+    result = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
+    for k, tz in enumerate(zones):
+        pos = np.flatnonzero((codes == k) & local_np)
+        loc = pd.DatetimeIndex(stamps_ns[pos]).tz_localize(str(tz), ambiguous="NaT", nonexistent="NaT")
+        result[pos] = loc.tz_convert("UTC").tz_localize(None).to_numpy(dtype="datetime64[ns]")
+    if local_np.any():
+        out[local_np] = pd.DatetimeIndex(result[local_np]).tz_localize("UTC")
     return out
+
+
+# Time formats whose cells are read by fixed positions when they have exactly this layout
+# (``_fixed_times``); None is ISO 8601, which reads that layout the same way.
+_FIXED_FORMATS = ("%Y-%m-%d %H:%M:%S", None)
+
+
+def _fixed_times(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(mask, naive datetime64[ns] of the masked cells) for cells laid out exactly as
+    'YYYY-MM-DD HH:MM:SS' (ASCII digits) with a valid calendar date and time in years 1679-2261
+    (where nanoseconds are safe): the digits are read by position in numpy, no string parsing
+    per cell. Every other cell (another layout, day 31 of a short month, hour 24, second 60 ...)
+    is left to ``pd.to_datetime``, so each cell's value is the one that call gives."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(text)
+    none = np.zeros(n, dtype=bool), np.empty(0, dtype="datetime64[ns]")
+    arr = getattr(text.array, "_pa_array", None)
+    if not isinstance(arr, pa.ChunkedArray):
+        return none
+    cand = np.asarray(pc.equal(pc.binary_length(arr), _FIXED_LEN).to_numpy(zero_copy_only=False), dtype=bool)
+    if not cand.any():
+        return none
+    sub = arr.filter(pa.array(cand)).combine_chunks().cast(pa.large_binary())
+    offsets = np.frombuffer(sub.buffers()[1], dtype=np.int64)[sub.offset:sub.offset + len(sub) + 1]
+    cells = np.frombuffer(sub.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]].reshape(len(sub), _FIXED_LEN)
+    digits = cells[:, _FIXED_DIGITS] - np.uint8(48)  # uint8: bytes below '0' wrap to >= 208
+    layout = np.all(digits <= 9, axis=1) & np.all(cells[:, _FIXED_SEP_AT] == _FIXED_SEPS, axis=1)
+    d = digits.T.astype(np.int64)
+    y = d[0] * 1000 + d[1] * 100 + d[2] * 10 + d[3]
+    mo, dd, hh, mi, ss = (d[4] * 10 + d[5], d[6] * 10 + d[7], d[8] * 10 + d[9], d[10] * 10 + d[11],
+                          d[12] * 10 + d[13])
+    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+    dim = _DAYS_IN_MONTH[np.clip(mo, 0, 12)] + (leap & (mo == 2))
+    ok = (layout & (y >= 1679) & (y <= 2261) & (mo >= 1) & (mo <= 12) & (dd >= 1) & (dd <= dim)
+          & (hh <= 23) & (mi <= 59) & (ss <= 59))
+    if not ok.all():
+        y, mo, dd, hh, mi, ss = y[ok], mo[ok], dd[ok], hh[ok], mi[ok], ss[ok]
+    days = ((y - 1970) * 12 + mo - 1).astype("datetime64[M]").astype("datetime64[D]") + (dd - 1).astype("timedelta64[D]")
+    stamps = days.astype("datetime64[ns]") + (hh * 3600 + mi * 60 + ss).astype("timedelta64[s]")
+    mask = np.zeros(n, dtype=bool)
+    mask[np.flatnonzero(cand)[ok]] = True
+    return mask, stamps.astype("datetime64[ns]")
+
+
+_FIXED_LEN = 19
+_FIXED_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+_FIXED_SEP_AT = [4, 7, 10, 13, 16]
+_FIXED_SEPS = np.frombuffer(b"-- ::", dtype=np.uint8)
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 
 
 _AMOUNT_JUNK = re.compile(r"[,，\s¥￥$元]|NT\$|RMB|CNY|TWD", re.IGNORECASE)
@@ -208,12 +281,15 @@ def parse_amounts(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def resolve_shops(values: pd.Series, shops: dict[str, Shop]) -> pd.Series:
-    """Shop display name or shop_id -> shop_id; NA when unknown."""
+    """Shop display name or shop_id -> shop_id; NA when unknown. ``map_values(...).astype("string")``
+    built as a take from the few distinct results (no Python str per row)."""
     lookup: dict[str, str] = {}
     for sid, shop in shops.items():
         lookup[shop.name.strip()] = sid
         lookup[sid] = sid
-    return map_values(values, lookup).astype("string")
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    table = pd.array([lookup.get(u) for u in uniques] + [None], dtype="string")
+    return pd.Series(table.take(np.where(codes < 0, len(uniques), codes)), index=values.index)
 
 
 def shop_timezones(shop_ids: pd.Series, shops: dict[str, Shop], fixed: str | None = None) -> pd.Series:
@@ -245,9 +321,16 @@ def sessionise(df: pd.DataFrame, gap_minutes: float) -> pd.Series:
     return ids.reindex(df.index).astype("string")
 
 
+SEQ_KEYS = [S.CONVERSATION_ID, S.TS, FILE_ORDER, ORDER]
+
+
 def assign_seq(df: pd.DataFrame) -> pd.DataFrame:
     """Sort by conversation then time (NaT keeps source order) and number messages 0.. per conversation."""
-    d = df.sort_values([S.CONVERSATION_ID, S.TS, FILE_ORDER, ORDER], kind="stable", na_position="last")
+    order = _seq_order(df)
+    if order is None:
+        d = df.sort_values(SEQ_KEYS, kind="stable", na_position="last")
+    else:
+        d = df.take(order)
     # NaT timestamps: the sort above puts them last, but JDDC/STC-3 have no times at all, so
     # source order decides; mixed NaT inside a conversation cannot happen (NaT rows are rejected).
     d = d.reset_index(drop=True)
@@ -255,17 +338,36 @@ def assign_seq(df: pd.DataFrame) -> pd.DataFrame:
     return d
 
 
+def _seq_order(df: pd.DataFrame) -> np.ndarray | None:
+    """The permutation of ``df.sort_values(SEQ_KEYS, kind="stable", na_position="last")`` as one
+    numpy lexsort over integer keys: conversation ids as codes in sorted order (a pandas string
+    column: code point order, as the sort compares them), times as integers, NA/NaT last.
+    None for other dtypes (the sort itself decides)."""
+    conv, ts = df[S.CONVERSATION_ID], df[S.TS]
+    if not (_is_str(conv) and isinstance(ts.dtype, pd.DatetimeTZDtype) and ts.dtype.unit == "ns"
+            and df[FILE_ORDER].dtype == np.int64 and df[ORDER].dtype == np.int64):
+        return None
+    codes, _ = pd.factorize(conv, sort=True, use_na_sentinel=True)
+    codes = np.where(codes < 0, len(codes), codes)
+    t = ts.array.asi8
+    t = np.where(ts.isna().to_numpy(), np.iinfo(np.int64).max, t)
+    return np.lexsort((df[ORDER].to_numpy(), df[FILE_ORDER].to_numpy(), t, codes))
+
+
+# The contract dtypes (a constant: the empty frame is built once, not per bucket).
+MESSAGE_DTYPES: dict[str, Any] = S.empty_messages().dtypes.to_dict()
+
+
 def finalize(df: pd.DataFrame) -> pd.DataFrame:
     """Project to schema.MESSAGE_COLUMNS with the contract dtypes."""
-    base = S.empty_messages()
     if df.empty:
-        return base
+        return S.empty_messages()
     out = df[list(S.MESSAGE_COLUMNS)].copy()
     for c in (S.PLATFORM, S.SHOP_ID, S.CONVERSATION_ID, S.ROLE, S.AGENT_ID, S.CUSTOMER_ID, S.SKU,
               S.EVENT, S.SOURCE_FILE):
         out[c] = _string_or_na(out[c])
     out[S.TEXT] = df[S.TEXT].astype("string")  # text kept as written, even ''
-    todo = {c: t for c, t in base.dtypes.items() if out[c].dtype != t}  # usually none left
+    todo = {c: t for c, t in MESSAGE_DTYPES.items() if out[c].dtype != t}  # usually none left
     return out.astype(todo) if todo else out
 
 
@@ -278,4 +380,5 @@ def _string_or_na(values: pd.Series) -> pd.Series:
             table = pd.array([u if u != "" else None for u in uniques] + [None], dtype="string")
             return pd.Series(table.take(np.where(codes < 0, len(uniques), codes)), index=values.index)
     col = values.astype("string")
-    return col.mask(col.eq("").fillna(False))
+    empty = col.eq("").fillna(False)
+    return col.mask(empty) if empty.any() else col

@@ -8,6 +8,10 @@ ones a whole-file import gives. ``spill_chunk`` writes the staged rows into buck
 conversation key; ``load_bucket`` then deduplicates, sessionises and numbers one bucket, which
 holds every row those steps need together. ``ingest_paths`` is this same code with one bucket.
 
+UTF-8 CSV/TSV chunks of a file with regular quotes and no lone '\\r' are read by Arrow's CSV parser
+straight from the bytes (``table.read_delimited_arrow``); anything it cannot prove takes the
+byte-rewriting reader, and that the csv module when irregular, so the rows are the same either way.
+
 A file whose layout the byte scan cannot prove safe to cut (a quote inside an unquoted cell, a
 multi-line or duplicated header, NUL bytes, an encoding that is not ASCII-transparent, or any
 decoding problem) is one chunk read by its importer, exactly as before: never a guess.
@@ -41,7 +45,9 @@ from qa_inspect.ingest.table import (
     RawTable,
     apply_profile_chunked,
     choose_profile,
+    map_profile,
     read_delimited,
+    read_delimited_arrow,
     read_delimited_fast,
     read_json_records,
 )
@@ -83,6 +89,7 @@ class ChunkRef:
     header: tuple[str, ...] = ()  # CSV/TSV: header cells; JSONL: keys of the whole file in order
     header_text: str = ""  # CSV/TSV: the header row as text (one physical line)
     profile: str | None = None
+    lone_cr: bool = True  # a '\r' not followed by '\n' may be in the file (False: the scan proved none)
 
     @property
     def whole_file(self) -> bool:
@@ -141,7 +148,8 @@ def import_context(rules_dir: Path, *, profile: str | None = None, encoding: str
 def _breaks(b: bytes, lo: int = 0, hi: int | None = None) -> int:
     """Line breaks in b[lo:hi]: \\n, \\r\\n and lone \\r each count once (encoding._line_of)."""
     hi = len(b) if hi is None else hi
-    return b.count(b"\n", lo, hi) + b.count(b"\r", lo, hi) - b.count(b"\r\n", lo, hi)
+    n_cr = b.count(b"\r", lo, hi)
+    return b.count(b"\n", lo, hi) + (n_cr - b.count(b"\r\n", lo, hi) if n_cr else 0)
 
 
 def _blocks(path: Path, skip: int) -> Iterator[tuple[int, bytes, int]]:
@@ -156,11 +164,56 @@ def _blocks(path: Path, skip: int) -> Iterator[tuple[int, bytes, int]]:
             cur = nxt
 
 
+def _utf8_valid(data: bytes) -> bool:
+    """``data.decode("utf-8")`` would succeed (strict: no overlong forms, surrogates or code points
+    above U+10FFFF), checked by Arrow's UTF-8 validation without building the text."""
+    import pyarrow as pa
+
+    if data.isascii():
+        return True
+    offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int64).tobytes())
+    arr = pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(data)])
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _utf8_tail(block: bytes) -> int:
+    """Start of a multi-byte sequence the block's end cuts short (len(block) when none)."""
+    for k in range(1, min(3, len(block)) + 1):
+        b = block[-k]
+        if b < 0x80:
+            break
+        if b >= 0xC0:  # a lead byte: 2, 3 or 4 bytes long
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return len(block) - k if need > k else len(block)
+    return len(block)
+
+
+class _Utf8Check:
+    """Strict incremental UTF-8 check (what an incremental decoder's ok/fail is) without decoding:
+    a sequence cut by a block's end is carried into the next block; one left at the end fails."""
+
+    def __init__(self) -> None:
+        self.carry = b""
+
+    def decode(self, block: bytes, final: bool = False) -> None:
+        data = self.carry + block if self.carry else block
+        cut = len(data) if final else _utf8_tail(data)
+        self.carry = data[cut:]
+        if not _utf8_valid(data[:cut] if cut < len(data) else data):
+            raise UnicodeDecodeError("utf-8", data, 0, max(cut, 1), "invalid UTF-8")
+
+
 class _Decoders:
-    """Strict incremental decoding of the whole file with several candidate codecs at once."""
+    """Strict incremental decoding of the whole file with several candidate codecs at once
+    (UTF-8 is only validated: the text itself is not needed here)."""
 
     def __init__(self, names: tuple[str, ...]) -> None:
-        self.dec = {n: codecs.getincrementaldecoder(n)(errors="strict") for n in names}
+        self.dec = {n: _Utf8Check() if codecs.lookup(n).name == "utf-8" else
+                    codecs.getincrementaldecoder(n)(errors="strict") for n in names}
         self.ok = dict.fromkeys(names, True)
         self.ascii = True
 
@@ -220,6 +273,7 @@ class _Scan:
     breaks: int  # line breaks in the file
     codec: str
     encoding: str
+    lone_cr: bool  # some '\r' is not followed by '\n'
 
 
 def _scan(path: Path, fmt: str, forced: str | None, chunk_bytes: int) -> _Scan | None:
@@ -237,6 +291,7 @@ def _scan(path: Path, fmt: str, forced: str | None, chunk_bytes: int) -> _Scan |
     nq = 0  # quotes seen before the current block
     prev_last = -1  # last byte of the previous block (-1: start of data)
     breaks = 0
+    lone_cr = False
     cuts: list[int] = []
     lines_at: dict[int, int] = {}
     target = skip + chunk_bytes
@@ -245,8 +300,8 @@ def _scan(path: Path, fmt: str, forced: str | None, chunk_bytes: int) -> _Scan |
         size = base + len(block)
         dec.feed(block)
         q = np.empty(0, dtype=np.int64)
+        arr = np.frombuffer(block, dtype=np.uint8)
         if quoting:
-            arr = np.frombuffer(block, dtype=np.uint8)
             if b"\x00" in block:
                 return None
             q = np.flatnonzero(arr == 34)
@@ -264,6 +319,15 @@ def _scan(path: Path, fmt: str, forced: str | None, chunk_bytes: int) -> _Scan |
                 if not (np.all(ok_prev[opener]) and np.all(ok_next[~opener])):
                     return None  # a quote csv would read literally: parity would mislead
         straddle = 1 if prev_last == 13 and block[:1] == b"\n" else 0
+        # Newline bookkeeping in numpy (bytes.count of b"\r\n" is 3x slower than this whole step).
+        lf = np.flatnonzero(arr == 10)
+        cr = np.flatnonzero(arr == 13)
+        n_cr = len(cr)
+        n_crlf = int(np.count_nonzero(arr[cr[cr < len(arr) - 1] + 1] == 10)) if n_cr else 0
+        # Every '\r' of the block starts a '\r\n' (a last '\r' may pair with the next block's
+        # '\n'): then a range ending after a '\n' holds as many line breaks as '\n' bytes.
+        block_lone = n_cr - n_crlf - (1 if block[-1] == 13 and nxt == 10 else 0) > 0
+        lone_cr = lone_cr or block_lone
         pos = max(target - base, 0)
         last_local, last_line = 0, 1 + breaks - straddle
         while pos < len(block):
@@ -277,14 +341,15 @@ def _scan(path: Path, fmt: str, forced: str | None, chunk_bytes: int) -> _Scan |
                 pos = int(q[j]) + 1
                 continue
             cut = base + n + 1
-            last_line += _breaks(block, last_local, n + 1)
+            last_line += (_breaks(block, last_local, n + 1) if block_lone else
+                          int(np.searchsorted(lf, n, side="right") - np.searchsorted(lf, last_local)))
             last_local = n + 1
             if cut < base + len(block) or nxt >= 0:
                 cuts.append(cut)
                 lines_at[cut] = last_line
             target = cut + chunk_bytes
             pos = max(target - base, n + 1)
-        breaks += _breaks(block) - straddle
+        breaks += len(lf) + n_cr - n_crlf - straddle
         nq += len(q)
         prev_last = block[-1]
     dec.feed(b"", final=True)
@@ -294,7 +359,7 @@ def _scan(path: Path, fmt: str, forced: str | None, chunk_bytes: int) -> _Scan |
     if quoting and nq % 2:
         return None  # an unterminated quote: the importer reports it
     return _Scan(size=size, skip=skip, cuts=cuts, lines_at=lines_at, breaks=breaks, codec=chosen[0],
-                 encoding=chosen[1])
+                 encoding=chosen[1], lone_cr=lone_cr)
 
 
 def _read_range(path: str, start: int, end: int) -> bytes:
@@ -401,7 +466,7 @@ def _plan_file(path: Path, file_order: int, first_index: int, *, fmt: str | None
     info.profile, info.encoding = prof_name, sc.encoding
     refs = [ChunkRef(index=first_index + i, path=file, file_order=file_order, part=i, fmt=name, start=a, end=b,
                      first_line=ln, codec=sc.codec, encoding=sc.encoding, header=tuple(header),
-                     header_text=header_text, profile=prof_name)
+                     header_text=header_text, profile=prof_name, lone_cr=sc.lone_cr)
             for i, ((a, b), ln) in enumerate(zip(ranges, lines, strict=True))]
     return info, refs, sc.breaks
 
@@ -454,6 +519,15 @@ def _reraise_shifted(exc: InputError, shift: int) -> InputError:
 def parse_chunk(ref: ChunkRef, ictx: ImportContext) -> ChunkImport:
     """Staged rows and rejects of one chunk, as the importer produces them for the whole file:
     FILE_ORDER set, ORDER increasing in source order within the file, true source lines."""
+    ci, keep = _parse_chunk(ref, ictx, masked=False)
+    assert keep is None
+    return ci
+
+
+def _parse_chunk(ref: ChunkRef, ictx: ImportContext, *, masked: bool) -> tuple[ChunkImport, np.ndarray | None]:
+    """``parse_chunk``; with ``masked``, a byte-range chunk mapped in one call may come back with
+    its rejected rows still in ``messages`` and the mask of the kept rows (else the mask is None)."""
+    keep: np.ndarray | None = None
     path = Path(ref.path)
     if ref.whole_file:
         imp: FileImport = IMPORTERS.get(ref.fmt)(path, ictx)
@@ -463,7 +537,9 @@ def parse_chunk(ref: ChunkRef, ictx: ImportContext) -> ChunkImport:
         raw = _read_range(ref.path, ref.start, ref.end)
         file = ref.path
         fast: RawTable | None = None
-        if ref.fmt != "jsonl" and (ref.codec or "utf-8") == "utf-8":
+        if ref.fmt != "jsonl" and (ref.codec or "utf-8") == "utf-8" and not ref.lone_cr:
+            fast = read_delimited_arrow(path, raw, list(ref.header), _DELIM[ref.fmt], ref.encoding)
+        if fast is None and ref.fmt != "jsonl" and (ref.codec or "utf-8") == "utf-8":
             # UTF-8 chunks go to the C parser as bytes: the same bytes as decoding, normalising
             # newlines and re-encoding would give (no UTF-8 character holds '\r' or '\n').
             data = ref.header_text.encode("utf-8") + b"\n" + _normalise_newlines_bytes(raw)
@@ -493,7 +569,11 @@ def parse_chunk(ref: ChunkRef, ictx: ImportContext) -> ChunkImport:
         if ref.fmt != "jsonl" and table.header != list(ref.header):
             raise BugError(f"{file}: chunk {ref.part} header {table.header} != planned {list(ref.header)}")
         assert ref.profile is not None
-        msgs = apply_profile_chunked(table, ictx.profiles[ref.profile], ictx.shops, file, chunk=PROFILE_ROWS)
+        if masked and len(table.cells) <= PROFILE_ROWS:
+            msgs, keep = map_profile(table, ictx.profiles[ref.profile], ictx.shops, file)
+            msgs = msgs.reset_index(drop=True)
+        else:
+            msgs = apply_profile_chunked(table, ictx.profiles[ref.profile], ictx.shops, file, chunk=PROFILE_ROWS)
         rej = table.rejects.frame()
         data_rows = table.data_rows
         if shift:
@@ -505,10 +585,10 @@ def parse_chunk(ref: ChunkRef, ictx: ImportContext) -> ChunkImport:
             msgs[F.ORDER] = msgs[F.ORDER] + ref.first_line
         info = FileInfo(path=file, format=ref.fmt, profile=ref.profile, encoding=ref.encoding,
                         data_rows=data_rows)
-    info.messages, info.rejects = len(msgs), len(rej)
-    if len(msgs):
+    info.messages, info.rejects = len(msgs) if keep is None else int(keep.sum()), len(rej)
+    if info.messages:
         msgs[F.FILE_ORDER] = ref.file_order
-    return ChunkImport(index=ref.index, messages=msgs, rejects=rej, data_rows=data_rows, info=info)
+    return ChunkImport(index=ref.index, messages=msgs, rejects=rej, data_rows=data_rows, info=info), keep
 
 
 def _normalise_newlines_bytes(b: bytes) -> bytes:
@@ -606,13 +686,18 @@ def _bucket_dir(spill_dir: Path, bucket: int) -> Path:
 def spill_chunk(ref: ChunkRef, ictx: ImportContext, spill_dir: Path | str, n_buckets: int) -> ChunkSummary:
     """Parse one chunk and write its staged rows to ``spill_dir/bNNNNN/cNNNNNN.pkl`` per non-empty
     bucket (pickle: every dtype and value comes back exactly). Safe in any process."""
-    ci = parse_chunk(ref, ictx)
+    ci, keep = _parse_chunk(ref, ictx, masked=True)
     msgs = ci.messages
+    # The bucket is a function of each row's own keys, so rejected rows still in ``msgs`` are
+    # hashed along and then left out: the kept rows are taken in bucket order in one go.
     b = conversation_key_bucket(msgs, n_buckets)
+    rows = np.arange(len(msgs)) if keep is None else np.flatnonzero(keep)
+    b = b[rows] if keep is not None else b
     counts = np.bincount(b, minlength=n_buckets) if len(b) else np.zeros(n_buckets, dtype=np.int64)
     # One stable sort, then each bucket is a contiguous slice (one take per column, not per bucket).
-    order = np.argsort(b, kind="stable")
-    ordered = msgs.take(order) if len(np.flatnonzero(counts)) > 1 else msgs
+    order = rows[np.argsort(b, kind="stable")]
+    filtered = keep is not None and len(rows) < len(msgs)
+    ordered = msgs.take(order) if filtered or len(np.flatnonzero(counts)) > 1 else msgs
     written: list[str] = []
     pos = 0
     for bucket in np.flatnonzero(counts):
@@ -628,7 +713,7 @@ def spill_chunk(ref: ChunkRef, ictx: ImportContext, spill_dir: Path | str, n_buc
         os.replace(tmp, out)
         written.append(str(out))
     per_bucket = {int(k): int(counts[k]) for k in np.flatnonzero(counts)}
-    return ChunkSummary(index=ref.index, file_order=ref.file_order, data_rows=ci.data_rows, messages=len(msgs),
+    return ChunkSummary(index=ref.index, file_order=ref.file_order, data_rows=ci.data_rows, messages=len(rows),
                         rows_per_bucket=per_bucket, rejects=ci.rejects, info=ci.info, files=written)
 
 

@@ -130,6 +130,64 @@ def read_delimited_fast(path: Path, data: bytes, delim: str, encoding: str | Non
     return _fast_delimited(path, data if one_nl else data.rstrip(b"\r\n") + b"\n", delim, encoding)
 
 
+_ARROW_BLOCK = 8 << 20  # Arrow CSV block size: a 32 MB chunk arrives as a few column chunks
+
+
+def read_delimited_arrow(path: Path, data: bytes, header: list[str], delim: str,
+                         encoding: str | None) -> RawTable | None:
+    """The data records of a UTF-8 chunk whose header row is known, read by Arrow's CSV parser
+    straight from the bytes (no newline rewrite, no header copy, no Python str per cell), laid out
+    as ``read_delimited_fast`` lays out the header row plus these bytes. None when anything is
+    irregular (the caller then takes the byte-rewriting path, which decides exactly).
+
+    Only for bytes in which the planning scan proved every quote to open at a field start or close
+    at a field end and found no lone '\\r': CSV is then unambiguous, '\\r\\n' ends a record as '\\n'
+    does and, inside a quoted cell, becomes '\\n' as ``normalise_newlines`` makes it. Arrow refuses a
+    record with too few or too many fields, but reads a blank line as a record of empty cells: the
+    delimiters that are not inside cells must be exactly n_fields - 1 per record (hence at least
+    two fields)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    n_fields = len(header)
+    if (n_fields < 2 or not data.endswith(b"\n") or data[:1] in (b"\r", b"\n")
+            or len(set(header)) != n_fields or any(h == "" or h.startswith("Unnamed: ") for h in header)):
+        return None
+    names = [f"f{i}" for i in range(n_fields)]  # Arrow's names; the header text is not parsed again
+    try:
+        tb = pacsv.read_csv(
+            pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(use_threads=False, column_names=names, block_size=_ARROW_BLOCK),
+            parse_options=pacsv.ParseOptions(delimiter=delim, quote_char='"', double_quote=True, escape_char=False,
+                                             newlines_in_values=True, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()), null_values=[],
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    n = tb.num_rows
+    in_cells = sum(pc.sum(pc.count_substring(col, delim)).as_py() or 0 for col in tb.columns)
+    if n == 0 or data.count(delim.encode("utf-8")) - in_cells != n * (n_fields - 1):
+        return None  # a blank line
+    newlines = data.count(b"\n")
+    dtype = pd.StringDtype("pyarrow", na_value=np.nan)  # what read_csv(dtype=str) gives
+    string_array = dtype.construct_array_type()
+    cols = {h: pd.Series(string_array(tb.column(i).cast(pa.large_string()), dtype=dtype))
+            for i, h in enumerate(header)}
+    del tb
+    extra = np.zeros(n, dtype="int64")
+    if newlines != n:  # newlines beyond the record ends are inside quoted cells
+        for h, col in cols.items():
+            if col.str.contains("\n", regex=False).any():
+                if col.str.contains("\r", regex=False).any():  # only as '\r\n' (no lone '\r')
+                    col = cols[h] = col.str.replace("\r\n", "\n", regex=False)
+                extra = extra + col.str.count("\n").to_numpy(dtype="int64")
+    cells = pd.DataFrame(cols)
+    cells.columns = header
+    cells[LINE] = 2 + np.arange(n, dtype="int64") + (np.cumsum(extra) - extra)
+    return RawTable(list(header), cells, F.Rejects(str(path)), n, encoding)
+
+
 def read_delimited(path: Path, text: str, delimiter: str | None, encoding: str | None) -> RawTable:
     """CSV/TSV; quoted multi-line cells keep their true starting line (csv module when irregular)."""
     file = str(path)
@@ -404,6 +462,15 @@ def choose_profile(table: RawTable, fmt: str, ctx: ImportContext, file: str) -> 
 
 def apply_profile(table: RawTable, prof: ImportProfile, shops: dict[str, Shop], file: str) -> pd.DataFrame:
     """Map raw cells to staged message columns; rows that cannot be used go to table.rejects."""
+    out, keep = map_profile(table, prof, shops, file)
+    return out[keep].reset_index(drop=True)
+
+
+def map_profile(table: RawTable, prof: ImportProfile, shops: dict[str, Shop],
+                file: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """``apply_profile`` before the rejected rows leave: every row mapped (index of the cells) and
+    the mask of rows kept; the rejects are recorded. The streaming spill takes the kept rows in
+    bucket order with one take instead of a filter and then a reorder."""
     cols = prof.columns
     c = table.cells
     for h in cols.mapped().values():
@@ -519,8 +586,8 @@ def apply_profile(table: RawTable, prof: ImportProfile, shops: dict[str, Shop], 
         S.AGENT_ID: agent, S.CUSTOMER_ID: customer.replace("", None), S.TEXT: text,
         S.SKU: cell(cols.sku).replace("", None), S.IS_AUTO_REPLY: auto, S.EVENT: event, S.AMOUNT: amount,
         S.SOURCE_FILE: file, S.SOURCE_LINE: c[LINE].to_numpy(), F.ORDER: np.arange(n), "_tz": tz,
-    })[keep]
-    return out.reset_index(drop=True)
+    })
+    return out, keep
 
 
 def import_table(path: Path, ctx: ImportContext, fmt: str) -> FileImport:
