@@ -218,3 +218,37 @@ def test_covered_facts_equals_fact_covered(facts: list[list[str]], answer: list[
     memo: dict = {}
     assert covered_facts(fs, ans, memo) == [f for f in fs if fact_covered(f, ans)]
     assert covered_facts(fs, ans, memo) == covered_facts(fs, ans)  # the memo changes nothing
+
+
+def _longest_first(hits: list[tuple], ascii_ok=None) -> list[tuple]:  # noqa: ANN001
+    """The plain selection ``find_products``/``find_materials`` make: longest first, then leftmost,
+    non-overlapping, sorted by position (``ascii_ok`` rejects a hit: ASCII material terms)."""
+    taken: list[tuple] = []
+    for h in sorted(hits, key=lambda h: (-(h[1] - h[0]), h[0])):
+        if all(h[1] <= t[0] or h[0] >= t[1] for t in taken) and (ascii_ok is None or ascii_ok(h)):
+            taken.append(h)
+    return sorted(taken)
+
+
+def test_product_and_material_finders_equal_the_plain_selection(sample: pd.DataFrame,
+                                                                kbs: dict[str, KnowledgeBase]) -> None:
+    """Texts with none or one occurrence skip the sort (most texts): same mentions as sorting
+    every occurrence, on the sample logs and on nested, overlapping and ASCII terms."""
+    texts = set(sample[schema.NORM_TEXT].dropna().astype(str))
+    for kb in kbs.values():
+        names = sorted({normalize_text(w) for p in kb.products.values() for w in [p.name, *p.aliases] if w})
+        texts |= {"", "pc", "abs外壳", "pcb壳", "纯棉纯棉", "100%纯棉被套和纯棉床单", *names[:30],
+                  *(a + b for a, b in zip(names, names[1:], strict=False)), *(n + n for n in names[:10])}
+    multi = 0
+    for kb in kbs.values():
+        for t in sorted(texts):
+            occ = [(e - len(k) + 1, e + 1, skus, k) for e, (k, skus) in kb.names.iter(t)] if kb.names and t else []
+            assert kb.find_products(t) == _longest_first(occ), t
+            multi += len(occ) > 1
+            if kb.materials is not None:
+                mocc = [(e - len(m) + 1, e + 1, m) for e, m in kb.materials.iter(t)]
+                def whole(h: tuple, t: str = t) -> bool:
+                    return not h[2].isascii() or not ((h[0] > 0 and t[h[0] - 1].isascii() and t[h[0] - 1].isalnum())
+                                                      or (h[1] < len(t) and t[h[1]].isascii() and t[h[1]].isalnum()))
+                assert kb.find_materials(t) == _longest_first(mocc, whole), t
+    assert multi > 20  # the sorting path is exercised too

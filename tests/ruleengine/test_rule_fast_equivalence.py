@@ -420,6 +420,8 @@ def test_asked_equals_reference(sample: pd.DataFrame, default_ruleset: RuleSet) 
     rule = next(r for r in default_ruleset.rules if isinstance(r, PartialAnswerRule))
     texts = list(dict.fromkeys(sample.loc[sample[schema.ROLE] == "customer", schema.NORM_TEXT].dropna().astype(str)))
     texts += ["包邮吗?多少钱", "多少钱另外包邮吗", "?包邮吗", "材质是什么,几天发货?还有优惠吗", "", "吗吗吗"]
+    # joiners only in a later clause, at a clause start, at the end; topics in non-question clauses
+    texts += ["好的,多少钱另外包邮吗", "另外多少钱以及包邮吗", "包邮吗?材质呢另外", "材质很好,包邮", "多少钱以及"]
     env = Env(default_ruleset, {})
     want = [reference_asked(rule, env, t) for t in texts]
     assert rule.asked_counts(env, texts) == [len(w) for w in want]

@@ -143,9 +143,9 @@ class KnowledgeBase:
         """Non-overlapping product mentions (longest first): (start, end, skus, matched key)."""
         if self.names is None or not norm:
             return []
-        hits = []
-        for end, (key, skus) in self.names.iter(norm):
-            hits.append((end - len(key) + 1, end + 1, skus, key))
+        hits = [(end - len(key) + 1, end + 1, skus, key) for end, (key, skus) in self.names.iter(norm)]
+        if len(hits) < 2:  # most texts: nothing to choose between (same result, no sorting)
+            return hits
         hits.sort(key=lambda h: (-(h[1] - h[0]), h[0]))
         taken: list[tuple[int, int]] = []
         out = []
@@ -160,6 +160,8 @@ class KnowledgeBase:
         if self.materials is None:
             return []
         hits = [(end - len(t) + 1, end + 1, t) for end, t in self.materials.iter(norm)]
+        if not hits:  # most texts (same result, no sorting)
+            return hits
         hits.sort(key=lambda h: (-(h[1] - h[0]), h[0]))
         taken: list[tuple[int, int, str]] = []
         for h in hits:

@@ -3,8 +3,9 @@
 ``apply_rules`` runs every per-conversation rule type. ``template`` rules need counts over the
 whole batch, so they run separately: ``template_counts`` per partition, ``merge_template_counts``
 across partitions (in whatever process), then ``apply_template_rules`` per partition. Per-call
-caches (text views, compiled matchers) live in an ``Env`` built for the call, never at module
-level, so results never depend on what ran before.
+caches (text views, per-text results) live in an ``Env`` built for the call, never at module
+level, so results never depend on what ran before; only what the rules themselves compile to
+(automaton, matchers, joined regexes) is kept on the RuleSet for later calls (``Compiled``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import copy
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,8 +55,40 @@ def shop_template_key(shop_id: str, key: str) -> str:
     return f"{shop_id}{SHOP_SEP}{key}"
 
 
+class Compiled:
+    """What a rule set compiles to: the phrase automaton (and the separator that joins texts
+    for it), compiled matchers and regexes, normalised customer words and each rule's own
+    compiled parts (joined topic regexes...). Pure functions of the rules, kept on the RuleSet
+    (``RuleSet.compiled``) so a worker builds them once, not once per partition; nothing here
+    depends on the texts. Entries keyed by an object's id keep the object and are rebuilt when
+    the id now names another object (ids are recycled)."""
+
+    def __init__(self, rules_key: tuple[int, ...] = ()) -> None:
+        self.rules_key = rules_key  # the rules it was built for (a changed list gets a new one)
+        self.automaton: list[Any] = []  # [automaton] once built (template rules never need it)
+        self.sep: list[str | None] = []
+        self.matchers: dict[int, CompiledMatcher] = {}
+        self.regex: dict[tuple[str, ...], list[re.Pattern[str]]] = {}
+        self.customer_words: dict[int, tuple[RuleBase, frozenset[str]]] = {}
+        self.parts: dict[tuple[int, str], tuple[object, Any]] = {}
+
+
+def _compiled_of(ruleset: RuleSet) -> Compiled:
+    """The rule set's ``Compiled``, made anew when its rules list changed since (the rule
+    objects it holds keep their ids from being reused while it lives)."""
+    key = tuple(map(id, ruleset.rules))
+    got = getattr(ruleset, "compiled", None)
+    if isinstance(got, Compiled) and got.rules_key == key:
+        return got
+    got = Compiled(key)
+    if hasattr(ruleset, "compiled"):
+        ruleset.compiled = got
+    return got
+
+
 class Env:
-    """Per-call state: shops, batch template counts, compiled matchers and per-text views."""
+    """Per-call state: shops, batch template counts and per-text views (the compiled rule set
+    is shared with other calls through ``RuleSet.compiled``)."""
 
     def __init__(self, ruleset: RuleSet, shops: Mapping[str, Shop],
                  template_counts: Mapping[str, int] | None = None) -> None:
@@ -64,27 +97,26 @@ class Env:
         self.template_counts = template_counts
         self._batch_counts: dict[str, int] | None = None
         self._memo: dict[tuple[int, str], dict[str, Any]] = {}
-        self._matchers: dict[int, CompiledMatcher] = {}
         self._views: dict[str, TextView] = {}
         self._found: dict[str, Found] = {}  # per distinct text: the automaton's phrases (see ``found``)
         self._finds: dict[int, dict[str, Sequence[Hit]]] = {}  # per matcher: text -> hits
-        self._regex: dict[tuple[str, ...], list[re.Pattern[str]]] = {}
-        self._customer_words: dict[int, frozenset[str]] = {}
-        self._automaton: list[Any] = []  # built on first use: template rules never need it
-        self._sep: list[str | None] = []  # a character in no phrase: joins texts for one automaton pass
+        self._compiled = _compiled_of(ruleset)
 
     @property
     def automaton(self) -> Any:
         """One Aho-Corasick automaton over every phrase of the rule set."""
-        if not self._automaton:
+        c = self._compiled
+        if not c.automaton:
             phrases: set[str] = set()
             for rule in self.ruleset.rules:
                 for spec in _matcher_specs(rule):
                     phrases |= self.matcher(spec).all_phrases()
                 phrases |= {normalize_text(p) for p in rule.when.customer_says}
-            self._automaton.append(build_automaton(phrases))
-            self._sep.append(next((c for c in ("\x00", "\x1e", "\uffff") if not any(c in p for p in phrases)), None))
-        return self._automaton[0]
+            # a character in no phrase joins texts for one automaton pass (set before the
+            # automaton: another thread seeing the automaton finds its separator too)
+            c.sep[:] = [next((ch for ch in ("\x00", "\x1e", "\uffff") if not any(ch in p for p in phrases)), None)]
+            c.automaton[:] = [build_automaton(phrases)]
+        return c.automaton[0]
 
     def found(self, norm: str) -> Found:
         """The rule-set phrases in one distinct text (``TextView.found`` without the view)."""
@@ -99,7 +131,7 @@ class Env:
         new = [t for t in dict.fromkeys(texts) if t not in memo]
         if new:
             auto = self.automaton
-            memo.update(zip(new, phrases_found_many(new, auto, self._sep[0]), strict=True))
+            memo.update(zip(new, phrases_found_many(new, auto, self._compiled.sep[0]), strict=True))
         return [memo[t] for t in texts]
 
     def derive(self, template_counts: Mapping[str, int] | None) -> Env:
@@ -143,16 +175,26 @@ class Env:
         return value
 
     def customer_words(self, rule: RuleBase) -> frozenset[str]:
-        """The rule's ``when.customer_says`` phrases, normalised once per call."""
-        words = self._customer_words.get(id(rule))
-        if words is None:
-            words = self._customer_words[id(rule)] = frozenset(normalize_text(p) for p in rule.when.customer_says)
-        return words
+        """The rule's ``when.customer_says`` phrases, normalised once per rule set."""
+        got = self._compiled.customer_words.get(id(rule))
+        if got is None or got[0] is not rule:
+            got = self._compiled.customer_words[id(rule)] = (
+                rule, frozenset(normalize_text(p) for p in rule.when.customer_says))
+        return got[1]
+
+    def compiled(self, owner: object, kind: str, build: Callable[[], Any]) -> Any:
+        """``owner``'s compiled part ``kind`` (a function of its configuration only, such as a
+        joined regex): built once per rule set and process by ``build``, then shared."""
+        key = (id(owner), kind)
+        got = self._compiled.parts.get(key)
+        if got is None or got[0] is not owner:
+            got = self._compiled.parts[key] = (owner, build())
+        return got[1]
 
     def matcher(self, spec: MatcherSpec) -> CompiledMatcher:
-        m = self._matchers.get(id(spec))
-        if m is None:
-            m = self._matchers[id(spec)] = CompiledMatcher(spec)
+        m = self._compiled.matchers.get(id(spec))
+        if m is None or m.spec is not spec:
+            m = self._compiled.matchers[id(spec)] = CompiledMatcher(spec)
         return m
 
     def view(self, norm: str, tokens: Any) -> TextView:
@@ -187,9 +229,9 @@ class Env:
 
     def regexes(self, patterns: Sequence[str]) -> list[re.Pattern[str]]:
         key = tuple(patterns)
-        rx = self._regex.get(key)
+        rx = self._compiled.regex.get(key)
         if rx is None:
-            rx = self._regex[key] = [re.compile(p) for p in patterns]
+            rx = self._compiled.regex[key] = [re.compile(p) for p in patterns]
         return rx
 
 

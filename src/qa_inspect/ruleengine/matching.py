@@ -73,13 +73,17 @@ def phrases_found_many(texts: Sequence[str], automaton: ahocorasick.Automaton | 
         offsets.append(pos)
         pos += len(t) + 1
     out: list[Found] = [NO_PHRASES] * len(texts)
-    cur, cur_k, off = None, -1, 0
+    cur: dict[str, tuple[tuple[int, int], ...]] = {}
+    off, bound = 0, -1  # the current text's offset and its separator's position
     for end, phrase in automaton.iter(sep.join(texts)):
-        k = bisect_right(offsets, end) - 1
-        if k != cur_k:
-            cur, cur_k, off = {}, k, offsets[k]
-            out[k] = cur
-        cur[phrase] = cur.get(phrase, ()) + ((end - len(phrase) + 1 - off, end + 1 - off),)
+        if end >= bound:  # the first hit in a later text (hits come in text order)
+            k = bisect_right(offsets, end) - 1
+            off = offsets[k]
+            bound = off + len(texts[k])
+            cur = out[k] = {}  # type: ignore[assignment]
+        span = (end - len(phrase) + 1 - off, end + 1 - off)
+        got = cur.get(phrase)
+        cur[phrase] = (span,) if got is None else got + (span,)
     return out
 
 

@@ -35,6 +35,15 @@ class RuleSet:
     rules_dir: Path | None = None
     files: list[Path] = field(default_factory=list)
     source: dict[str, tuple[str, int]] = field(default_factory=dict)  # rule id -> (file, index)
+    # What the rules compile to (automaton, matchers, joined regexes), built by the first Env
+    # and reused by later calls in this process: a pure function of the rules, so it changes no
+    # result; it never holds anything about texts. Not pickled (workers build their own).
+    compiled: Any = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["compiled"] = None
+        return state
 
     def by_id(self, rule_id: str) -> RuleBase:
         for r in self.rules:

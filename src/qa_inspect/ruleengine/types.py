@@ -581,13 +581,15 @@ class _QuestionRule(RuleBase):
                 return m.start(), m.end()
         return None
 
+    def _question_rx(self, env: Env) -> tuple[re.Pattern[str] | None]:
+        """The question patterns joined into one regex (None: not joinable), once per rule set."""
+        from qa_inspect.ruleengine.matching import _alternation
+
+        return env.compiled(self, "question", lambda: (_alternation(env.regexes(self.question_patterns)),))
+
     def is_question(self, env: Env, text: str) -> bool:
         """``question_span(...) is not None`` with one joined regex (hot in partial_answer)."""
-        rx = env.memo(self, "question")
-        if rx is None:
-            from qa_inspect.ruleengine.matching import _alternation
-
-            rx = env.remember(self, "question", "", (_alternation(env.regexes(self.question_patterns)),))
+        rx = self._question_rx(env)
         if rx[0] is None:
             return self.question_span(env, text) is not None
         return rx[0].search(text) is not None
@@ -743,15 +745,15 @@ class PartialAnswerRule(_QuestionRule):
         return check_regexes(v)
 
     def _compiled(self, env: Env) -> tuple[_TopicIndex, re.Pattern[str] | None, list[str]]:
-        got = env.memo(self, "compiled")
-        if got is None:
+        def build() -> tuple[_TopicIndex, re.Pattern[str] | None, list[str]]:
             from qa_inspect.text.normalize import normalize_text
 
             joiners = [normalize_text(j) for j in self.joiners]
             split = re.compile("|".join(map(re.escape, sorted(joiners, key=len, reverse=True)))) if joiners else None
             holds = [normalize_text(h) for h in self.hold_phrases]
-            got = env.remember(self, "compiled", "", (_TopicIndex(self.topics), split, holds))
-        return got
+            return _TopicIndex(self.topics), split, holds
+
+        return env.compiled(self, "compiled", build)
 
     def asked(self, env: Env, norm: str) -> tuple[tuple[frozenset[str], int, int, bool], ...]:
         """(topics, clause start, clause end, open question) for each question clause of a
@@ -781,11 +783,7 @@ class PartialAnswerRule(_QuestionRule):
         index, joiner, _ = self._compiled(env)
         opens = env.regexes(self.open_patterns)
         ask_search, ask_rx, topics_of = index.ask.search, index.ask, index.topics
-        isq = env.memo(self, "question")
-        if isq is None:
-            from qa_inspect.ruleengine.matching import _alternation
-
-            isq = env.remember(self, "question", "", (_alternation(env.regexes(self.question_patterns)),))
+        isq = self._question_rx(env)
         q_search = isq[0].search if isq[0] is not None else None
 
         def is_question(clause: str) -> bool:
@@ -797,16 +795,21 @@ class PartialAnswerRule(_QuestionRule):
             if not ask_search(norm):  # most messages name no topic at all
                 return ()
             out: list[tuple[frozenset[str], int, int, bool]] = []
+            # a text without any joiner has none in any clause either (a literal alternation)
+            join = joiner if joiner is not None and joiner.search(norm) else None
             for m in _CLAUSE_RE.finditer(norm):
                 ms, me = m.start(), m.end()
-                bounds = [ms]
-                if joiner is not None:
-                    bounds += [j.start() for j in joiner.finditer(norm, ms, me) if j.start() > ms]
-                bounds.append(me)
-                for s, e in zip(bounds, bounds[1:], strict=False):
+                if join is None:
+                    spans: Any = ((ms, me),)
+                else:
+                    bounds = [ms, *[j.start() for j in join.finditer(norm, ms, me) if j.start() > ms], me]
+                    spans = zip(bounds, bounds[1:], strict=False)
+                for s, e in spans:
                     clause = norm[s:e]
-                    if not ask_search(clause) or not is_question(clause):
-                        continue  # (no topic named: ``topics_of`` would be empty)
+                    # no separate ``ask_search`` of the clause: ``topics_of`` is empty whenever
+                    # it finds nothing (pure tests, so their order does not change the result)
+                    if not is_question(clause):
+                        continue
                     topics = topics_of(ask_rx, clause)
                     if topics:
                         out.append((topics, s, e, any(rx.search(clause) for rx in opens)))
@@ -1033,16 +1036,15 @@ class TemplateRule(RuleBase):
     min_messages: int = Field(3, ge=1, description="conversation mode: counted replies needed")
 
     def _excluder(self, env: Env) -> re.Pattern[str] | None:
-        got = env.memo(self, "excluder")
-        if got is None:
+        def build() -> tuple[re.Pattern[str] | None]:
             from qa_inspect.ruleengine.engine import template_key
             from qa_inspect.text.normalize import normalize_text
 
             words = sorted({template_key(normalize_text(p)) for p in self.exclude_phrases} - {""},
                            key=len, reverse=True)
-            got = env.remember(self, "excluder", "", (re.compile("|".join(map(re.escape, words))),)
-                               if words else (None,))
-        return got[0]
+            return (re.compile("|".join(map(re.escape, words))),) if words else (None,)
+
+        return env.compiled(self, "excluder", build)[0]
 
     def _key(self, env: Env, norm: str) -> tuple[bool, str]:
         """(counted, template key) of one reply text, once per distinct text."""
