@@ -435,3 +435,76 @@ def test_agent_kpis_with_a_precomputed_attribution_are_the_same(batch: pd.DataFr
     for by in ((S.SHOP_ID, S.AGENT_ID), (S.SHOP_ID,)):
         pd.testing.assert_frame_equal(agent_kpis(stats, events, by=by, attribution=att),
                                       agent_kpis(stats, events, by=by), check_exact=True)
+
+
+# --- round 4: business hours on numpy wall clocks, the batch isin in Arrow ---------------------
+def _ref_in_hours(ts: pd.Series, shop_ids: pd.Series, shops: dict) -> pd.Series:
+    """The per-shop Series definition (hour * 60 + minute of the shop-local time)."""
+    from zoneinfo import ZoneInfo
+
+    out = pd.Series(False, index=ts.index)
+    for sid in shop_ids.dropna().unique():
+        sel = (shop_ids == sid) & ts.notna()
+        if not sel.any():
+            continue
+        shop = shops.get(str(sid))
+        tz = ZoneInfo(shop.timezone if shop else "Asia/Shanghai")
+        start, end = shop.business_hours.minutes() if shop else (0, 24 * 60)
+        local = ts[sel].dt.tz_convert(tz)
+        minutes = local.dt.hour * 60 + local.dt.minute
+        out[sel] = (minutes >= start) & (minutes < end)
+    return out
+
+
+def test_in_hours_matches_the_series_definition() -> None:
+    from qa_inspect.config import Shop
+    from qa_inspect.kpis import _in_hours
+
+    shops = {"s1": Shop(shop_id="s1", name="一", platform="tmall", timezone="Asia/Shanghai",
+                        business_hours={"start": "09:00", "end": "21:30"}),
+             "s2": Shop(shop_id="s2", name="二", platform="shopee", timezone="America/New_York",
+                        business_hours={"start": "00:30", "end": "23:59"})}
+    rng = np.random.default_rng(2)
+    n = 2000
+    ns = rng.integers(-10**17, 2 * 10**18, size=n)  # 1966..2033, DST changes, pre-1970 included
+    ts = pd.Series(pd.to_datetime(ns, utc=True))
+    ts[rng.random(n) < 0.1] = pd.NaT
+    sid = pd.Series(pd.array(rng.choice(["s1", "s2", "s9", None], size=n).tolist(), dtype="string"))
+    # the minutes either side of every opening and closing time
+    edges = {"s1": ["2026-11-25 00:59:59", "2026-11-25 01:00:00", "2026-11-25 13:29:59", "2026-11-25 13:30:00"],
+             "s2": ["2026-11-25 05:29:59", "2026-11-25 05:30:00", "2026-11-26 04:58:59", "2026-11-26 04:59:00"]}
+    ts = pd.concat([ts, pd.Series(pd.to_datetime([t for v in edges.values() for t in v], utc=True))],
+                   ignore_index=True)
+    sid = pd.concat([sid, pd.Series(pd.array([k for k, v in edges.items() for _ in v], dtype="string"))],
+                    ignore_index=True)
+    assert _in_hours(ts, sid, shops).tail(8).tolist() == [False, True, True, False] * 2
+    for t in (ts, ts.dt.as_unit("s")):
+        got = _in_hours(t, sid, shops)
+        want = _ref_in_hours(t, sid, shops)
+        pd.testing.assert_series_equal(got, want, check_exact=True)
+        assert got.any() and not got.all()
+
+
+def test_isin_matches_series_isin() -> None:
+    from qa_inspect.kpis import _isin
+
+    a = pd.Series(["x", None, "y", "z", "x"], dtype="string")
+    cases = [pd.Series(["x", "q"], dtype="string"), pd.Series(["y", None], dtype="string"),
+             pd.Series([], dtype="string"), pd.Series(["x"], dtype="str"), pd.Series(["x", 1], dtype=object)]
+    for values in cases:
+        assert _isin(a, values).tolist() == a.isin(values).tolist()
+    s = pd.Series(["x", None], dtype="str")
+    assert _isin(s, pd.Series([None, "q"], dtype="str")).tolist() == s.isin(pd.Series([None, "q"], dtype="str")).tolist()
+
+
+def test_question_search_in_arrow_is_the_python_regex() -> None:
+    from qa_inspect.kpis import QUESTION_RE, QUESTION_RE2
+    from qa_inspect.scoring.conversations import search_rows
+
+    texts = ["好呢", "好呢\n", "好呢\n\n", "呢好", None, "", "几个", "几", "？", "哪里", "呢\r", "呢\n好", "\n呢",
+             "🙂呢", "多少", "可以吗", "是否", "ok?"]
+    col = pd.Series(texts, dtype="string")
+    rows = np.arange(len(texts))
+    want = col.fillna("").astype(str).str.contains(QUESTION_RE, regex=True).to_numpy(dtype=bool)
+    assert np.array_equal(search_rows(col, rows, QUESTION_RE, QUESTION_RE2), want)
+    assert want[1] and not want[2]  # Python's $ matches before one final newline only

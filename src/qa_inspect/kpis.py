@@ -17,7 +17,7 @@ import pandas as pd
 
 from qa_inspect import schema as S
 from qa_inspect.config import Shop
-from qa_inspect.scoring.conversations import DEFAULT_TZ, local_date
+from qa_inspect.scoring.conversations import DEFAULT_TZ, local_date, search_rows, sorted_rows
 
 # per-conversation stats columns
 N_CUSTOMER_MESSAGES = "n_customer_messages"
@@ -51,6 +51,8 @@ N_SCORED = "n_scored"
 N_VETO = "n_veto"
 
 QUESTION_RE = re.compile(r"[?？]|吗|呢$|多少|怎么|什么|几[个天号点]|能不能|有没有|可以吗|是不是|是否|哪")
+# The same test in RE2 (Arrow): Python's ``$`` also matches before one final newline.
+QUESTION_RE2 = r"[?？]|吗|呢\n?\z|多少|怎么|什么|几[个天号点]|能不能|有没有|可以吗|是不是|是否|哪"
 
 STATS_COLUMNS = (S.CONVERSATION_ID, S.SHOP_ID, S.AGENT_ID, S.CUSTOMER_ID, S.NIGHT, S.STARTED_AT,
                  S.N_MESSAGES, N_CUSTOMER_MESSAGES, N_AGENT_MESSAGES, N_REPLIED, N_TURNS_TIMED,
@@ -58,19 +60,25 @@ STATS_COLUMNS = (S.CONVERSATION_ID, S.SHOP_ID, S.AGENT_ID, S.CUSTOMER_ID, S.NIGH
 
 
 def _in_hours(ts: pd.Series, shop_ids: pd.Series, shops: dict[str, Shop]) -> pd.Series:
-    """True where the (UTC) timestamp falls inside the shop's business hours, shop-local."""
-    out = pd.Series(False, index=ts.index)
-    for sid in shop_ids.dropna().unique():
-        sel = (shop_ids == sid) & ts.notna()
+    """True where the (UTC) timestamp falls inside the shop's business hours, shop-local.
+
+    Minute of the day = the shop-local wall time floored to minutes, modulo a day (what
+    ``hour * 60 + minute`` is), on numpy arrays; shops by codes, not one Series mask each."""
+    out = np.zeros(len(ts), dtype=bool)
+    codes, uniq = pd.factorize(shop_ids)  # missing shop id: -1, never inside hours
+    present = ts.notna().to_numpy(dtype=bool)
+    t = pd.Series(ts.array, copy=False)
+    for k, sid in enumerate(list(uniq)):
+        sel = present & (codes == k)
         if not sel.any():
             continue
         shop = shops.get(str(sid))
         tz = ZoneInfo(shop.timezone if shop else DEFAULT_TZ)
         start, end = shop.business_hours.minutes() if shop else (0, 24 * 60)
-        local = ts[sel].dt.tz_convert(tz)
-        minutes = local.dt.hour * 60 + local.dt.minute
+        wall = t[sel].dt.tz_convert(tz).dt.tz_localize(None).to_numpy()
+        minutes = wall.astype("datetime64[m]").astype(np.int64) % (24 * 60)
         out[sel] = (minutes >= start) & (minutes < end)
-    return out
+    return pd.Series(out, index=ts.index)
 
 
 def _flag(s: pd.Series) -> np.ndarray:
@@ -97,10 +105,11 @@ def conversation_stats(messages: pd.DataFrame, conversations: pd.DataFrame, shop
                                       S.STARTED_AT, S.N_MESSAGES, PRESALE_INTENT), "kpis")
     text_col = S.NORM_TEXT if S.NORM_TEXT in messages.columns else S.TEXT
     need = list(dict.fromkeys([S.CONVERSATION_ID, S.SEQ, S.ROLE, S.IS_AUTO_REPLY, S.TS, S.SHOP_ID, text_col]))
-    m = messages[need].sort_values([S.CONVERSATION_ID, S.SEQ], kind="stable").reset_index(drop=True)
+    m, codes, ids = sorted_rows(messages, need)
     n = len(m)
     # Rows without a conversation id belong to no conversation (a group-by on the id drops them).
-    codes, ids = pd.factorize(m[S.CONVERSATION_ID], sort=True)
+    if codes is None:
+        codes, ids = pd.factorize(m[S.CONVERSATION_ID], sort=True)
     keyed = codes >= 0
     human = _flag(m[S.ROLE] == "agent") & ~_flag(m[S.IS_AUTO_REPLY].astype("boolean")) & keyed
     cust = _flag(m[S.ROLE] == "customer") & keyed
@@ -130,31 +139,32 @@ def conversation_stats(messages: pd.DataFrame, conversations: pd.DataFrame, shop
         timed[ti] = _in_hours(ts.iloc[ti], m[S.SHOP_ID].iloc[ti], shops).to_numpy(dtype=bool)
     question = np.zeros(n, dtype=bool)
     if len(ci):
-        text = m[text_col].iloc[ci].fillna("").astype(str)
-        question[ci] = text.str.contains(QUESTION_RE, regex=True).to_numpy(dtype=bool)
+        question[ci] = search_rows(m[text_col], ci, QUESTION_RE, QUESTION_RE2)
     turns_so_far = np.cumsum(turn_start)
     before_conv = np.where(conv_start > 0, turns_so_far[np.maximum(conv_start - 1, 0)], 0) if n else turns_so_far
     first_turn = turn_start & (turns_so_far - before_conv <= 1)
 
     k = np.flatnonzero(keyed)
-    per = pd.DataFrame({
-        N_CUSTOMER_MESSAGES: cust[k].astype(int),
-        N_AGENT_MESSAGES: human[k].astype(int),
-        N_REPLIED: replied[k].astype(int),
-        N_TURNS_TIMED: timed[k].astype(int),
+    kc = codes[k]
+    # Counts per conversation code with bincount (integers: exact); the float sum goes through
+    # pandas' group sum (compensated) and the max through its group max, as before.
+    floats = pd.DataFrame({
         RESPONSE_S_SUM: resp.where(timed, 0.0).to_numpy()[k],
-        N_SLOW: (timed & (resp > slow_reply_s).to_numpy(dtype=bool))[k].astype(int),
-        N_QUESTIONS: question[k].astype(int),
-        N_UNANSWERED: (question & ~replied)[k].astype(int),
         FIRST_RESPONSE_IN_HOURS: resp.where(first_turn & timed).to_numpy()[k],
-    })
-    # the same group sums (pandas' compensated float sum) in the same row order, keyed by code
-    agg = per.groupby(codes[k], sort=True).agg({
-        N_CUSTOMER_MESSAGES: "sum", N_AGENT_MESSAGES: "sum", N_REPLIED: "sum", N_TURNS_TIMED: "sum",
-        RESPONSE_S_SUM: "sum", N_SLOW: "sum", N_QUESTIONS: "sum", N_UNANSWERED: "sum",
-        FIRST_RESPONSE_IN_HOURS: "max",
-    })
-    agg.index = ids[agg.index.to_numpy()]
+    }).groupby(kc, sort=True).agg({RESPONSE_S_SUM: "sum", FIRST_RESPONSE_IN_HOURS: "max"})
+    present = floats.index.to_numpy()
+    n_codes = len(ids)
+    slow = timed & (resp > slow_reply_s).to_numpy(dtype=bool)
+
+    def count(flag: np.ndarray) -> np.ndarray:
+        return np.bincount(kc[flag[k]], minlength=n_codes)[present].astype(np.int64)
+
+    agg = pd.DataFrame({
+        N_CUSTOMER_MESSAGES: count(cust), N_AGENT_MESSAGES: count(human), N_REPLIED: count(replied),
+        N_TURNS_TIMED: count(timed), RESPONSE_S_SUM: floats[RESPONSE_S_SUM].to_numpy(),
+        N_SLOW: count(slow), N_QUESTIONS: count(question), N_UNANSWERED: count(question & ~replied),
+        FIRST_RESPONSE_IN_HOURS: floats[FIRST_RESPONSE_IN_HOURS].to_numpy(),
+    }, index=ids[present])
     agg.index.name = S.CONVERSATION_ID
     base = conversations[[S.CONVERSATION_ID, S.SHOP_ID, S.AGENT_ID, S.CUSTOMER_ID, S.NIGHT, S.STARTED_AT,
                           S.N_MESSAGES, PRESALE_INTENT]].rename(columns={PRESALE_INTENT: INQUIRY})
@@ -185,7 +195,7 @@ def attribute_events(stats: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     keys = [S.SHOP_ID, S.CUSTOMER_ID, S.NIGHT]
     n = len(events)
     ev_cid = events[S.CONVERSATION_ID].to_numpy(dtype=object)
-    in_stats = events[S.CONVERSATION_ID].isin(st[S.CONVERSATION_ID]).to_numpy(dtype=bool)
+    in_stats = _isin(events[S.CONVERSATION_ID], st[S.CONVERSATION_ID])
     inq = st[st[INQUIRY]]
     # one id per (shop, customer, night) across inquiries and events; a missing value is a key of its own
     both = pd.concat([inq[keys], events[keys]], ignore_index=True)
@@ -220,6 +230,24 @@ def attribute_events(stats: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     out[CONVERTED] = out[S.CONVERSATION_ID].map(conv_flag).fillna(False).astype(bool) & out[INQUIRY]
     out[SALES_AMOUNT] = out[S.CONVERSATION_ID].map(sales).fillna(0.0).astype(float)
     return out[[S.CONVERSATION_ID, CONVERTED, SALES_AMOUNT]]
+
+
+def _isin(s: pd.Series, values: pd.Series) -> np.ndarray:
+    """``s.isin(values)`` as a bool array. For two Arrow string columns of one type this is
+    pandas' own ``pc.is_in`` with the values' Arrow array as the value set, instead of one
+    Python scalar per value (a batch's conversation ids); a missing value matches a missing
+    value there as in pandas (skip_nulls off). Other dtypes: ``Series.isin``."""
+    a, v = s.dtype, values.dtype
+    if (isinstance(a, pd.StringDtype) and a == v and a.storage == "pyarrow"
+            and len(values) and len(s)):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        value_set = pa.array(values.array)
+        if isinstance(value_set, pa.ChunkedArray):
+            value_set = value_set.combine_chunks()
+        return np.array(pc.is_in(pa.array(s.array), value_set=value_set), dtype=np.bool_)
+    return s.isin(values).to_numpy(dtype=bool)
 
 
 def agent_kpis(stats: pd.DataFrame, events: pd.DataFrame, *, by: Sequence[str] = (S.SHOP_ID, S.AGENT_ID),

@@ -7,6 +7,7 @@ evidence of a hit is the n-grams whose coefficient x feature value pushed the pr
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,8 +43,70 @@ class ActModel:
 
     def proba(self, inputs: pd.DataFrame) -> tuple[np.ndarray, sparse.csr_matrix]:
         x = act_matrix(self.vectorizer, inputs)  # == vectorizer.transform(inputs), counted in bulk
-        p = self.classifier.predict_proba(x)
+        p = ovr_predict_proba(self.classifier, x)  # == classifier.predict_proba(x)
         return np.asarray(p, dtype=float), x
+
+
+def _sigmoid_parts(est: object, n_features: int) -> tuple[np.ndarray, float, object] | None:
+    """(coef row, intercept, sigmoid calibrator) of a CalibratedClassifierCV(ensemble=False) over
+    a binary LogisticRegression, as ``_classifier`` builds it; None for any other estimator."""
+    from sklearn.calibration import _SigmoidCalibration
+
+    ccs = getattr(est, "calibrated_classifiers_", None)
+    if type(est) is not CalibratedClassifierCV or not ccs or len(ccs) != 1:
+        return None
+    cc = ccs[0]
+    lr = getattr(cc, "estimator", None)
+    cals = getattr(cc, "calibrators", None)
+    if (getattr(cc, "method", None) != "sigmoid" or type(lr) is not LogisticRegression or not cals
+            or len(cals) != 1 or type(cals[0]) is not _SigmoidCalibration):
+        return None
+    classes, lr_classes = np.asarray(cc.classes), np.asarray(lr.classes_)
+    coef, icpt = np.asarray(lr.coef_), np.asarray(lr.intercept_)
+    if (len(classes) != 2 or len(lr_classes) != 2 or not np.array_equal(classes, lr_classes)
+            or coef.shape != (1, n_features) or icpt.shape != (1,) or coef.dtype != np.float64
+            or icpt.dtype != np.float64):
+        return None
+    return coef[0], icpt, cals[0]
+
+
+def ovr_predict_proba(clf: OneVsRestClassifier, x: sparse.csr_matrix) -> np.ndarray:
+    """``clf.predict_proba(x)`` for the act model's multi-label one-vs-rest of calibrated
+    logistic regressions, with the eight decision functions as ONE sparse product.
+
+    scikit-learn computes each label's ``x @ coef.T + intercept`` separately (validation and
+    dispatch eight times over for a few hundred rows). A CSR times a dense matrix adds each
+    row's products in the same order per column as the one-column product does, so every
+    score is the same float; the sigmoid calibrator, the [:, 1] column, the 1.0 clip and the
+    mean over one calibrated classifier are then sklearn's own steps. Any other estimator
+    (a constant label, another calibration) takes its own ``predict_proba``.
+    """
+    ests = getattr(clf, "estimators_", None)
+    if (type(clf) is not OneVsRestClassifier or not ests or len(ests) < 2 or not getattr(clf, "multilabel_", False)
+            or not sparse.issparse(x) or x.format != "csr" or x.dtype != np.float64 or not x.shape[0]):
+        return clf.predict_proba(x)
+    n, n_features = x.shape
+    parts = [_sigmoid_parts(e, n_features) for e in ests]
+    fast = [k for k, pt in enumerate(parts) if pt is not None]
+    cols: list[np.ndarray] = [np.zeros(0)] * len(ests)
+    if fast:
+        w = np.ascontiguousarray(np.column_stack([parts[k][0] for k in fast]))  # type: ignore[index]
+        scores = x @ w
+        for j, k in enumerate(fast):
+            _, icpt, cal = parts[k]  # type: ignore[misc]
+            pos = cal.predict(scores[:, j] + icpt)
+            proba = np.zeros((n, 2))
+            proba[:, 1] = pos
+            proba[:, 0] = 1.0 - proba[:, 1]
+            proba[(1.0 < proba) & (proba <= 1.0 + 1e-5)] = 1.0
+            mean = np.zeros((n, 2))
+            mean += proba
+            mean /= 1
+            cols[k] = mean[:, 1]
+    for k, pt in enumerate(parts):
+        if pt is None:
+            cols[k] = ests[k].predict_proba(x)[:, 1]
+    return np.array(cols).T
 
 
 def label_matrix(labels: pd.Series) -> np.ndarray:
@@ -179,16 +242,23 @@ def _unique_inputs(agents: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         _, owner_pos = np.unique(codes[dup], return_index=True)
         owner_of = dict(zip(codes[dup][owner_pos].tolist(), dup[owner_pos].tolist(), strict=True))
         own = [owner_of[c] for c in codes[dup].tolist()]
-        differs = [i for i, a, b in zip(dup.tolist(), tokens[dup].tolist(), tokens[own].tolist(), strict=True)
-                   if not (a is b or (type(a) is list and type(b) is list and a == b) or _same_tokens(a, b))]
+        mine, theirs = tokens[dup].tolist(), tokens[own].tolist()
+        if all(type(t) is list for t in mine):  # list == list in C, one call per pair
+            same = np.fromiter(map(operator.eq, mine, theirs), dtype=bool, count=len(dup))
+            differs = dup[~same].tolist()
+        else:
+            differs = [i for i, a, b in zip(dup.tolist(), mine, theirs, strict=True)
+                       if not (a is b or (type(a) is list and type(b) is list and a == b) or _same_tokens(a, b))]
         extra: dict[tuple[int, tuple[str, ...]], int] = {}
         for i in differs:
             codes[i] = extra.setdefault((int(codes[i]), tuple(tokens[i])), len(uniq_norm) + len(extra))
     _, first, codes = np.unique(codes, return_index=True, return_inverse=True)
-    inputs = pd.DataFrame({
-        schema.TOKENS: [list(t) for t in tokens[first].tolist()],
-        schema.NORM_TEXT: norm.to_numpy()[first],
-    })
+    # Token lists filled into an object array one by one: a list of lists handed to the frame
+    # is first tried as a 2-D array; and only the distinct texts leave Arrow.
+    tok = np.empty(len(first), dtype=object)
+    for j, t in enumerate(tokens[first].tolist()):
+        tok[j] = list(t)
+    inputs = pd.DataFrame({schema.TOKENS: tok, schema.NORM_TEXT: norm.iloc[first].to_numpy()})
     return inputs, codes.reshape(-1)
 
 
@@ -343,9 +413,20 @@ def act_findings_frame(partition: pd.DataFrame, acts: pd.DataFrame, model: ActMo
     """
     if acts.empty or not config.acts:
         return schema.empty_findings()
-    agents = ensure_text_columns(agent_rows(partition, [*_ACT_COLUMNS, schema.TEXT, schema.SHOP_ID, schema.AGENT_ID]))
+    # ``src`` rows ``apos`` are the agent messages: the partition itself when it has the text
+    # columns (each column is then read at the rows it is needed for, not copied for every agent
+    # message first), else the agent rows with norm_text/tokens made here.
+    want = [*_ACT_COLUMNS, schema.TEXT, schema.SHOP_ID, schema.AGENT_ID]
+    if all(c in partition.columns for c in want):
+        src = partition
+        apos = np.flatnonzero((partition[schema.ROLE].astype(str) == "agent").to_numpy(dtype=bool))
+    else:
+        src = ensure_text_columns(agent_rows(partition, want))
+        apos = np.arange(len(src))
+    n_agents = len(apos)
     a_seq = acts[schema.SEQ].to_numpy()
-    pos = key_rows(agents[schema.CONVERSATION_ID], agents[schema.SEQ].to_numpy(), acts[schema.CONVERSATION_ID], a_seq)
+    pos = key_rows(src[schema.CONVERSATION_ID].iloc[apos], src[schema.SEQ].to_numpy()[apos],
+                   acts[schema.CONVERSATION_ID], a_seq)
     labels = list(config.acts)
     probs = {li: acts[schema.act_column(lab)].to_numpy(dtype=float) for li, lab in enumerate(labels)}
     # Characters are counted only where some act clears its threshold (the min_chars test).
@@ -356,8 +437,8 @@ def act_findings_frame(partition: pd.DataFrame, acts: pd.DataFrame, model: ActMo
     n_chars = np.zeros(len(acts), dtype=np.int64)
     cand_rows = np.flatnonzero(cand)
     if len(cand_rows):
-        norm_all = agents[schema.NORM_TEXT].to_numpy(dtype=object)
-        n_chars[cand_rows] = [len(str(t).strip()) for t in norm_all[pos[cand_rows]].tolist()]
+        norm_cand = src[schema.NORM_TEXT].iloc[apos[pos[cand_rows]]].to_numpy(dtype=object)
+        n_chars[cand_rows] = [len(str(t).strip()) for t in norm_cand.tolist()]
     hit_rows: list[np.ndarray] = []
     hit_labels: list[np.ndarray] = []
     for li, pol in enumerate(config.acts.values()):
@@ -373,17 +454,17 @@ def act_findings_frame(partition: pd.DataFrame, acts: pd.DataFrame, model: ActMo
 
     msg_pos = pos[rows_all]
     needed = np.unique(msg_pos)
-    if features is not None and features.usable_for(partition, model, len(agents)):
+    if features is not None and features.usable_for(partition, model, n_agents):
         x, codes = features.x, features.codes[needed]
     else:
-        uniq, codes = _unique_inputs(agents.iloc[needed])
+        uniq, codes = _unique_inputs(src[_ACT_COLUMNS].iloc[apos[needed]])
         x = act_matrix(model.vectorizer, uniq)
     # Per finding, as Python lists (no numpy scalar per value): its distinct input, the text of its
     # message (by position in ``needed``) and its probability.
     at = np.searchsorted(needed, msg_pos)
     u_all = np.asarray(codes)[at].tolist()
-    text = agents[schema.TEXT].iloc[needed].to_numpy(dtype=object)
-    norm = agents[schema.NORM_TEXT].iloc[needed].to_numpy(dtype=object)
+    text = src[schema.TEXT].iloc[apos[needed]].to_numpy(dtype=object)
+    norm = src[schema.NORM_TEXT].iloc[apos[needed]].to_numpy(dtype=object)
     p_all = np.column_stack([probs[li] for li in range(len(labels))])[rows_all, lab_all].tolist()
     pols = [config.acts[lab] for lab in labels]
     label_pos = [model.labels.index(lab) for lab in labels]
@@ -416,8 +497,8 @@ def act_findings_frame(partition: pd.DataFrame, acts: pd.DataFrame, model: ActMo
     # Columns built in their findings dtype, so the final frame needs no conversion pass.
     cols = {
         schema.CONVERSATION_ID: _take(acts[schema.CONVERSATION_ID], rows_all),
-        schema.SHOP_ID: _take(agents[schema.SHOP_ID], msg_pos) if schema.SHOP_ID in agents.columns else [pd.NA] * n,
-        schema.AGENT_ID: _take(agents[schema.AGENT_ID], msg_pos) if schema.AGENT_ID in agents.columns else [pd.NA] * n,
+        schema.SHOP_ID: _take(src[schema.SHOP_ID], apos[msg_pos]) if schema.SHOP_ID in src.columns else [pd.NA] * n,
+        schema.AGENT_ID: _take(src[schema.AGENT_ID], apos[msg_pos]) if schema.AGENT_ID in src.columns else [pd.NA] * n,
         schema.MESSAGE_INDEX: np.asarray([int(v) for v in a_seq[rows_all].tolist()], dtype=np.int64),
         schema.RULE_ID: per_label([f"MODEL:{lab}" for lab in labels]),
         schema.DIMENSION: per_label([p.dimension for p in pols]),

@@ -101,12 +101,9 @@ def combine(rule_findings: pd.DataFrame, model_findings: pd.DataFrame, acts: pd.
         conf = rf[schema.CONFIDENCE].astype(float).to_numpy(copy=True)
         c = np.where(np.isnan(conf[ag]), 1.0, conf[ag])
         conf[ag] = 1.0 - (1.0 - c) * (1.0 - p[ag])
-        expl = rf[schema.EXPLANATION].to_numpy(dtype=object, copy=True)
-        expl[ag] = [f"{e} [model agrees: p({b})={q:.2f}]"
-                    for e, b, q in zip(expl[ag].tolist(), best[ag].tolist(), p_ag, strict=True)]
         kept_r = kept_r.assign(**{schema.CONFIDENCE: conf[~review],
-                                  schema.EXPLANATION: pd.array(expl[~review], dtype=_FINDING_DTYPES[
-                                      schema.EXPLANATION])})
+                                  schema.EXPLANATION: _agreed_explanations(rf[schema.EXPLANATION], ag, best[ag],
+                                                                           p_ag, ~review)})
     absorbed = {(c_, i_, a) for c_, i_, code in zip(cid[ag].tolist(), idx[ag].tolist(), link_code[ag].tolist(),
                                                      strict=True)
                 for a in link_sets[code]}
@@ -140,6 +137,24 @@ def combine(rule_findings: pd.DataFrame, model_findings: pd.DataFrame, acts: pd.
     else:
         review_items = empty_reviews()
     return findings, review_items
+
+
+def _agreed_explanations(expl: pd.Series, ag: np.ndarray, best: np.ndarray, p_ag: list[float],
+                         keep: np.ndarray) -> object:
+    """The explanation column of the kept rule findings, the agreed ones (rows ``ag``) with the
+    model's note appended. A column already in the findings' string dtype gets the new texts
+    written into (a copy of) its array at those rows; only those rows become Python strings,
+    not the whole column there and back."""
+    dtype = _FINDING_DTYPES[schema.EXPLANATION]
+    old = expl.iloc[ag].to_numpy(dtype=object).tolist()
+    new = [f"{e} [model agrees: p({b})={q:.2f}]" for e, b, q in zip(old, best.tolist(), p_ag, strict=True)]
+    if expl.dtype == dtype:
+        arr = expl.array.copy()
+        arr[ag] = pd.array(new, dtype=dtype)
+        return arr[keep]
+    objs = expl.to_numpy(dtype=object, copy=True)
+    objs[ag] = new
+    return pd.array(objs[keep], dtype=dtype)
 
 
 def _link_codes(rf: pd.DataFrame, pol: CombinePolicy) -> tuple[np.ndarray, list[tuple[str, ...]]]:

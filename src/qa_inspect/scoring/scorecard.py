@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import sys
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,8 +228,8 @@ def score_conversations(conversations: pd.DataFrame, findings: pd.DataFrame, sco
     Array form of the per-finding definition (tests/scoring/reference_score.py): findings are
     ordered per conversation by (message, rule id, row); the caps, which depend on what came
     before, run rank by rank within their groups with the same float operations, and each
-    dimension's points are added with Python's ``sum`` in the same order, so every number is
-    bit-identical to the per-finding loop.
+    dimension's points are added in the same order as Python's ``sum`` adds them (rank by rank
+    too), so every number is bit-identical to the per-finding loop.
     """
     S.require_columns(conversations, (S.CONVERSATION_ID, S.SHOP_ID, PRESALE_INTENT, TIMED, N_AGENT_MESSAGES),
                       "score")
@@ -352,24 +353,25 @@ def score_conversations(conversations: pd.DataFrame, findings: pd.DataFrame, sco
     gkey = c_conv * n_dims + c_dim
     g_start = np.flatnonzero(np.concatenate([[True], gkey[1:] != gkey[:-1]])) if n_c else np.zeros(0, np.intp)
     g_end = np.append(g_start[1:], n_c) if n_c else np.zeros(0, np.intp)
-    sv = (c_sign * value).tolist()
     score_mat = np.full((n_conv, n_dims), np.nan)
     has_contrib = np.zeros((n_conv, n_dims), dtype=bool)
     has_contrib[c_conv, c_dim] = True
-    for a, b in zip(g_start.tolist(), g_end.tolist(), strict=True):
+    g_dim = c_dim[g_start]
+    g_score = np.asarray(bases, dtype=float)[g_dim] + _sequential_sums(c_sign * value, g_start, g_end)
+    score_mat[c_conv[g_start], g_dim] = g_score
+    # a dimension out of 0..100: trim its latest contributions (per finding, as before)
+    for a, b in zip(g_start[(g_score > 100.0) | (g_score < 0.0)].tolist(),
+                    g_end[(g_score > 100.0) | (g_score < 0.0)].tolist(), strict=True):
         d = int(c_dim[a])
         base = bases[d]
-        score = base + sum(sv[a:b])
-        if score > 100.0 or score < 0.0:
-            cs = [_Contribution(row=int(c_row[j]), dimension=dims[d], item=items[int(c_item[j])],
-                                sign=float(c_sign[j]), raw=float(raw[j]), value=float(value[j]))
-                  for j in range(a, b)]
-            _clamp_to_range(base, cs)
-            for j, c in zip(range(a, b), cs, strict=True):
-                if c.capped_by == "range":
-                    value[j], capped[j] = c.value, 3
-            score = base + sum(c.sign * c.value for c in cs)
-        score_mat[int(c_conv[a]), d] = score
+        cs = [_Contribution(row=int(c_row[j]), dimension=dims[d], item=items[int(c_item[j])],
+                            sign=float(c_sign[j]), raw=float(raw[j]), value=float(value[j]))
+              for j in range(a, b)]
+        _clamp_to_range(base, cs)
+        for j, c in zip(range(a, b), cs, strict=True):
+            if c.capped_by == "range":
+                value[j], capped[j] = c.value, 3
+        score_mat[int(c_conv[a]), d] = base + sum(c.sign * c.value for c in cs)
 
     # --- applicability, weighted total, grade, N/A reasons
     presale = [bool(x) for x in conversations[PRESALE_INTENT].tolist()]
@@ -384,8 +386,10 @@ def score_conversations(conversations: pd.DataFrame, findings: pd.DataFrame, sco
         applicable[:, k] |= np.fromiter((w is None for w in why_na[d]), dtype=bool, count=n_conv)
         fill = applicable[:, k] & ~has_contrib[:, k]
         score_mat[fill, k] = bases[k] + 0  # no findings: the base (as base + sum([]))
-    weights_of = {sid: scorecard.weights_for(sid, shops) for sid in dict.fromkeys(shop_keys)}
-    w_mat = np.array([[weights_of[sid][d] for d in dims] for sid in shop_keys], dtype=float).reshape(n_conv, n_dims)
+    shop_code, shop_uniq = pd.factorize(np.asarray(shop_keys, dtype=object)) if n_conv else (np.zeros(0, np.intp), [])
+    w_shop = np.array([[scorecard.weights_for(sid, shops)[d] for d in dims] for sid in list(shop_uniq)],
+                      dtype=float).reshape(len(shop_uniq), n_dims)
+    w_mat = w_shop[shop_code]  # one weights row per distinct shop, not per conversation
     num = np.zeros(n_conv)
     den = np.zeros(n_conv)
     for k in range(n_dims):
@@ -396,19 +400,22 @@ def score_conversations(conversations: pd.DataFrame, findings: pd.DataFrame, sco
         totals = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
     vetoed = np.array([r is not None for r in veto_rule_of], dtype=bool)
     totals[vetoed] = 0.0
-    total_list = totals.tolist()
-    na_reasons = []
-    for j in range(n_conv):
-        reasons = [f"{d}: {why_na[d][j]}" for k, d in enumerate(dims) if not has_dim[j, k] and why_na[d][j] is not None]
-        if veto_rule_of[j] is not None:
-            reasons.append(f"veto: {veto_rule_of[j]}")
-        na_reasons.append("; ".join(reasons))
+    # N/A reasons: each dimension's reason is one fixed text, so the joined text depends only on
+    # which dimensions are N/A (a bitmask: one join per distinct mask), plus the veto rule.
+    na_bits = np.zeros(n_conv, dtype=np.int64)
+    for k, d in enumerate(dims):
+        na_k = ~has_dim[:, k] & np.fromiter((w is not None for w in why_na[d]), dtype=bool, count=n_conv)
+        na_bits |= na_k.astype(np.int64) << k
+    reason_text = {int(b): "; ".join(f"{d}: {_NA_TEXT[d]}" for k, d in enumerate(dims) if b >> k & 1)
+                   for b in np.unique(na_bits).tolist()}
+    na_reasons = [reason_text[b] if r is None else "; ".join(x for x in (reason_text[b], f"veto: {r}") if x)
+                  for b, r in zip(na_bits.tolist(), veto_rule_of, strict=True)]
 
     scores = conversations.copy()
     for k, dim in enumerate(dims):
         scores[S.score_column(dim)] = pd.Series(score_mat[:, k], index=scores.index, dtype="float64")
     scores[S.TOTAL] = pd.Series(totals, index=scores.index, dtype="float64")
-    scores[S.GRADE] = pd.Series([scorecard.grade(t) for t in total_list], index=scores.index, dtype="string")
+    scores[S.GRADE] = pd.Series(_grades(scorecard, totals), index=scores.index, dtype="string")
     scores[S.VETO] = pd.Series(vetoed, index=scores.index, dtype="bool")
     scores[S.VETO_RULE] = pd.Series(veto_rule_of, index=scores.index, dtype="string")
     scores[S.N_FINDINGS] = pd.Series(n_findings, index=scores.index, dtype="int64")
@@ -431,13 +438,34 @@ def score_conversations(conversations: pd.DataFrame, findings: pd.DataFrame, sco
         CAPPED_BY: cap_names.take(capped.astype(np.intp)), TRACE_VETO: r_codes[c_row] == veto_code[c_conv],
         S.EVIDENCE: _take_str(findings[S.EVIDENCE], c_row), S.EXPLANATION: _take_str(findings[S.EXPLANATION], c_row),
     }, columns=list(TRACE_COLUMNS))
-    trace = trace.astype({S.CONVERSATION_ID: "string", S.SHOP_ID: "string", S.AGENT_ID: "string",
+    trace = _as_dtypes(trace, {S.CONVERSATION_ID: "string", S.SHOP_ID: "string", S.AGENT_ID: "string",
                           S.DIMENSION: "string", ITEM_ID: "string", S.RULE_ID: "string",
                           S.MESSAGE_INDEX: "int64", S.POLARITY: "string", S.SOURCE: "string",
                           S.CONFIDENCE: "float64", RAW_POINTS: "float64", S.POINTS: "float64",
                           CAPPED_BY: "string", TRACE_VETO: "bool", S.EVIDENCE: "string",
                           S.EXPLANATION: "string"})
     return scores, trace
+
+
+def _grades(scorecard: Scorecard, totals: np.ndarray) -> np.ndarray:
+    """``scorecard.grade`` of every total, band by band over the array: the first band (highest
+    min first) with total >= min - 1e-9, the last band below them all, na_grade for NaN."""
+    out = np.full(len(totals), scorecard.grades[-1].label, dtype=object)
+    done = np.isnan(totals)
+    out[done] = scorecard.na_grade
+    for band in scorecard.grades:
+        hit = ~done & (totals >= band.min - 1e-9)
+        out[hit] = band.label
+        done |= hit
+    return out
+
+
+def _as_dtypes(df: pd.DataFrame, dtypes: dict[str, str]) -> pd.DataFrame:
+    """``df.astype(dtypes)``; a frame whose columns have those dtypes already is returned as it
+    is (the trace's columns are built in them; converting them anyway copies every column)."""
+    if all(df[c].dtype == pd.api.types.pandas_dtype(t) for c, t in dtypes.items()):
+        return df
+    return df.astype(dtypes)
 
 
 def _str_codes(s: pd.Series) -> tuple[np.ndarray, list]:
@@ -458,6 +486,23 @@ def _take_str(s: pd.Series, rows: np.ndarray, values: list | None = None,
         return s.to_numpy(dtype=object)[rows]
     arr = np.asarray(values, dtype=object)
     return arr[codes][rows] if codes is not None else arr[rows]
+
+
+def _sequential_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per segment [start, end) of ``values``, Python's ``sum(values[start:end])``: 0 plus each
+    value in order, run rank by rank (every segment's k-th value at once), so each total sees
+    the same float additions. Python 3.12+ sums floats with compensation: the loop there."""
+    out = np.zeros(len(starts))
+    if not len(starts):
+        return out
+    if sys.version_info >= (3, 12):  # pragma: no cover - this project's venv is 3.11
+        vals = values.tolist()
+        return np.asarray([sum(vals[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)], dtype=float)
+    sizes = ends - starts
+    for r in range(int(sizes.max())):
+        g = np.flatnonzero(sizes > r)
+        out[g] = out[g] + values[starts[g] + r]
+    return out
 
 
 def _cap_in_order(values: np.ndarray, groups: np.ndarray, caps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -495,6 +540,8 @@ _NA_PK = "nothing checkable said (no product-knowledge findings)"
 _NA_SELLING = "no pre-sale intent in customer messages and no selling findings"
 _NA_TIMED = "no timestamps"
 _NA_AGENT = "no human agent message"
+_NA_TEXT = {"product_knowledge": _NA_PK, "selling": _NA_SELLING, "responsiveness": _NA_TIMED,
+            "attitude": _NA_AGENT}  # the one reason text each dimension can have
 
 
 def _msg_key(v: object) -> int:
