@@ -41,6 +41,7 @@ from qa_inspect import __version__
 from qa_inspect import schema as S
 from qa_inspect.config import Shop, load_shops, resolve_rules_dir
 from qa_inspect.errors import BugError, LockError, UserError
+from qa_inspect.heap import release_memory
 from qa_inspect.kpis import agent_kpis, attribute_events, conversation_stats, events_frame
 from qa_inspect.safe_io import FORMULA_RE, neutralise_formula, write_csv_safe
 from qa_inspect.scoring.conversations import build_conversations
@@ -356,22 +357,6 @@ def quiet_gc() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-
-
-def release_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc's malloc_trim) before a phase that allocates
-    through another allocator (DuckDB's buffers): otherwise the pages freed by pandas stay in this
-    process and the next phase's memory comes on top. A no-op where there is no glibc."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
-    except OSError:  # pragma: no cover - no C library to load
-        pass
 
 
 # --------------------------------------------------------------------------- partitions
@@ -1436,10 +1421,7 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
                          mean_total=float(conversations[S.TOTAL].mean()), nights=nights, outputs=outputs)
     if render:
         with timer("reports"):
-            findings = read_spooled(spool.files("findings"), list(S.FINDING_COLUMNS), S.empty_findings())
-            summary.reports = _render_reports(run_id, conv_out, db_path, findings, agents, shops_k, trend,
-                                              queue, ctx, out, rep)
-            del findings
+            summary.reports = _render_reports(run_id, conv_out, db_path, agents, shops_k, trend, queue, ctx, out, rep)
     for k in ("merge", "kpis", "store", "outputs", "reports"):
         if k in timer.seconds:
             wall[k] = timer.seconds[k] - before.get(k, 0.0)  # kpis: only the client-side share
@@ -1459,33 +1441,31 @@ def apply_overrides(conversations: pd.DataFrame, human_total: pd.Series, scoreca
     return out
 
 
-def _render_reports(run_id: str, conversations: pd.DataFrame, db_path: Path, findings: pd.DataFrame,
-                    agents: pd.DataFrame, shops_k: pd.DataFrame, trend: pd.DataFrame, queue: pd.DataFrame,
+def _render_reports(run_id: str, conversations: pd.DataFrame, db_path: Path, agents: pd.DataFrame,
+                    shops_k: pd.DataFrame, trend: pd.DataFrame, queue: pd.DataFrame,
                     ctx: Context, out: Path, rep: Reporter) -> str | None:
     """Reports are the last stage; when the reports package is not installed the run says so.
 
-    Only the messages of the conversations the pages show are read back from the store (a few
-    thousand of a million), plus the run's buyers for consistent aliases."""
+    The findings are aggregated in one streaming pass over the store; only the findings and
+    messages of the conversations the pages show are read back (a few thousand of a million),
+    plus the run's buyers for consistent aliases."""
     try:
         data_mod = importlib.import_module("qa_inspect.reports.data")
-        render_mod = importlib.import_module("qa_inspect.reports.render")
+        importlib.import_module("qa_inspect.reports.render")
     except ImportError as exc:
         rep.log(f"reports not rendered: reports stage unavailable ({exc})")
         return None
-    from dataclasses import replace
-
     from qa_inspect import store
 
     data = data_mod.ReportData(run_id=run_id, generated_at=datetime.now().astimezone(),
-                               conversations=conversations, messages=S.empty_messages(), findings=findings,
-                               agent_kpis=agents, shop_kpis=shops_k, trend=trend, review_queue=queue,
-                               shops=ctx.shops)
-    need = render_mod.needed_conversations(data)
+                               conversations=conversations, messages=S.empty_messages(),
+                               findings=S.empty_findings(), agent_kpis=agents, shop_kpis=shops_k, trend=trend,
+                               review_queue=queue, shops=ctx.shops)
     with store.open_store(db_path, read_only=True) as con:
-        messages, buyers = data_mod.load_needed_messages(con, run_id, need)
-    if messages is None:
-        raise BugError(f"store {db_path} has no messages table after the run wrote it")
-    return swap_in_reports(replace(data, messages=messages, buyers=buyers), out, rep)
+        if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'messages'").fetchone()[0]:
+            raise BugError(f"store {db_path} has no messages table after the run wrote it")
+        data = data_mod.with_store_findings(con, data)
+    return swap_in_reports(data, out, rep)
 
 
 def swap_in_reports(data: Any, out: Path, rep: Reporter) -> str:

@@ -154,3 +154,18 @@ def build_report_data() -> ReportData:
         agent_kpis=agent_kpis, shop_kpis=shop_kpis, trend=trend, review_queue=review,
         shops=dict(SHOPS), kb_answers={WRONG_PRICE: KB_PRICE},
     )
+
+
+def bench_night(agents: int, shops: int) -> ReportData:
+    """bench/bench_reports.py's synthetic night (loaded from the file: bench/ is not a package)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "bench_reports.py"
+    spec = importlib.util.spec_from_file_location("bench_reports", path)
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_reports"] = bench
+    spec.loader.exec_module(bench)
+    return bench.build(agents, shops)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 import synthetic as syn
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from synthetic import bench_night
 from test_data import _store
 
 from qa_inspect import schema as S
@@ -117,12 +116,7 @@ def test_report_data_from_store_loads_only_needed_messages(filled: ReportData, t
 
 
 def test_bench_run_renders_identically_from_needed_messages(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("bench_reports", REPO / "bench" / "bench_reports.py")
-    assert spec and spec.loader
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["bench_reports"] = bench
-    spec.loader.exec_module(bench)
-    data = bench.build(6, 3)
+    data = bench_night(6, 3)
     small = needed_only(data)
     assert len(small.messages) < len(data.messages) / 2
     assert _files(small, tmp_path / "needed") == _files(data, tmp_path / "full")

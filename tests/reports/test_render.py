@@ -213,13 +213,13 @@ def test_coaching_suggestion_falls_back_to_the_knowledge_finding_reference() -> 
     """The pipeline passes no FAQ answers: a wrong-knowledge finding still yields its KB reference."""
     from dataclasses import replace
 
-    from qa_inspect.reports.render import _coaching_suggestions
+    from qa_inspect.reports.render import stats_of
 
     data = syn.build_report_data()
     f = data.findings.copy()
     f.loc[f[S.RULE_ID] == "KB-PRICE", S.EXPLANATION] = "报价 199 元，知识库: 四件套 售价 259 元"
     no_faq = replace(data, kb_answers={}, findings=f)
-    got = _coaching_suggestions(no_faq, f)
+    got = [s for per_agent in stats_of(no_faq).suggestions.values() for s in per_agent]
     assert {"rule_id": "KB-PRICE", "said": syn.WRONG_PRICE, "explanation": "报价 199 元，知识库: 四件套 售价 259 元",
             "answer": "四件套 售价 259 元"} in got
     # rule findings (not knowledge) never invent a reference

@@ -9,7 +9,7 @@ and :func:`assert_single_shop` proves it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -18,6 +18,8 @@ import pandas as pd
 from qa_inspect import schema as S
 from qa_inspect.config import Shop
 from qa_inspect.errors import BugError
+from qa_inspect.heap import release_memory
+from qa_inspect.reports.stats import CHUNK_ROWS, FindingStats
 
 # Columns the reports read from the KPI frames (docs/reports.md; the KPI engineer matches them).
 KPI_COLUMNS: tuple[str, ...] = (
@@ -54,6 +56,10 @@ class ReportData:
     reference answer shown as a coaching suggestion. ``coaching_picks`` lists conversation ids for
     the coaching pack; ``None`` lets the reports pick (review queue first, then each agent's worst).
 
+    ``stats``: the aggregates the pages read over ALL findings (:func:`stats.finding_stats`); with
+    them ``findings`` may hold only the rows of the conversations the pages show, like
+    ``messages``. ``None``: derived from ``findings``, which must then be all of the run's.
+
     ``messages`` may hold only the conversations the pages show (``render.needed_conversations``;
     the other rows are never read). Then pass ``buyers`` (:func:`buyers_of` over ALL the run's
     messages): buyer aliases are made for every buyer of the run, and a nickname that only appears
@@ -73,6 +79,7 @@ class ReportData:
     kb_answers: dict[str, str] = field(default_factory=dict)
     coaching_picks: list[str] | None = None
     buyers: pd.DataFrame | None = None
+    stats: FindingStats | None = None
 
     def validate(self) -> None:
         """Fail fast with the missing column names instead of a KeyError inside a template."""
@@ -92,36 +99,38 @@ class ReportData:
 
     def shop_ids(self) -> list[str]:
         """Shops that have conversations in this run (plus configured shops seen in messages)."""
-        ids = set(self.conversations[S.SHOP_ID].dropna().astype(str))
+        ids = set(self.conversations[S.SHOP_ID].dropna().unique().astype(str).tolist())
         return sorted(ids)
 
 
 def for_shop(data: ReportData, shop_id: str) -> ReportData:
-    """A copy of ``data`` holding only ``shop_id``'s rows in EVERY frame.
+    """A copy of ``data`` holding only ``shop_id``'s rows in EVERY frame (filtered frames are new
+    frames; pandas' copy-on-write keeps the caller's frames unchanged by later edits).
 
     The trend frame has no shop column (an agent may serve several shops), so it is dropped and
     the merchant report derives its own trend from the shop's conversations. KB answers and
     coaching picks are internal and not passed on.
     """
-    conv = data.conversations[data.conversations[S.SHOP_ID] == shop_id].copy()
-    buyers = None if data.buyers is None else data.buyers[data.buyers[S.SHOP_ID] == shop_id].copy()
+    conv = data.conversations[data.conversations[S.SHOP_ID] == shop_id]
+    buyers = None if data.buyers is None else data.buyers[data.buyers[S.SHOP_ID] == shop_id]
     conv_ids = set(conv[S.CONVERSATION_ID])
-    rq = data.review_queue[data.review_queue[S.CONVERSATION_ID].isin(conv_ids)].copy()
+    rq = data.review_queue[data.review_queue[S.CONVERSATION_ID].isin(conv_ids)]
     shops = {shop_id: data.shops[shop_id]} if shop_id in data.shops else {}
     out = ReportData(
         run_id=data.run_id,
         generated_at=data.generated_at,
         conversations=conv,
-        messages=data.messages[data.messages[S.SHOP_ID] == shop_id].copy(),
-        findings=data.findings[data.findings[S.SHOP_ID] == shop_id].copy(),
-        agent_kpis=data.agent_kpis[data.agent_kpis[S.SHOP_ID] == shop_id].copy(),
-        shop_kpis=data.shop_kpis[data.shop_kpis[S.SHOP_ID] == shop_id].copy(),
+        messages=data.messages[data.messages[S.SHOP_ID] == shop_id],
+        findings=data.findings[data.findings[S.SHOP_ID] == shop_id],
+        agent_kpis=data.agent_kpis[data.agent_kpis[S.SHOP_ID] == shop_id],
+        shop_kpis=data.shop_kpis[data.shop_kpis[S.SHOP_ID] == shop_id],
         trend=_empty(TREND_COLUMNS),
         review_queue=rq,
         shops=shops,
         kb_answers={},
         coaching_picks=[],
         buyers=buyers,
+        stats=None if data.stats is None else data.stats.for_shop(shop_id),
     )
     assert_single_shop(out, shop_id)
     return out
@@ -144,22 +153,39 @@ def assert_single_shop(data: ReportData, shop_id: str) -> None:
             raise BugError(f"merchant data for {shop_id}: {name} references foreign conversations")
     if set(data.shops) - {shop_id}:
         raise BugError(f"merchant data for {shop_id} carries other shops' settings")
+    if data.stats is not None:
+        held = set(data.stats.issues) | set(data.stats.shop_agent_neg)
+        held |= {str(r[S.SHOP_ID]) for i in data.stats.issues.get(shop_id, {}).values() for r in i.examples}
+        if held - {shop_id} or data.stats.rule_hits or data.stats.selling or data.stats.deductions:
+            raise BugError(f"merchant data for {shop_id} carries other shops' finding aggregates")
 
 
-def with_buyer_aliases(data: ReportData) -> tuple[ReportData, dict[str, str]]:
+def with_buyer_aliases(data: ReportData, conversation_ids: set[str] | None = None
+                       ) -> tuple[ReportData, dict[str, str]]:
     """Replace buyer nicknames by stable aliases (``买家-3fa2``) for readers outside the QA team.
 
     Returns the new data and the nickname -> alias map, which the renderer also applies inside
-    message text (before PII masking) since buyers' nicknames appear in greetings.
+    message text (before PII masking) since buyers' nicknames appear in greetings. The map covers
+    every buyer of ``data``; with ``conversation_ids`` only those conversations (and their
+    messages) are kept and aliased (a page that shows a few needs no copy of the night's).
     """
-    ids = set(data.conversations[S.CUSTOMER_ID].dropna().astype(str))
-    ids |= set(data.buyer_frame()[S.CUSTOMER_ID].dropna().astype(str))
+    ids = set(data.conversations[S.CUSTOMER_ID].dropna().unique().astype(str).tolist())
+    ids |= set(data.buyer_frame()[S.CUSTOMER_ID].dropna().unique().astype(str).tolist())
     aliases = {c: buyer_alias(c) for c in sorted(ids) if c}
-    conv = data.conversations.copy()
-    conv[S.CUSTOMER_ID] = conv[S.CUSTOMER_ID].map(lambda c: aliases.get(str(c), c) if pd.notna(c) else c)
-    msgs = data.messages.copy()
-    msgs[S.CUSTOMER_ID] = msgs[S.CUSTOMER_ID].map(lambda c: aliases.get(str(c), c) if pd.notna(c) else c)
+    if conversation_ids is not None:
+        c, m = data.conversations, data.messages
+        data = replace(data, conversations=c[c[S.CONVERSATION_ID].astype(str).isin(conversation_ids)],
+                       messages=m[m[S.CONVERSATION_ID].astype(str).isin(conversation_ids)])
+    # assign: a new frame sharing every other column (copy-on-write), not a copy of the night's
+    conv = data.conversations.assign(**{S.CUSTOMER_ID: _aliased(data.conversations[S.CUSTOMER_ID], aliases)})
+    msgs = data.messages.assign(**{S.CUSTOMER_ID: _aliased(data.messages[S.CUSTOMER_ID], aliases)})
     return replace(data, conversations=conv, messages=msgs, kb_answers={}), aliases
+
+
+def _aliased(ids: pd.Series, aliases: dict[str, str]) -> pd.Series:
+    """Each id's alias (ids without one, and missing ids, unchanged): the per-row rule applied
+    once per distinct id."""
+    return ids.map({c: aliases.get(str(c), c) for c in ids.dropna().unique().tolist()})
 
 
 def buyers_of(messages: pd.DataFrame) -> pd.DataFrame:
@@ -254,6 +280,57 @@ def load_needed_messages(con: object, run_id: str, conv_ids: set[str]) -> tuple[
     return msgs, buyers
 
 
+def _findings_kind(con: object) -> str | None:
+    """'table' (a base table with run_id: read in rowid order), 'other' or None (no findings)."""
+    kinds = dict(con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())  # type: ignore[attr-defined]
+    if "findings" not in kinds:
+        return None
+    cols = [r[0] for r in con.execute(  # type: ignore[attr-defined]
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'findings'").fetchall()]
+    return "table" if kinds["findings"] == "BASE TABLE" and S.RUN_ID in cols else "other"
+
+
+def store_finding_chunks(con: object, run_id: str, rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """The run's findings (schema.FINDING_COLUMNS) in table order, ``rows`` at a time: DuckDB
+    streams the scan, so a night's findings are never one frame in memory."""
+    cols = ", ".join(f'"{c}"' for c in S.FINDING_COLUMNS)
+    reader = con.sql(f"SELECT {cols} FROM findings WHERE run_id = $1",  # type: ignore[attr-defined]
+                     params=[run_id]).to_arrow_reader(rows)
+    for batch in reader:
+        yield batch.to_pandas()
+
+
+def with_store_findings(con: object, data: ReportData) -> ReportData:
+    """``data`` (conversations, KPIs, queue... set; findings and messages not needed) completed
+    from the store: the aggregates over all of the run's findings in one streaming pass, then the
+    findings and messages of only the conversations the pages show, plus the run's buyers."""
+    from qa_inspect.reports.render import coaching_candidates, needed_conversations  # render imports us
+    from qa_inspect.reports.stats import finding_stats, frame_chunks
+
+    run_id = data.run_id
+    kind = _findings_kind(con)
+    full = None
+    if kind == "table":
+        chunks: Iterable[pd.DataFrame] = store_finding_chunks(con, run_id)
+    else:  # no table, or a view without a rowid order: the old way, one frame
+        full = _table(con, "findings", run_id) if kind else None
+        full = S.empty_findings() if full is None else full
+        chunks = frame_chunks(full)
+    cands = coaching_candidates(data) if data.coaching_picks is None else []
+    stats = finding_stats(chunks, coaching_candidates=cands, kb_answers=data.kb_answers)
+    data = replace(data, stats=stats, findings=S.empty_findings() if full is None else full)
+    need = needed_conversations(data)
+    if full is not None:
+        fnd = full[full[S.CONVERSATION_ID].astype(str).isin(need)].reset_index(drop=True)
+    else:
+        fnd = con.execute(  # type: ignore[attr-defined]
+            "SELECT * FROM findings WHERE run_id = ? AND conversation_id IN (SELECT unnest(?::VARCHAR[])) "
+            "ORDER BY rowid", [run_id, sorted(need)]).df()
+    msgs, buyers = load_needed_messages(con, run_id, need)
+    release_memory()
+    return replace(data, findings=fnd, messages=msgs if msgs is not None else S.empty_messages(), buyers=buyers)
+
+
 def load_report_data(con: object, run_id: str, shops: dict[str, Shop],
                      generated_at: datetime | None = None, *,
                      grade: Callable[[float], str] | None = None, all_messages: bool = False) -> ReportData:
@@ -281,7 +358,6 @@ def load_report_data(con: object, run_id: str, shops: dict[str, Shop],
             known = ""
         raise UserError(f"run '{run_id}' has no conversations in the store; known runs: {known or '(none)'}")
     conv = apply_overrides(conv, _overrides(con), grade)
-    fnd = _table(con, "findings", run_id)
     rq = _table(con, "review_queue", run_id)
     ak = _table(con, "agent_kpis", run_id)
     sk = _table(con, "shop_kpis", run_id)
@@ -291,28 +367,28 @@ def load_report_data(con: object, run_id: str, shops: dict[str, Shop],
         generated_at=generated_at or datetime.now().astimezone(),
         conversations=conv,
         messages=S.empty_messages(),
-        findings=fnd if fnd is not None else S.empty_findings(),
+        findings=S.empty_findings(),
         agent_kpis=ak if ak is not None else _empty(AGENT_KPI_COLUMNS),
         shop_kpis=sk if sk is not None else _empty(SHOP_KPI_COLUMNS),
         trend=tr if tr is not None else trend_from_conversations(conv),
         review_queue=rq if rq is not None else _empty(REVIEW_COLUMNS),
         shops=shops,
     )
+    data = with_store_findings(con, data)
     if all_messages:
         msgs = _table(con, "messages", run_id)
-        return replace(data, messages=msgs if msgs is not None else S.empty_messages())
-    from qa_inspect.reports.render import needed_conversations  # render imports this module
-
-    msgs, buyers = load_needed_messages(con, run_id, needed_conversations(data))
-    return replace(data, messages=msgs if msgs is not None else S.empty_messages(), buyers=buyers)
+        return replace(data, messages=msgs if msgs is not None else S.empty_messages(), buyers=None)
+    return data
 
 
 def needed_only(data: ReportData) -> ReportData:
     """``data`` with only the messages the pages show and the run's buyers: the same reports from
     a fraction of the memory (for callers that hold the full frame anyway, like tests)."""
-    from qa_inspect.reports.render import needed_conversations  # render imports this module
+    from qa_inspect.reports.render import needed_conversations, with_stats  # render imports this module
 
-    m = data.messages
+    data = with_stats(data)  # aggregates over ALL findings before they are cut down
+    m, f = data.messages, data.findings
     need = needed_conversations(data)
     return replace(data, messages=m[m[S.CONVERSATION_ID].astype(str).isin(need)].reset_index(drop=True),
+                   findings=f[f[S.CONVERSATION_ID].astype(str).isin(need)].reset_index(drop=True),
                    buyers=data.buyers if data.buyers is not None else buyers_of(m))

@@ -15,21 +15,33 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup
 
 from qa_inspect import schema as S
+from qa_inspect.heap import release_memory
 from qa_inspect.reports import charts
 from qa_inspect.reports.data import AUTO_TOTAL, ReportData, for_shop, needed_only, with_buyer_aliases
 from qa_inspect.reports.labels import labels_for
+from qa_inspect.reports.stats import (
+    RULE_KEY,
+    RULE_KEY_NAMES,
+    FindingStats,
+    _Groups,
+    finding_stats,
+    frame_chunks,
+    selling_head,
+    sort_rule_rows,
+)
 from qa_inspect.safe_io import safe_path
 
 log = logging.getLogger(__name__)
@@ -321,7 +333,6 @@ class RunLookups:
     msgs_by_conv: dict[str, Any]
     finds_by_conv: dict[str, Any]
     conv_by_agent: dict[str, Any]
-    finds_by_agent: dict[str, Any]
     kpis_by_agent: dict[str, Any]
     trend_by_agent: dict[str, Any]
     msg_text: dict[tuple[str, int], str]  # (conversation, seq) -> text, of the selling examples only
@@ -332,11 +343,13 @@ class RunLookups:
     team_kpis: dict[str, Any]
     nights: list[str]
     team_by_night: dict[str, float | None]
+    stats: FindingStats
     charts: charts.AgentCharts | None = None
     _arrays: dict[int, list[tuple[str, Any]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, data: ReportData, *, with_charts: bool = True) -> RunLookups:
+        stats = stats_of(data)
         conv, fnd, tr = data.conversations, data.findings, data.trend
         ids = conv[S.CONVERSATION_ID].astype(str).tolist()
         conv_pos: dict[str, int] = {}
@@ -351,7 +364,7 @@ class RunLookups:
             sel = tn == night
             w = n_tr[sel]
             team_by_night[night] = _f((mt[sel] * w).sum() / w.sum()) if w.sum() else _f(mt[sel].mean())
-        selling = _selling(fnd)
+        selling = stats.selling
         m = data.messages
         msgs_by_conv = _positions(m, S.CONVERSATION_ID)
         # texts for the picks of any agent id a caller may ask for: page agents, selling owners, others
@@ -361,11 +374,11 @@ class RunLookups:
         out = cls(
             conv_pos=conv_pos, msgs_by_conv=msgs_by_conv,
             finds_by_conv=_positions(fnd, S.CONVERSATION_ID), conv_by_agent=_positions(conv, S.AGENT_ID),
-            finds_by_agent=_positions(fnd, S.AGENT_ID), kpis_by_agent=_positions(data.agent_kpis, S.AGENT_ID),
+            kpis_by_agent=_positions(data.agent_kpis, S.AGENT_ID),
             trend_by_agent=_positions(tr, S.AGENT_ID), msg_text=msg_text, selling=selling,
             team_dims=team_dims, team_totals=team_totals,
             team_total=_f(pd.to_numeric(conv[S.TOTAL], errors="coerce").mean()),
-            team_kpis=_team_kpis(data.agent_kpis), nights=nights, team_by_night=team_by_night)
+            team_kpis=_team_kpis(data.agent_kpis), nights=nights, team_by_night=team_by_night, stats=stats)
         if with_charts:
             per_agent = [_totals(conv.take(p)) for p in out.conv_by_agent.values()]
             out.charts = charts.AgentCharts(team_dims, team_totals, nights, [team_by_night[n] for n in nights],
@@ -395,33 +408,23 @@ class RunLookups:
 
 def _agent_ids(conv: pd.DataFrame) -> list[str]:
     """The agents that get a page, in page order."""
-    return sorted(set(conv[S.AGENT_ID].dropna().astype(str)))
+    return sorted(set(conv[S.AGENT_ID].dropna().unique().astype(str).tolist()))
 
 
-def _selling_head(agents: list[Any]) -> int:
-    """How many of the best selling findings (owners ``agents``, best first) any agent's picks can
-    come from: each agent takes the first 3 of OTHER agents, so stop once every agent has 3."""
-    counts: dict[Any, int] = {}
-    top = 0
-    for n, a in enumerate(agents, start=1):
-        counts[a] = counts.get(a, 0) + 1
-        top = max(top, counts[a])
-        if n - top >= 3:
-            return n
-    return len(agents)
+_selling_head = selling_head  # the rule lives with the streaming pass (stats.py)
 
 
-def _selling(fnd: pd.DataFrame) -> list[dict[str, Any]]:
-    """Positive selling findings on a message, most points first: the head of that list that
-    any agent's good-selling examples can come from (see :func:`_selling_head`)."""
-    # ranked on a narrow frame (positions as index); only the head's full rows are copied
-    narrow = fnd[[S.POLARITY, S.DIMENSION, S.MESSAGE_INDEX, S.POINTS, S.CONVERSATION_ID, S.AGENT_ID]]
-    narrow = narrow.set_axis(range(len(fnd)))
-    sel = narrow[(narrow[S.POLARITY] == "+") & (narrow[S.DIMENSION] == "selling") & (narrow[S.MESSAGE_INDEX] >= 0)]
-    sel = sel.assign(_p=pd.to_numeric(sel[S.POINTS], errors="coerce").fillna(0)).sort_values(
-        ["_p", S.CONVERSATION_ID], ascending=[False, True], kind="stable")
-    head = sel.iloc[:_selling_head(sel[S.AGENT_ID].tolist())]
-    return fnd.take(head.index.to_numpy()).assign(_p=head["_p"].to_numpy()).to_dict("records")
+def stats_of(data: ReportData) -> FindingStats:
+    """``data.stats``, else the aggregates of ``data.findings`` (which must then be ALL of them)."""
+    if data.stats is not None:
+        return data.stats
+    return finding_stats(frame_chunks(data.findings), kb_answers=data.kb_answers,
+                         coaching_candidates=coaching_candidates(data) if data.coaching_picks is None else ())
+
+
+def with_stats(data: ReportData) -> ReportData:
+    """``data`` carrying its findings' aggregates, so its findings may then be cut down."""
+    return data if data.stats is not None else replace(data, stats=stats_of(data))
 
 
 def _selling_picks(selling: list[dict[str, Any]], agent_id: Any) -> list[dict[str, Any]]:
@@ -487,40 +490,30 @@ def _team_kpis(agent_kpis: pd.DataFrame) -> dict[str, Any]:
 
 def _rule_table(findings: pd.DataFrame, polarity: str | None = "-", limit: int | None = None) -> list[dict[str, Any]]:
     """Hits per (rule, source, dimension, polarity): count, points lost/won, first explanation;
-    most points first. Plain Python over records: a pandas groupby per agent page cost ~25 ms."""
+    most points first (the pages take these from :class:`FindingStats`; same code, one frame)."""
     f = findings if polarity is None else findings[findings[S.POLARITY] == polarity]
     if f.empty:
         return []
-    groups: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    groups = _Groups()
     for start in range(0, len(f), _CHUNK):  # chunks: Python lists of a run's findings cost 100s of MB
-        _rule_hits(f.iloc[start:start + _CHUNK], groups)
-    rows = sorted((groups[k] for k in sorted(groups)), key=lambda r: (-r["points"], -r["count"], r["rule_id"]))
+        part = f.iloc[start:start + _CHUNK]
+        groups.add([part[c] for c in RULE_KEY],
+                   pd.to_numeric(part[S.POINTS], errors="coerce").fillna(0.0).to_numpy(dtype="float64"),
+                   part[S.EXPLANATION])
+    rows = sort_rule_rows(groups.rows(RULE_KEY_NAMES))
     return rows[:limit] if limit else rows
 
 
 _CHUNK = 50_000
 
 
-def _rule_hits(f: pd.DataFrame, groups: dict[tuple[str, str, str, str], dict[str, Any]]) -> None:
-    """Add the rows of ``f`` to :func:`_rule_table`'s groups, in row order."""
-    pts = pd.to_numeric(f[S.POINTS], errors="coerce").fillna(0.0).tolist()
-    cols = [f[c].tolist() for c in (S.RULE_ID, S.SOURCE, S.DIMENSION, S.POLARITY, S.EXPLANATION)]
-    for rid, src, dim, pol, expl, p in zip(*cols, pts, strict=True):
-        key = (_s(rid), _s(src), _s(dim), _s(pol))
-        g = groups.get(key)
-        if g is None:
-            g = groups[key] = {"rule_id": key[0], "source": key[1], "dimension": key[2], "polarity": key[3],
-                               "count": 0, "points": 0.0, "example": ""}
-        g["count"] += 1
-        g["points"] += float(p)
-        if not g["example"] and _s(expl):
-            g["example"] = _s(expl)
-
-
 def _worst_best(conv: pd.DataFrame) -> tuple[list[str], list[str]]:
-    pairs = [(t, str(c)) for t, c in zip(pd.to_numeric(conv[S.TOTAL], errors="coerce").tolist(),
-                                         conv[S.CONVERSATION_ID].tolist(), strict=True) if _f(t) is not None]
-    ids = [c for _, c in sorted(pairs)]
+    """Lowest totals first, ties by conversation id (a sort of (total, id) pairs, vectorised)."""
+    t = pd.to_numeric(conv[S.TOTAL], errors="coerce").to_numpy(dtype="float64")
+    ok = ~np.isnan(t)
+    pairs = sorted(zip(t[ok].tolist(), [str(c) for c in conv[S.CONVERSATION_ID].to_numpy(dtype=object)[ok]],
+                       strict=True))
+    ids = [c for _, c in pairs]
     # With few conversations keep some for the "best" list: at most half are shown as worst.
     worst = ids[:min(WORST_N, math.ceil(len(ids) / 2))]
     best = [x for x in reversed(ids) if x not in worst][:BEST_N]
@@ -540,35 +533,6 @@ def _good_selling(look: RunLookups, agent_id: str, mask: Mask) -> list[dict[str,
     return out
 
 
-def _kb_reference(explanation: str) -> str | None:
-    """The knowledge-base side of a knowledge finding's explanation ("…，知识库: <reference>")."""
-    if "知识库" not in explanation:
-        return None
-    ref = explanation.split("知识库", 1)[1].lstrip(" :：")
-    return ref or None
-
-
-def _coaching_suggestions(data: ReportData, agent_f: pd.DataFrame) -> list[dict[str, str]]:
-    """One suggestion per wrong-knowledge claim, with the KB's reference answer.
-
-    ``kb_answers`` (FAQ reference answers) wins; otherwise the reference comes from the knowledge
-    finding itself, whose explanation always states the KB value it was checked against.
-    """
-    out: list[dict[str, str]] = []
-    seen: set[tuple[str, str]] = set()
-    neg = agent_f[agent_f[S.POLARITY] == "-"]
-    for ev_, rid_, expl_, src_ in zip(neg[S.EVIDENCE].tolist(), neg[S.RULE_ID].tolist(),
-                                      neg[S.EXPLANATION].tolist(), neg[S.SOURCE].tolist(), strict=True):
-        ev, rid, expl = _s(ev_), _s(rid_), _s(expl_)
-        ans = data.kb_answers.get(ev) or data.kb_answers.get(rid)
-        if not ans and _s(src_) == "knowledge":
-            ans = _kb_reference(expl)
-        if ans and (ev, rid) not in seen:
-            seen.add((ev, rid))
-            out.append({"rule_id": rid, "said": ev, "explanation": expl, "answer": ans})
-    return out[:10]
-
-
 # --- pages -------------------------------------------------------------------------------------
 
 def _base_ctx(data: ReportData, locale: str, title: str, *, script: bool, root: str) -> dict[str, Any]:
@@ -584,7 +548,6 @@ def agent_context(data: ReportData, agent_id: str, *, mask: Mask, look: RunLooku
     shop_ids = sorted(set(conv[S.SHOP_ID].astype(str)))
     locale = _locale_for(shop_ids, data)
     L = labels_for(locale)
-    agent_f = look.rows(data.findings, look.finds_by_agent, agent_id)
     me_dims = _dim_means(conv)
     nights = look.nights
     mine = {str(n): _f(v) for n, v in zip(look.rows(data.trend, look.trend_by_agent, agent_id)[S.NIGHT],
@@ -609,10 +572,10 @@ def agent_context(data: ReportData, agent_id: str, *, mask: Mask, look: RunLooku
         "team_total": look.team_total,
         "me_dims": me_dims, "team_dims": look.team_dims, "charts": charts_,
         "trend_rows": [{"night": n, "me": mine.get(n), "team": look.team_by_night[n]} for n in nights],
-        "deductions": _rule_table(agent_f, "-", 10),
+        "deductions": look.stats.deductions.get(agent_id, [])[:10],
         "worst": _views(data, worst, None, data.kb_answers, look),
         "best": _views(data, best, None, data.kb_answers, look),
-        "suggestions": _coaching_suggestions(data, agent_f),
+        "suggestions": look.stats.suggestions.get(agent_id, [])[:10],
         "good_selling": _good_selling(look, agent_id, mask),
         "veto_count": int(conv[S.VETO].fillna(False).astype(bool).sum()),
         "overridden_count": int(_overridden(conv).sum()),
@@ -627,35 +590,18 @@ def _overridden(conv: pd.DataFrame) -> pd.Series:
     return conv[S.OVERRIDDEN].astype("boolean").fillna(False).astype(bool)
 
 
-_ISSUES = {
-    "issue_knowledge": lambda f: (f[S.SOURCE] == "knowledge") | (f[S.DIMENSION] == "product_knowledge"),
-    "issue_attitude": lambda f: f[S.DIMENSION] == "attitude",
-    "issue_responsiveness": lambda f: f[S.DIMENSION] == "responsiveness",
-}
-
-
-def _issue_examples(neg: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame, pd.DataFrame]]:
-    """Per issue: its findings among one shop's negative ones, and the example rows shown (the
-    conversations with the most points lost on this issue, one message each)."""
-    for key, pick in _ISSUES.items():
-        sel = neg[pick(neg)] if not neg.empty else neg
-        ex_rows = sel.assign(_p=pd.to_numeric(sel[S.POINTS], errors="coerce").fillna(0)).sort_values(
-            ["_p", S.CONVERSATION_ID], ascending=[False, True]).drop_duplicates(S.CONVERSATION_ID).head(3)
-        yield key, sel, ex_rows
-
-
 def merchant_context(shop_data: ReportData, shop_id: str, *, mask: Mask | None, email: bool = False) -> dict[str, Any]:
     """Context for one shop's report or email. ``shop_data`` must come from :func:`for_shop`."""
     shop = shop_data.shops.get(shop_id)
     locale = shop.locale if shop else "zh-CN"
     L = labels_for(locale)
-    conv, f = shop_data.conversations, shop_data.findings
-    neg = f[f[S.POLARITY] == "-"]
+    conv = shop_data.conversations
+    st = stats_of(shop_data)
     issues = []
-    for key, sel, ex_rows in _issue_examples(neg):
+    for key, issue in st.shop_issues(shop_id).items():
         examples = []
         msgs = shop_data.messages
-        for _, r in ex_rows.iterrows():
+        for r in issue.examples:
             m = msgs[(msgs[S.CONVERSATION_ID] == r[S.CONVERSATION_ID]) & (msgs[S.SEQ] == r[S.MESSAGE_INDEX])]
             text = _s(m.iloc[0][S.TEXT]) if len(m) else ""
             span = [(int(r[S.EVIDENCE_START]), int(r[S.EVIDENCE_END]), "-", 1)]
@@ -663,18 +609,19 @@ def merchant_context(shop_data: ReportData, shop_id: str, *, mask: Mask | None, 
                              "explanation": mask(_s(r[S.EXPLANATION])) if mask else _s(r[S.EXPLANATION]),
                              "segments": segments(text, span, mask) if text else [],
                              "kb_answer": None})
-        issues.append({"key": key, "label": L[key], "count": int(len(sel)),
-                       "convs": int(sel[S.CONVERSATION_ID].nunique()), "examples": examples})
+        issues.append({"key": key, "label": L[key], "count": issue.count, "convs": issue.convs,
+                       "examples": examples})
     max_issue = max([i["count"] for i in issues] + [1])
     for i in issues:
         i["w"] = _bucket(100 * i["count"] / max_issue)
     agents = []
+    shop_neg = st.shop_agent_neg.get(shop_id, {})
     for agent_id, g in conv.groupby(S.AGENT_ID, sort=True):
         k = shop_data.agent_kpis[shop_data.agent_kpis[S.AGENT_ID] == agent_id]
         krow = _kpi_rows(k)[0] if len(k) else {}
         agents.append({"agent_id": str(agent_id), "n": len(g),
                        "mean_total": _f(pd.to_numeric(g[S.TOTAL], errors="coerce").mean()),
-                       "neg": int((neg[S.AGENT_ID] == agent_id).sum()), "kpi": krow})
+                       "neg": shop_neg.get(str(agent_id), 0), "kpi": krow})
     nights = conv.assign(_t=pd.to_numeric(conv[S.TOTAL], errors="coerce")).groupby(S.NIGHT)["_t"].mean()
     sk = _kpi_rows(shop_data.shop_kpis)
     ctx = _base_ctx(shop_data, locale, f"{L['merchant_report']} · {shop.name if shop else shop_id}",
@@ -708,13 +655,12 @@ def index_context(data: ReportData, idx: ReportIndex, look: RunLookups | None = 
             if w.sum():
                 for c in num:
                     num[c] = _f((pd.to_numeric(k[c], errors="coerce") * w).sum() / w.sum())
-        fa = look.rows(data.findings, look.finds_by_agent, str(agent_id))
         rows.append({
             "agent_id": str(agent_id), "shops": ", ".join(sorted(set(g[S.SHOP_ID].astype(str)))),
             "n": len(g), "mean_total": _f(pd.to_numeric(g[S.TOTAL], errors="coerce").mean()),
             "dims": _dim_means(g), "veto": int(g[S.VETO].fillna(False).astype(bool).sum()),
             "overridden": int(_overridden(g).sum()),
-            "neg": int((fa[S.POLARITY] == "-").sum()), **num,
+            "neg": look.stats.agent_neg.get(str(agent_id), 0), **num,
             "href": idx.agents[str(agent_id)].relative_to(idx.out_dir).as_posix(),
         })
     conv_idx = conv.set_index(S.CONVERSATION_ID)
@@ -728,7 +674,7 @@ def index_context(data: ReportData, idx: ReportIndex, look: RunLookups | None = 
                       "href": idx.agents[agent].relative_to(idx.out_dir).as_posix() if agent in idx.agents else None})
     ctx = _base_ctx(data, locale, f"{L['overview']} · {data.run_id}", script=True, root="")
     ctx.update({
-        "agents": rows, "queue": queue, "rule_hits": _rule_table(data.findings, None),
+        "agents": rows, "queue": queue, "rule_hits": look.stats.rule_hits,
         "merchants": [{"id": s, "name": _shop_name(data, s),
                        "href": p.relative_to(idx.out_dir).as_posix()} for s, p in idx.merchants.items()],
         "coaching_href": idx.coaching.relative_to(idx.out_dir).as_posix(),
@@ -737,17 +683,23 @@ def index_context(data: ReportData, idx: ReportIndex, look: RunLookups | None = 
     return ctx
 
 
-def coaching_picks(data: ReportData) -> list[str]:
-    """Explicit picks, else review-queue conversations by priority, then each agent's worst."""
-    known = set(data.conversations[S.CONVERSATION_ID].astype(str))
-    if data.coaching_picks is not None:
-        return [c for c in data.coaching_picks if c in known][:COACHING_MAX]
+def coaching_candidates(data: ReportData) -> list[str]:
+    """Review-queue conversations by priority, then each agent's worst (before the filters)."""
     rq = data.review_queue.assign(_p=pd.to_numeric(data.review_queue["priority"], errors="coerce"))
     picks = [str(c) for c in rq.sort_values(["_p", S.CONVERSATION_ID], ascending=[False, True])[S.CONVERSATION_ID]]
     for _, g in data.conversations.groupby(S.AGENT_ID, sort=True):
         worst, _ = _worst_best(g)
         picks.extend(worst[:1])
-    with_findings = set(data.findings[S.CONVERSATION_ID].drop_duplicates().astype(str))
+    return picks
+
+
+def coaching_picks(data: ReportData) -> list[str]:
+    """Explicit picks, else review-queue conversations by priority, then each agent's worst."""
+    known = set(data.conversations[S.CONVERSATION_ID].astype(str))
+    if data.coaching_picks is not None:
+        return [c for c in data.coaching_picks if c in known][:COACHING_MAX]
+    picks = coaching_candidates(data)
+    with_findings = stats_of(data).with_findings
     seen: list[str] = []
     for c in picks:
         if c in known and c in with_findings and c not in seen:
@@ -763,7 +715,9 @@ def needed_conversations(data: ReportData) -> set[str]:
     a run can load only these conversations' messages (``messages`` may be empty here); pages
     rendered from the restricted frame are byte-identical (pass ``buyers`` too, see ReportData).
     """
-    conv, fnd = data.conversations, data.findings
+    data = with_stats(data)
+    stats = stats_of(data)
+    conv = data.conversations
     need: set[str] = set()
     by_agent = _positions(conv, S.AGENT_ID)
     agents = _agent_ids(conv)
@@ -772,14 +726,10 @@ def needed_conversations(data: ReportData) -> set[str]:
         if pos is not None:
             worst, best = _worst_best(conv.take(pos))
             need.update(worst, best)
-    need |= _selling_conversations(_selling(fnd), agents)
-    narrow = fnd[[S.POLARITY, S.SHOP_ID, S.SOURCE, S.DIMENSION, S.POINTS, S.CONVERSATION_ID]]
-    neg = narrow[narrow[S.POLARITY] == "-"]
+    need |= _selling_conversations(stats.selling, agents)
     for shop_id in data.shop_ids():
-        # the rows for_shop + merchant_context see: the shop's findings, then the negative ones
-        shop_neg = neg[neg[S.SHOP_ID] == shop_id]
-        for _, _, ex_rows in _issue_examples(shop_neg):
-            need.update(str(c) for c in ex_rows[S.CONVERSATION_ID])
+        for issue in stats.shop_issues(shop_id).values():
+            need.update(str(r[S.CONVERSATION_ID]) for r in issue.examples)
     need.update(coaching_picks(data))
     return need
 
@@ -790,8 +740,9 @@ def coaching_context(data: ReportData, mask: Mask) -> dict[str, Any]:
     L = labels_for(locale)
     ctx = _base_ctx(data, locale, f"{L['coaching_pack']} · {data.run_id}", script=False, root="")
     # Printed packs leave the QA room: buyers get aliases and PII is masked, as for merchants.
-    aliased, aliases = with_buyer_aliases(data)
-    ctx["convs"] = _views(aliased, coaching_picks(data), buyer_masker(aliases, mask), data.kb_answers)
+    picks = coaching_picks(data)
+    aliased, aliases = with_buyer_aliases(data, set(picks))
+    ctx["convs"] = _views(aliased, picks, buyer_masker(aliases, mask), data.kb_answers)
     return ctx
 
 
@@ -818,9 +769,10 @@ def render_reports(data: ReportData, out_dir: Path, *, mask_pii_for_merchants: b
     ``mask_pii_for_merchants`` is False; the coaching pack (meant to be printed) is always masked.
     """
     data.validate()
-    # The pages show a few hundred conversations: drop the other messages before the per-shop
-    # and aliased copies are made (a no-op when the caller passed only those already).
-    data = needed_only(data)
+    # The pages show a few hundred conversations: drop the other messages and findings before
+    # the per-shop and aliased copies are made (data with stats: the caller has cut them already
+    # or chose not to; the pages are the same either way).
+    data = needed_only(data) if data.stats is None else data
     pii = resolve_mask(mask)
     env = make_env()
     root = Path(out_dir) / "reports"
@@ -839,6 +791,7 @@ def render_reports(data: ReportData, out_dir: Path, *, mask_pii_for_merchants: b
         html = render_merchant(data, shop_id, mask=pii if mask_pii_for_merchants else None, env=env)
         path.write_text(html, encoding="utf-8")
         idx.merchants[shop_id] = path
+        release_memory()  # the shop's copies are garbage now: their pages must not add up
     idx.index.write_text(env.get_template("index.html").render(index_context(data, idx, look)), encoding="utf-8")
     del look  # the coaching pack builds its own lookups over the aliased copy: keep the peak down
     idx.coaching.write_text(env.get_template("coaching.html").render(coaching_context(data, pii)),

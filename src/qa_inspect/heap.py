@@ -1,0 +1,20 @@
+"""Giving freed heap pages back to the operating system between memory-hungry phases."""
+
+from __future__ import annotations
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc's malloc_trim) before a phase that allocates
+    through another allocator (DuckDB's buffers) or renders on top of a finished one: otherwise the
+    pages freed by pandas stay in this process and the next phase's memory comes on top. A no-op
+    where there is no glibc."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:  # pragma: no cover - no C library to load
+        pass
