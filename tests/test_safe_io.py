@@ -142,7 +142,8 @@ def test_arrow_neutraliser_matches_the_cell_by_cell_one(values: list[str | None]
     assert neutralise_arrow(pa.array(values, type=pa.large_string())).to_pylist() == expected
     assert neutralise_arrow(pa.array(values, type=pa.string())).to_pylist() == expected
     s = pd.Series(values, dtype=object)
-    assert safe_io._neutralise_series(s).tolist() == [None if v is None else v for v in expected]
+    got = safe_io._neutralise_series(s).tolist()
+    assert [None if v is pd.NA else v for v in got] == [None if v is None else v for v in expected]
 
 
 def test_mixed_object_columns_fall_back_to_cell_by_cell() -> None:

@@ -135,7 +135,9 @@ def _neutralise_series(s: pd.Series) -> pd.Series:
         arr = pa.array(s, type=pa.large_string(), from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return s.astype(object).map(neutralise_formula)
-    return pd.Series(neutralise_arrow(arr).to_numpy(zero_copy_only=False), index=s.index, dtype=object)
+    # Arrow-backed, not object: to_csv formats a few thousand rows at a time, while a column of
+    # Python strings for every row cost ~60 MB per 345k conversations at once
+    return pd.Series(pd.arrays.ArrowStringArray(neutralise_arrow(arr)), index=s.index)
 
 
 def _utc_datetime_text(s: pd.Series) -> pd.Series | None:
@@ -152,7 +154,14 @@ def _utc_datetime_text(s: pd.Series) -> pd.Series | None:
     ticks = naive.view("int64")
     per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[unit]
     whole = bool(((ticks[~nat] % per_second) == 0).all())
-    text = np.char.add(np.char.replace(np.datetime_as_string(naive, unit="s" if whole else unit), "T", " "), "+00:00")
+    if whole:  # the usual case, in Arrow strings (see _neutralise_series on memory)
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        secs = pa.array(s, from_pandas=True).cast(pa.timestamp("s", tz="UTC"))
+        text_arrow = pc.strftime(secs, format="%Y-%m-%d %H:%M:%S+00:00").cast(pa.large_string())
+        return pd.Series(pd.arrays.ArrowStringArray(text_arrow), index=s.index)
+    text = np.char.add(np.char.replace(np.datetime_as_string(naive, unit=unit), "T", " "), "+00:00")
     out = pd.Series(text.astype(object), index=s.index, dtype=object)
     out[nat] = ""
     return out
