@@ -173,3 +173,30 @@ def test_utc_datetimes_are_written_as_pandas_writes_them(tmp_path: Path, unit: s
     with open(tmp_path / "b.csv", "w", encoding="utf-8-sig", newline="") as fh:
         df.to_csv(fh, index=False, lineterminator="\r\n")
     assert ours == (tmp_path / "b.csv").read_bytes()
+
+
+@pytest.mark.parametrize("rows", [1, 7, 50])
+def test_chunked_csv_is_byte_identical_to_one_piece(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    rows: int) -> None:
+    """write_csv_safe writes big frames a chunk of rows at a time; the file must be the one-piece
+    file: column-wide choices (a UTC column's precision, ints with a null as floats) stay whole."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    n = 120
+    at = pd.Series(pd.to_datetime(rng.integers(0, 2 * 10**9, n) * 10**9, utc=True))
+    at[5] = at[5] + pd.Timedelta(milliseconds=250)  # one fraction: the whole column gets it
+    at[9] = pd.NaT
+    df = pd.DataFrame({
+        "text": rng.choice(["好的", "=SUM(A1)", "-x", "+", "", None, "a,b", 'say "hi"'], n),
+        "n": rng.integers(-5, 5, n), "maybe": pd.array([None if i % 11 == 0 else i for i in range(n)], "Int64"),
+        "f": rng.normal(size=n), "flag": rng.random(n) > 0.5, "at": at,
+        "whole_at": pd.Series(pd.to_datetime(rng.integers(0, 2 * 10**9, n) * 10**9, utc=True)),
+        "s": pd.array(rng.choice(["x", "@y", None], n), dtype="string")})
+    one = write_csv_safe(df, tmp_path / "one.csv").read_bytes()
+    monkeypatch.setattr(safe_io, "CSV_CHUNK_ROWS", rows)
+    assert write_csv_safe(df, tmp_path / "chunked.csv").read_bytes() == one
+    local = df.assign(at=df["at"].dt.tz_convert("Asia/Shanghai"))  # column-wide format: one piece
+    one_local = write_csv_safe(local, tmp_path / "l1.csv").read_bytes()
+    monkeypatch.setattr(safe_io, "CSV_CHUNK_ROWS", 10**9)
+    assert write_csv_safe(local, tmp_path / "l2.csv").read_bytes() == one_local

@@ -140,20 +140,16 @@ def _neutralise_series(s: pd.Series) -> pd.Series:
     return pd.Series(pd.arrays.ArrowStringArray(neutralise_arrow(arr)), index=s.index)
 
 
-def _utc_datetime_text(s: pd.Series) -> pd.Series | None:
+def _utc_datetime_text(s: pd.Series, whole: bool | None = None) -> pd.Series | None:
     """A UTC datetime column as the text ``to_csv`` writes for it, built in numpy (pandas formats
     tz-aware values one Timestamp at a time: half the CPU of conversations.csv). pandas' rule: whole
     seconds when no value has a fraction, else every value with the unit's full precision; NaT as
-    empty. None for anything else (other zones format per value offset: left to pandas)."""
-    dtype = s.dtype
-    if not isinstance(dtype, pd.DatetimeTZDtype) or str(dtype.tz) != "UTC":
+    empty. None for anything else (other zones format per value offset: left to pandas).
+    ``whole``: that column-wide decision, made by the caller over the whole column (chunks)."""
+    if not _is_utc(s):
         return None
-    unit = dtype.unit
-    naive = s.dt.tz_localize(None).to_numpy()
-    nat = np.isnat(naive)
-    ticks = naive.view("int64")
-    per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[unit]
-    whole = bool(((ticks[~nat] % per_second) == 0).all())
+    if whole is None:
+        whole = _whole_seconds(s)
     if whole:  # the usual case, in Arrow strings (see _neutralise_series on memory)
         import pyarrow as pa
         import pyarrow.compute as pc
@@ -161,9 +157,45 @@ def _utc_datetime_text(s: pd.Series) -> pd.Series | None:
         secs = pa.array(s, from_pandas=True).cast(pa.timestamp("s", tz="UTC"))
         text_arrow = pc.strftime(secs, format="%Y-%m-%d %H:%M:%S+00:00").cast(pa.large_string())
         return pd.Series(pd.arrays.ArrowStringArray(text_arrow), index=s.index)
-    text = np.char.add(np.char.replace(np.datetime_as_string(naive, unit=unit), "T", " "), "+00:00")
+    naive = s.dt.tz_localize(None).to_numpy()
+    text = np.char.add(np.char.replace(np.datetime_as_string(naive, unit=s.dtype.unit), "T", " "), "+00:00")
     out = pd.Series(text.astype(object), index=s.index, dtype=object)
-    out[nat] = ""
+    out[np.isnat(naive)] = ""
+    return out
+
+
+def _is_utc(s: pd.Series) -> bool:
+    return isinstance(s.dtype, pd.DatetimeTZDtype) and str(s.dtype.tz) == "UTC"
+
+
+def _whole_seconds(s: pd.Series) -> bool:
+    """True when no value of a UTC datetime column has a fraction of a second (NaT ignored)."""
+    naive = s.dt.tz_localize(None).to_numpy()
+    ticks = naive.view("int64")[~np.isnat(naive)]
+    per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[s.dtype.unit]
+    return bool(((ticks % per_second) == 0).all())
+
+
+CSV_CHUNK_ROWS = 50_000  # rows prepared and written at a time by write_csv_safe
+
+
+def _column_wide_format(s: pd.Series) -> bool:
+    """Columns whose text pandas decides over the whole column (datetime precision, dates-only):
+    a frame with one is written in one piece. UTC datetimes are formatted here, with the decision
+    taken over the whole column."""
+    dt = pd.api.types.is_datetime64_any_dtype(s) or pd.api.types.is_timedelta64_dtype(s)
+    return dt and not _is_utc(s)
+
+
+def _prepared(df: pd.DataFrame, whole: dict[str, bool]) -> pd.DataFrame:
+    """The formula-safe copy of (a slice of) the frame that to_csv writes."""
+    out = df.copy()
+    for col in out.columns:
+        if not _is_plain_column(out[col]):
+            out[col] = _neutralise_series(out[col])
+        elif (text := _utc_datetime_text(out[col], whole.get(col))) is not None:
+            out[col] = text
+    out.columns = [neutralise_formula(c) if isinstance(c, str) else c for c in out.columns]
     return out
 
 
@@ -175,20 +207,24 @@ def write_csv_safe(df: pd.DataFrame, path: Path | str, *, index: bool = False) -
     unchanged. The input frame is not modified.
     """
     path = Path(path)
-    out = df.copy()
-    for col in out.columns:
-        if not _is_plain_column(out[col]):
-            out[col] = _neutralise_series(out[col])
-        elif (text := _utc_datetime_text(out[col])) is not None:
-            out[col] = text
-    out.columns = [neutralise_formula(c) if isinstance(c, str) else c for c in out.columns]
-    if index and out.index.dtype == object:
-        out.index = out.index.map(neutralise_formula)
+    # Chunks of rows: a formula-safe copy of a whole 345k-conversation frame cost +150 MB at once.
+    # Every cell's text depends on its own value only, except where _column_wide_format says.
+    chunked = (not index and df.columns.is_unique and len(df) > CSV_CHUNK_ROWS
+               and not any(_column_wide_format(df[c]) for c in df.columns))
+    whole = {c: _whole_seconds(df[c]) for c in df.columns if _is_utc(df[c])} if df.columns.is_unique else {}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as fh:
-            out.to_csv(fh, index=index, lineterminator="\r\n")
+            if chunked:
+                for k, start in enumerate(range(0, len(df), CSV_CHUNK_ROWS)):
+                    _prepared(df.iloc[start:start + CSV_CHUNK_ROWS], whole).to_csv(
+                        fh, index=False, header=k == 0, lineterminator="\r\n")
+            else:
+                out = _prepared(df, whole)
+                if index and out.index.dtype == object:
+                    out.index = out.index.map(neutralise_formula)
+                out.to_csv(fh, index=index, lineterminator="\r\n")
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are shared like other files
