@@ -638,23 +638,6 @@ def spooled_schema(files: Sequence[Path], columns: Sequence[str] | None = None) 
     return schema
 
 
-def spooled_tables(files: Sequence[Path], schema: pa.Schema) -> Iterator[pa.Table]:
-    """Each part as an Arrow table of exactly ``schema`` (one partition in memory at a time)."""
-    for f in files:
-        t = pq.read_table(f)
-        cols = [t.column(fl.name).cast(fl.type) if fl.name in t.column_names else pa.nulls(len(t), fl.type)
-                for fl in schema]
-        yield pa.Table.from_arrays(cols, schema=schema)
-
-
-def read_spooled(files: Sequence[Path], columns: Sequence[str] | None, empty: pd.DataFrame) -> pd.DataFrame:
-    """All parts as one frame (reports need it; the run itself streams)."""
-    if not files:
-        return empty
-    schema = spooled_schema(files, columns)
-    return pa.concat_tables(list(spooled_tables(files, schema))).to_pandas()
-
-
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

@@ -316,8 +316,7 @@ def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: 
 
     One DuckDB thread: with two, the same inserts cost 25 % more CPU (200k messages: 0.66 s against
     0.52 s), and in a pool run the other core is busy writing the output files."""
-    threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])  # type: ignore[index]
-    con.execute("SET threads = 1")
+    threads = _one_thread(con)
     try:
         return _write_run_retrying(con, run, conversations=conversations, messages=messages, findings=findings,
                                    trace=trace, conversation_kpis=conversation_kpis, review_queue=review_queue,
@@ -325,6 +324,13 @@ def write_run(con: duckdb.DuckDBPyConnection, run: RunRecord, *, conversations: 
                                    conversation_ids=conversation_ids)
     finally:
         con.execute(f"SET threads = {threads}")
+
+
+def _one_thread(con: duckdb.DuckDBPyConnection) -> int:
+    """Set the connection to one DuckDB thread for a write; returns the setting to restore."""
+    threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])  # type: ignore[index]
+    con.execute("SET threads = 1")
+    return threads
 
 
 def _write_run_retrying(con: duckdb.DuckDBPyConnection, run: RunRecord, *,
@@ -455,8 +461,7 @@ class RunWriter:
         self.counts = {"messages": 0, "findings": 0, "score_trace": 0}
         if con.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run.run_id]).fetchone()[0]:  # type: ignore[index]
             raise BugError(f"RunWriter: run {run.run_id} is already in the store (run ids are new per run)")
-        self._threads = int(con.execute("SELECT current_setting('threads')").fetchone()[0])  # type: ignore[index]
-        con.execute("SET threads = 1")
+        self._threads = _one_thread(con)
         con.execute("BEGIN TRANSACTION")
         self.open = True
 
