@@ -508,3 +508,42 @@ def test_question_search_in_arrow_is_the_python_regex() -> None:
     want = col.fillna("").astype(str).str.contains(QUESTION_RE, regex=True).to_numpy(dtype=bool)
     assert np.array_equal(search_rows(col, rows, QUESTION_RE, QUESTION_RE2), want)
     assert want[1] and not want[2]  # Python's $ matches before one final newline only
+
+
+# --- session 5: agent KPIs without the merge copies and the per-id hashing ---------------------
+def test_left_join_is_the_merge() -> None:
+    from qa_inspect.kpis import _left_join
+
+    left = pd.DataFrame({"k": pd.Series(["c", "a", "b"], dtype="string"), "x": [1, 2, 3]})
+    cases = {
+        "aligned": pd.DataFrame({"k": pd.Series(["c", "a", "b"], dtype="string"), "v": [0.5, 1.5, 2.5],
+                                 "f": [True, False, True]}),
+        "reordered": pd.DataFrame({"k": pd.Series(["b", "c", "a"], dtype="string"), "v": [0.5, 1.5, 2.5],
+                                   "s": pd.Series(["p", None, "r"], dtype="string")}),
+        "missing key": pd.DataFrame({"k": pd.Series(["c", "a"], dtype="string"), "f": [True, False]}),
+        "duplicate key": pd.DataFrame({"k": pd.Series(["c", "a", "a", "b"], dtype="string"), "v": [1, 2, 3, 4]}),
+        "extra keys": pd.DataFrame({"k": pd.Series(["z", "b", "a", "c"], dtype="string"), "v": [9, 8, 7, 6]}),
+    }
+    for name, right in cases.items():
+        want = left.merge(right, on="k", how="left")
+        pd.testing.assert_frame_equal(_left_join(left, right, "k"), want, check_exact=True, obj=name)
+    na_left = pd.DataFrame({"k": pd.Series(["a", None], dtype="string"), "x": [1, 2]})
+    na_right = pd.DataFrame({"k": pd.Series([None, "a"], dtype="string"), "v": [5, 6]})
+    pd.testing.assert_frame_equal(_left_join(na_left, na_right, "k"), na_left.merge(na_right, on="k", how="left"))
+
+
+def test_agent_kpis_count_repeated_conversation_ids_once(batch: pd.DataFrame) -> None:
+    """One row per conversation takes the group size; repeated ids still count once (nunique)."""
+    conv = build_conversations(batch, SHOPS, PRESALE)
+    stats = conversation_stats(batch, conv, SHOPS, slow_reply_s=60)
+    events = events_frame(batch, SHOPS)
+    by = (S.SHOP_ID, S.AGENT_ID)
+    once = agent_kpis(stats, events, by=by)
+    named = stats.assign(**{S.AGENT_ID: stats[S.AGENT_ID].fillna("(none)")})
+    ref = named.groupby(list(by), dropna=False, sort=True)[S.CONVERSATION_ID].nunique().reset_index(drop=True)
+    assert once[CONVERSATIONS].dtype == np.int64
+    assert once[CONVERSATIONS].tolist() == ref.tolist()
+    twice = pd.concat([stats, stats], ignore_index=True)
+    doubled = agent_kpis(twice, events, by=by)
+    assert doubled[CONVERSATIONS].tolist() == once[CONVERSATIONS].tolist()
+    assert doubled[CONVERSATIONS].dtype == np.int64

@@ -621,9 +621,12 @@ class ResultSpool:
     def frame_files(self, name: str) -> list[Path]:
         return sorted((self.folder / name).glob("part-*.pkl"))
 
-    def frame(self, name: str, empty: pd.DataFrame) -> pd.DataFrame:
-        """One per-conversation frame of all partitions, in partition order."""
-        return _concat([_load(f) for f in self.frame_files(name)], empty)
+    def frame(self, name: str, empty: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """One per-conversation frame of all partitions, in partition order; only ``columns`` (taken
+        part by part, so the other columns are never held for the whole night) when given."""
+        cols = None if columns is None else list(columns)
+        parts = [_load(f) if cols is None else _load(f)[cols] for f in self.frame_files(name)]
+        return _concat(parts, empty if cols is None else empty.reindex(columns=cols))
 
     def remove(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -1359,17 +1362,22 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
         crash_point("store", "committed")
     del ids
     release_memory()
+    with timer("kpis"):
+        # ... while outputs, KPIs and reports use a human override where one exists. The KPIs read
+        # three conversation columns: the whole conversations frame is loaded only once stats and
+        # events are gone (holding all of them at once was the peak of a 5M-message night)
+        scores = apply_overrides(spool.frame("conversations", pd.DataFrame(), columns=_SCORE_COLUMNS), human,
+                                 ctx.scorecard)
+        stats, events = _stats_events(spool, ctx)
+        agents = agent_kpis(stats, events, by=(S.SHOP_ID, S.AGENT_ID), scores=scores, attribution=att)
+        shops_k = agent_kpis(stats, events, by=(S.SHOP_ID,), scores=scores, attribution=att)
+        del stats, events, att, scores
+        release_memory()
     with timer("merge"):
         conversations = _by_conversation(spool.frame("conversations", pd.DataFrame()))
     with timer("kpis"):
-        # ... while outputs, KPIs and reports use a human override where one exists
         conversations = apply_overrides(conversations, human, ctx.scorecard)
         del human
-        stats, events = _stats_events(spool, ctx)
-        agents = agent_kpis(stats, events, by=(S.SHOP_ID, S.AGENT_ID), scores=conversations, attribution=att)
-        shops_k = agent_kpis(stats, events, by=(S.SHOP_ID,), scores=conversations, attribution=att)
-        del stats, events, att
-        release_memory()
     with store.open_store(db_path) as con:
         with timer("store"):
             store.write_run_kpis(con, run_id, agents=agents, shops=shops_k,
@@ -1409,6 +1417,9 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
         if k in timer.seconds:
             wall[k] = timer.seconds[k] - before.get(k, 0.0)  # kpis: only the client-side share
     return summary
+
+
+_SCORE_COLUMNS = (S.CONVERSATION_ID, S.TOTAL, S.GRADE, S.VETO)  # what apply_overrides + agent_kpis read
 
 
 def apply_overrides(conversations: pd.DataFrame, human_total: pd.Series, scorecard: Scorecard) -> pd.DataFrame:
