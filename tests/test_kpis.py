@@ -547,3 +547,62 @@ def test_agent_kpis_count_repeated_conversation_ids_once(batch: pd.DataFrame) ->
     doubled = agent_kpis(twice, events, by=by)
     assert doubled[CONVERSATIONS].tolist() == once[CONVERSATIONS].tolist()
     assert doubled[CONVERSATIONS].dtype == np.int64
+
+
+def test_attribution_by_position_is_the_id_path() -> None:
+    """The unique-id fast path gives the id path's frame, with missing keys, ids, amounts and types."""
+    from qa_inspect.kpis import _attribute_by_id, _attribute_by_position
+
+    rng = np.random.default_rng(11)
+    t0 = pd.Timestamp("2026-11-23", tz="UTC")
+    converted = 0
+    for _ in range(60):
+        n, k = int(rng.integers(1, 30)), int(rng.integers(0, 50))
+        cids = [f"c{i}" for i in rng.permutation(n)]
+
+        def maybe_na(values: np.ndarray, p: float) -> list[object]:
+            return [None if rng.random() < p else v for v in values]
+
+        stats = pd.DataFrame({
+            S.CONVERSATION_ID: cids, S.SHOP_ID: maybe_na(rng.choice(["s", "t"], n), 0.1),
+            S.CUSTOMER_ID: maybe_na(rng.choice(["a", "b", "c"], n), 0.1), S.NIGHT: rng.choice(["N1", "N2"], n),
+            S.STARTED_AT: t0 + pd.to_timedelta(rng.integers(0, 6, n), unit="h"),
+            INQUIRY: rng.random(n) < 0.6,
+        }).astype({S.CONVERSATION_ID: "string", S.SHOP_ID: "string", S.CUSTOMER_ID: "string", S.NIGHT: "string"})
+        stats.loc[rng.random(n) < 0.1, S.STARTED_AT] = pd.NaT
+        ts = pd.Series(t0 + pd.to_timedelta(rng.integers(-1, 7, k), unit="h"))
+        ts[rng.random(k) < 0.1] = pd.NaT
+        amount = rng.random(k).round(2)
+        amount[rng.random(k) < 0.1] = np.nan
+        events = pd.DataFrame({
+            S.CONVERSATION_ID: maybe_na(rng.choice([*cids, "zz"], k), 0.2),
+            S.SHOP_ID: maybe_na(rng.choice(["s", "t"], k), 0.1),
+            S.CUSTOMER_ID: maybe_na(rng.choice(["a", "b", "c"], k), 0.1), S.TS: ts,
+            S.EVENT: maybe_na(rng.choice(["order", "payment"], k), 0.1), S.AMOUNT: amount,
+            S.NIGHT: rng.choice(["N1", "N2"], k),
+        }).astype({S.CONVERSATION_ID: "string", S.SHOP_ID: "string", S.CUSTOMER_ID: "string",
+                   S.NIGHT: "string", S.EVENT: "string"})
+        fast = _attribute_by_position(stats, events, pd.Index(stats[S.CONVERSATION_ID]))
+        pd.testing.assert_frame_equal(fast, _attribute_by_id(stats, events), check_exact=True)
+        pd.testing.assert_frame_equal(attribute_events(stats, events), fast, check_exact=True)
+        converted += int(fast[CONVERTED].sum())
+    assert converted > 50  # the batches do attribute
+
+
+def test_attribution_with_a_repeated_conversation_id_takes_the_id_path() -> None:
+    from qa_inspect.kpis import _attribute_by_id
+
+    t0 = pd.Timestamp("2026-11-23", tz="UTC")
+    stats = pd.DataFrame({S.CONVERSATION_ID: ["c1", "c1", "c2"], S.SHOP_ID: ["s", "s", "s"],
+                          S.CUSTOMER_ID: ["a", "a", "b"], S.NIGHT: ["N1", "N1", "N1"],
+                          S.STARTED_AT: [t0, t0, t0], INQUIRY: [True, True, True]}).astype(
+        {S.CONVERSATION_ID: "string", S.SHOP_ID: "string", S.CUSTOMER_ID: "string", S.NIGHT: "string"})
+    events = pd.DataFrame({S.CONVERSATION_ID: [None, "c2"], S.SHOP_ID: ["s", "s"], S.CUSTOMER_ID: ["a", "b"],
+                           S.TS: [t0 + pd.Timedelta(hours=1)] * 2, S.EVENT: ["payment", "order"],
+                           S.AMOUNT: [5.0, 7.0], S.NIGHT: ["N1", "N1"]}).astype(
+        {S.CONVERSATION_ID: "string", S.SHOP_ID: "string", S.CUSTOMER_ID: "string", S.NIGHT: "string",
+         S.EVENT: "string"})
+    out = attribute_events(stats, events)
+    pd.testing.assert_frame_equal(out, _attribute_by_id(stats, events), check_exact=True)
+    assert out[CONVERTED].tolist() == [True, True, True]
+    assert out[SALES_AMOUNT].tolist() == [5.0, 5.0, 0.0]

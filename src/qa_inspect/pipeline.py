@@ -42,7 +42,13 @@ from qa_inspect import schema as S
 from qa_inspect.config import Shop, load_shops, resolve_rules_dir
 from qa_inspect.errors import BugError, LockError, UserError
 from qa_inspect.heap import release_memory
-from qa_inspect.kpis import agent_kpis, attribute_events, conversation_stats, events_frame
+from qa_inspect.kpis import (
+    ATTRIBUTION_COLUMNS,
+    agent_kpis,
+    attribute_events,
+    conversation_stats,
+    events_frame,
+)
 from qa_inspect.safe_io import FORMULA_RE, neutralise_formula, write_csv_safe
 from qa_inspect.scoring.conversations import build_conversations
 from qa_inspect.scoring.scorecard import TRACE_COLUMNS, Scorecard, load_scorecard, score_conversations
@@ -1211,7 +1217,7 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
     # the attribution, dropped during the store write (which reads the stats parts itself), and
     # loaded again for the agent KPIs.
     with timer("kpis"):
-        stats, events = _stats_events(spool, ctx)
+        stats, events = _stats_events(spool, ctx, ATTRIBUTION_COLUMNS)
         att = attribute_events(stats, events)
         del stats, events
     with timer("merge"):
@@ -1261,11 +1267,12 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
         staged.close()
 
 
-def _stats_events(spool: ResultSpool, ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The run's KPI stats and order/payment events. Partitions are buckets of hashed conversation
-    keys: sorted by conversation, so float sums (KPI means) do not depend on the partition layout
-    or the engine."""
-    return (_by_conversation(spool.frame("stats", pd.DataFrame())),
+def _stats_events(spool: ResultSpool, ctx: Context,
+                  stats_columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The run's KPI stats (only ``stats_columns`` when given) and order/payment events.
+    Partitions are buckets of hashed conversation keys: sorted by conversation, so float sums (KPI
+    means) do not depend on the partition layout or the engine."""
+    return (_by_conversation(spool.frame("stats", pd.DataFrame(), columns=stats_columns)),
             _by_conversation(spool.frame("events", events_frame(S.empty_messages(), ctx.shops))))
 
 
