@@ -129,6 +129,9 @@ def test_override_review_replaces_total(con: duckdb.DuckDBPyConnection) -> None:
     as_series = store.human_totals(con, pd.Series([*ids, ids[0]], dtype="string"))
     assert list(as_series.index) == ids
     pd.testing.assert_series_equal(as_series.reset_index(drop=True), got.reset_index(drop=True))
+    # the nightly run keeps only the overridden ids: the same values where there is one
+    only = store.human_totals(con, pd.Series(ids, dtype="string"), every_id=False)
+    assert only.to_dict() == {"s:2026-11-23-0": 77.0} and only.name == got.name
 
 
 def test_outbox_table_has_the_agreed_columns(con: duckdb.DuckDBPyConnection) -> None:
@@ -345,3 +348,19 @@ def test_run_writer_failure_or_abort_leaves_the_previous_night(con: duckdb.DuckD
     assert _tables(con) == before
     with pytest.raises(BugError, match="already in the store"):
         store.RunWriter(con, store.RunRecord(run_id="r1", started_at=datetime.now(UTC), ruleset_version="v1"))
+
+
+def test_a_failed_insert_in_a_transaction_raises_its_own_error(con: duckdb.DuckDBPyConnection) -> None:
+    """The failed statement aborts the transaction, and DuckDB then refuses to unregister the
+    frame's view as well: the caller (write_run's out-of-memory retry) must see the first error."""
+    con.execute("CREATE TABLE uniq (k INTEGER PRIMARY KEY)")
+    con.execute("INSERT INTO uniq VALUES (1)")
+    with pytest.raises(duckdb.ConstraintException):
+        with store.transaction(con):
+            store.insert_frame(con, "uniq", pd.DataFrame({"k": [1]}))
+    with pytest.raises(duckdb.ConstraintException):
+        with store.transaction(con):
+            store.insert_joined(con, "uniq", pd.DataFrame({"k": [1]}), pd.DataFrame({"k": [1], "x": [2]}), "k")
+    assert con.execute("SELECT count(*) FROM uniq").fetchone()[0] == 1
+    store.insert_frame(con, "uniq", pd.DataFrame({"k": [2]}))  # the views are gone: the names are free again
+    assert con.execute("SELECT count(*) FROM uniq").fetchone()[0] == 2

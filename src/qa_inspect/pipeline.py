@@ -1345,7 +1345,7 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
         try:
             if streaming.writer is not None:  # the per-partition rows are in its open transaction (pool)
                 with timer("store"):
-                    human = store.human_totals(streaming.con, ids)
+                    human = store.human_totals(streaming.con, ids, every_id=False)
                     streaming.writer.finish(run=run, conversations=conv_parts, conversation_ids=ids,
                                             conversation_kpis=stats_parts, attribution=att, review_queue=queue,
                                             checkpoint=lambda step: crash_point("store", step))
@@ -1361,7 +1361,7 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
         with store.open_store(db_path) as con:
             with timer("store"):
                 # read before the write (which does not touch the reviews), while DuckDB's buffers are empty
-                human = store.human_totals(con, ids)
+                human = store.human_totals(con, ids, every_id=False)
                 # the store keeps the automatic total (calibration compares it with people) ...
                 store.write_run(con, run, conversations=conv_parts, conversation_ids=ids, messages=parts["messages"],
                                 findings=parts["findings"], trace=parts["trace"], conversation_kpis=stats_parts,
@@ -1431,7 +1431,8 @@ _SCORE_COLUMNS = (S.CONVERSATION_ID, S.TOTAL, S.GRADE, S.VETO)  # what apply_ove
 
 def apply_overrides(conversations: pd.DataFrame, human_total: pd.Series, scorecard: Scorecard) -> pd.DataFrame:
     """TOTAL/GRADE become the human override where a review overrode them; AUTO_TOTAL keeps the
-    scorecard's total. ``human_total``: NaN or the override total, indexed by conversation id."""
+    scorecard's total. ``human_total``: the override total, indexed by conversation id (ids without
+    one are NaN or absent)."""
     out = conversations.copy(deep=False)  # copy-on-write: only the columns written here are copied
     out[AUTO_TOTAL] = out[S.TOTAL]
     out[S.HUMAN_TOTAL] = out[S.CONVERSATION_ID].map(human_total).astype("float64")

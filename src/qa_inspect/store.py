@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,6 +160,21 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
     con.execute("COMMIT")
 
 
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, frame: pd.DataFrame) -> Iterator[str]:
+    """``frame`` as the view ``name`` for the block. A failed statement aborts the transaction and
+    DuckDB then refuses the unregister too: the error that aborted it is the one raised (an
+    out-of-memory must reach write_run's retry, not hide behind "transaction is aborted")."""
+    con.register(name, frame)
+    try:
+        yield name
+    except BaseException:
+        with suppress(duckdb.Error):
+            con.unregister(name)
+        raise
+    con.unregister(name)
+
+
 def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
 
@@ -175,12 +190,8 @@ def insert_frame(con: duckdb.DuckDBPyConnection, table: str, df: pd.DataFrame, *
     # 345k-row conversations frame cost ~150 MB at 5M messages).
     frame = df[keep]
     select = [f'"{c}"' for c in keep] + [f'? AS "{k}"' for k in constants]
-    name = f"_ins_{table}"
-    con.register(name, frame)
-    try:
+    with registered(con, f"_ins_{table}", frame) as name:
         con.execute(f"INSERT INTO {table} BY NAME SELECT {', '.join(select)} FROM {name}", list(constants.values()))
-    finally:
-        con.unregister(name)
     return len(df)
 
 
@@ -221,8 +232,7 @@ def insert_joined(con: duckdb.DuckDBPyConnection, table: str, left: pd.DataFrame
                    for part in (left.frames() if isinstance(left, FrameParts) else [left]))
     cols = table_columns(con, table)
     n = 0
-    con.register("_ins_right", right)
-    try:
+    with registered(con, "_ins_right", right):
         for part in left.frames() if isinstance(left, FrameParts) else [left]:
             if part is None or part.empty:
                 continue
@@ -230,15 +240,10 @@ def insert_joined(con: duckdb.DuckDBPyConnection, table: str, left: pd.DataFrame
             rcols = [c for c in right.columns if c in cols and c not in constants and c not in lcols]
             select = ([f'l."{c}"' for c in lcols] + [f'r."{c}"' for c in rcols]
                       + [f'? AS "{k}"' for k in constants])
-            con.register("_ins_left", part[lcols])
-            try:
+            with registered(con, "_ins_left", part[lcols]):
                 con.execute(f"INSERT INTO {table} BY NAME SELECT {', '.join(select)} FROM _ins_left l "
                             f'LEFT JOIN _ins_right r ON l."{on}" = r."{on}"', list(constants.values()))
-            finally:
-                con.unregister("_ins_left")
             n += len(part)
-    finally:
-        con.unregister("_ins_right")
     return n
 
 
@@ -410,15 +415,12 @@ def _delete_previous(con: duckdb.DuckDBPyConnection, ids: pd.DataFrame, run: Run
     run id is new to the store, so no older row carries it)."""
     own = " AND run_id <> ?" if keep_own else ""
     extra = [run.run_id] if keep_own else []
-    con.register("_run_ids", ids)
-    try:
+    with registered(con, "_run_ids", ids):
         for table in _RUN_TABLES:
             con.execute(f"DELETE FROM {table} WHERE ruleset_version = ?{own} AND conversation_id IN "
                         f"(SELECT conversation_id FROM _run_ids)", [run.ruleset_version, *extra])
         con.execute(f"DELETE FROM messages WHERE conversation_id IN (SELECT conversation_id FROM _run_ids){own}",
                     extra)
-    finally:
-        con.unregister("_run_ids")
 
 
 def _insert_conversations(con: duckdb.DuckDBPyConnection, run: RunRecord,
@@ -557,10 +559,12 @@ def read_conversations(con: duckdb.DuckDBPyConnection, *, agent_id: str | None =
     return con.execute(sql + " ORDER BY conversation_id", params).df()
 
 
-def human_totals(con: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str] | pd.Series) -> pd.Series:
+def human_totals(con: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str] | pd.Series, *,
+                 every_id: bool = True) -> pd.Series:
     """The effective human override total (v_conversations.human_total) of the given conversations,
-    indexed by id; NaN where none. Reads the reviews of those ids only, not the store's history.
-    A Series of ids is used as it is (no Python string per id: 345k ids at 5M messages)."""
+    indexed by id; NaN where none (``every_id=False``: only the overridden ids, which is what a
+    nightly run keeps through its store write instead of 345k ids at 5M messages). Reads the
+    reviews of those ids only, not the store's history. A Series of ids is used as it is."""
     given = conversation_ids if isinstance(conversation_ids, pd.Series) else pd.Series(list(conversation_ids),
                                                                                          dtype=object)
     ids = pd.DataFrame({S.CONVERSATION_ID: given.astype(str).drop_duplicates().reset_index(drop=True)})
@@ -572,8 +576,8 @@ def human_totals(con: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str]
             "QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY imported_at DESC, reviewer) = 1").df()
     finally:
         con.unregister("_ids")
-    return (ov.set_index(S.CONVERSATION_ID)[S.HUMAN_TOTAL].astype("float64")
-            .reindex(ids[S.CONVERSATION_ID]).rename(S.HUMAN_TOTAL))
+    found = ov.set_index(S.CONVERSATION_ID)[S.HUMAN_TOTAL].astype("float64").rename(S.HUMAN_TOTAL)
+    return found.reindex(ids[S.CONVERSATION_ID]) if every_id else found[found.notna()]
 
 
 def read_findings(con: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str]) -> pd.DataFrame:
