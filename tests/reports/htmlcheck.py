@@ -21,12 +21,15 @@ class Checker(HTMLParser):
         self.scripts: list[str] = []
         self._in_script = False
         self.csp: str | None = None
+        self.svg = 0  # depth inside <svg>: foreign content, where "<x/>" is allowed and <title> is the SVG's
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
         if tag == "html":
             self.lang = a.get("lang")
-        if tag == "title":
+        if tag == "svg":
+            self.svg += 1
+        if tag == "title" and not self.svg:
             self.titles += 1
         if tag == "meta" and (a.get("http-equiv") or "").lower() == "content-security-policy":
             self.csp = a.get("content")
@@ -43,8 +46,11 @@ class Checker(HTMLParser):
             self.stack.append(tag)
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag not in VOID:
+        if tag not in VOID and not self.svg:
             self.errors.append(f"self-closing non-void <{tag}/>")
+        for k in dict(attrs):
+            if k.startswith("on"):
+                self.errors.append(f"event handler attribute {k} on <{tag}/>")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in VOID:
@@ -56,6 +62,8 @@ class Checker(HTMLParser):
                     pass
             return
         self.stack.pop()
+        if tag == "svg":
+            self.svg -= 1
         if tag == "script":
             self._in_script = False
 

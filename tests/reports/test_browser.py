@@ -74,3 +74,57 @@ def test_screenshot_of_merchant_report(rendered: ReportIndex, tmp_path: Path) ->
     res = _run(tmp_path, rendered.merchants[syn.SHOP_B], f"--screenshot={shot}", "--window-size=1280,2000")
     assert res.returncode == 0, res.stderr[-2000:]
     _assert_png(shot)
+
+
+CHART_PROBE = r"""
+(function () {
+  var out = [];
+  document.querySelectorAll("svg.chart").forEach(function (svg) {
+    var b = svg.getBoundingClientRect();
+    out.push({w: b.width, h: b.height, top: b.top, label: svg.getAttribute("aria-label"),
+              bars: svg.querySelectorAll("rect").length, dots: svg.querySelectorAll("circle").length,
+              visible: getComputedStyle(svg).visibility === "visible" && getComputedStyle(svg).display !== "none"});
+  });
+  document.body.setAttribute("data-charts", JSON.stringify(out));
+})();
+"""
+
+
+def _blue_pixels(shot: Path) -> int:
+    import numpy as np
+    from PIL import Image
+
+    px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    return int((np.abs(px - np.array([0x25, 0x63, 0xEB])).sum(axis=2) < 40).sum())
+
+
+def test_svg_charts_render_visibly_under_the_csp(rendered: ReportIndex, tmp_path: Path) -> None:
+    """The agent page's inline SVG charts get a real box and paint the agent's bars under the page's
+    own CSP: the same page with the charts cut out has far fewer agent-blue pixels."""
+    import html as _html
+    import json
+    import re
+
+    page = rendered.agents[syn.AGENT_A1]
+    text = page.read_text(encoding="utf-8")
+    assert text.count('<svg class="chart"') == 3 and "<img" not in text
+    with_shot, without_shot = tmp_path / "with.png", tmp_path / "without.png"
+    no_charts = tmp_path / "no_charts.html"
+    no_charts.write_text(re.sub(r'<svg class="chart".*?</svg>', "", text, flags=re.S), encoding="utf-8")
+    for src, shot in ((page, with_shot), (no_charts, without_shot)):
+        res = _run(tmp_path, src, f"--screenshot={shot}", "--window-size=1280,2000")
+        assert res.returncode == 0, res.stderr[-2000:]
+    assert _blue_pixels(with_shot) > _blue_pixels(without_shot) + 2000
+    # boxes and content, measured by a probe (on a copy without the CSP, which forbids scripts)
+    probe = tmp_path / "probe.html"
+    probe.write_text(re.sub(r'<meta http-equiv="Content-Security-Policy" content="[^"]*">', "", text)
+                     .replace("</body>", f"<script>{CHART_PROBE}</script></body>"), encoding="utf-8")
+    res = _run(tmp_path, probe, "--dump-dom", "--window-size=1280,2000")
+    m = re.search(r'data-charts="([^"]*)"', res.stdout)
+    assert m, res.stdout[-2000:]
+    boxes = json.loads(_html.unescape(m.group(1)))
+    assert len(boxes) == 3
+    for b in boxes:
+        assert b["visible"] and b["w"] > 300 and b["h"] > 150 and b["top"] < 2000, b
+        assert b["label"], b  # the accessible name
+    assert [b["bars"] > 4 for b in boxes[:2]] == [True, True] and boxes[2]["dots"] >= 2, boxes

@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import synthetic as syn
 from htmlcheck import check_html
@@ -41,6 +42,7 @@ PAYLOADS = [
     "]]><!--<script>document.title='PW'+'N8'</script>-->",
 ]
 HOSTILE2 = " ".join(PAYLOADS)
+HOSTILE_NIGHT = "</text></svg><svg onload=\"document.title='PW'+'N9'\"><script>document.title='PW'+'N10'</script>]]>"
 RLO_BUYER = "\u202eevil_buyer_gnp.exe"
 LONG_WORD = "W" * 4000  # no break opportunity at all
 
@@ -57,7 +59,10 @@ def hostile_data() -> ReportData:
     conv.loc[conv[S.CONVERSATION_ID] == cid, S.CUSTOMER_ID] = RLO_BUYER
     slow = f[S.RULE_ID] == "RESP-SLOW"
     f.loc[slow, S.EXPLANATION] = "回复超过180秒 " + PAYLOADS[3] + " " + LONG_WORD
-    return replace(data, messages=msgs, conversations=conv, findings=f)
+    # a night name is a chart label (the trend's x axis) and a title/tooltip text
+    trend = pd.concat([data.trend, pd.DataFrame([{S.NIGHT: HOSTILE_NIGHT, S.AGENT_ID: syn.AGENT_A1,
+                                                  "mean_total": 50.0, "n": 1}])], ignore_index=True)
+    return replace(data, messages=msgs, conversations=conv, findings=f, trend=trend)
 
 
 PROBE = r"""
@@ -68,6 +73,7 @@ PROBE = r"""
   document.querySelectorAll("*").forEach(function (e) {
     if (/^(img|svg|iframe|textarea|object|embed|form|input|meta|style|script|a)$/i.test(e.tagName)) {
       var ok = (e.tagName === "IMG" && /^data:image\/png;base64,/.test(e.getAttribute("src") || ""))
+        || (e.tagName.toLowerCase() === "svg" && e.classList.contains("chart") && e.parentNode.classList.contains("grid2"))
         || (e.tagName === "META" && !e.hasAttribute("http-equiv") || (e.getAttribute("http-equiv") || "").toLowerCase() === "content-security-policy")
         || (e.tagName === "STYLE" && e.parentNode === document.head)
         || (e.tagName === "SCRIPT" && e.id === "probe")
@@ -79,6 +85,15 @@ PROBE = r"""
       if (/^on/i.test(e.attributes[i].name)) { r.active.push("handler " + e.attributes[i].name); }
     }
   });
+  // our charts: only drawing elements inside, and their text (a chart label) is plain text
+  r.chartText = "";
+  document.querySelectorAll("svg.chart").forEach(function (svg) {
+    svg.querySelectorAll("*").forEach(function (e) {
+      if (!/^(title|line|rect|text|polyline|circle)$/.test(e.tagName)) { r.active.push("in chart: " + e.tagName); }
+    });
+    r.chartText += svg.textContent;
+  });
+  r.charts = document.querySelectorAll("svg.chart").length;
   r.text = document.body.innerText.indexOf("<svg onload=") >= 0 && document.body.innerText.indexOf("</textarea>") >= 0;
   r.bidi = [];
   document.querySelectorAll(".who, .conv-head .muted").forEach(function (w) {
@@ -142,6 +157,8 @@ def test_payloads_stay_text_even_without_csp(hostile_pages: dict[str, Path], tmp
     assert r["active"] == [], r["active"]
     assert r["text"], "the payloads must be shown literally"
     assert r["sw"] <= r["iw"], f"page {r['sw']}px wide in a {r['iw']}px window: long words do not wrap"
+    if page == "agent":  # the hostile night is a trend-chart label: shown as text, inert
+        assert r["charts"] == 3 and HOSTILE_NIGHT in r["chartText"], r["chartText"][-400:]
     if page == "agent":  # merchant pages and the coaching pack alias buyer nicknames
         assert r["bidi"] and all(r["bidi"]), "an RLO in a nickname reorders the text after it"
 

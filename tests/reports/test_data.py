@@ -131,3 +131,30 @@ def test_report_from_store_shows_effective_totals_and_marks_overrides(report_dat
     assert ">85.0<" in head and "人工复核 · 自动评分 52.0" in head
     assert "人工复核" not in idx.agents[syn.AGENT_A2].read_text(encoding="utf-8")
     assert "人工复核 1" in idx.index.read_text(encoding="utf-8")
+
+
+def test_lazy_buyer_aliases_behave_like_the_plain_map() -> None:
+    from qa_inspect.reports.data import BuyerAliases, buyer_alias
+
+    names = ["小美", "b", "王五<script>", "小美美"]
+    lazy, ref = BuyerAliases(names), {c: buyer_alias(c) for c in names}
+    assert list(lazy) == list(ref) and len(lazy) == len(ref) and dict(lazy) == ref
+    assert lazy.get("nobody") is None and lazy.get("nobody", "x") == "x" and lazy.get("b") == ref["b"]
+    assert "小美" in lazy and "nobody" not in lazy
+    with pytest.raises(KeyError):
+        lazy["nobody"]
+
+
+def test_for_shop_review_queue_matches_isin(report_data: ReportData) -> None:
+    """The per-row membership filter keeps exactly the rows ``isin`` keeps (duplicates, other shops)."""
+    rq = report_data.review_queue
+    other = report_data.conversations[report_data.conversations[S.SHOP_ID] != syn.SHOP_A][S.CONVERSATION_ID]
+    mine = report_data.conversations[report_data.conversations[S.SHOP_ID] == syn.SHOP_A][S.CONVERSATION_ID]
+    extra = pd.DataFrame({S.CONVERSATION_ID: [mine.iloc[0], mine.iloc[0], other.iloc[0], "unknown"],
+                          "reason": ["dup", "dup", "other", "none"], "priority": [1, 1, 1, 1]})
+    rq = pd.concat([rq, extra.astype({S.CONVERSATION_ID: rq[S.CONVERSATION_ID].dtype})], ignore_index=True)
+    data = replace(report_data, review_queue=rq)
+    got = for_shop(data, syn.SHOP_A).review_queue
+    ref = rq[rq[S.CONVERSATION_ID].isin(set(mine))]
+    pd.testing.assert_frame_equal(got, ref)
+    assert len(got) >= 2

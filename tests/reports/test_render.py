@@ -91,7 +91,7 @@ def test_agent_report_highlights_evidence_at_its_offsets_and_explains(rendered: 
     assert "KB-PRICE" in html and "−20.0" in html and "MODEL:negative_tone" in html
     assert syn.KB_PRICE in html  # coaching: the KB reference answer for the wrong claim
     assert "現在加購第二件打八折" in html  # good selling example from another agent
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count('<svg class="chart"') == 3 and "data:image/png" not in html  # inline SVG, no PNG
 
 
 def test_offsets_follow_the_findings_not_a_text_search(report_data: ReportData, tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st_
 from synthetic import bench_night
 
 from qa_inspect import schema as S
@@ -219,3 +221,15 @@ def test_points_are_added_in_row_order_across_chunks() -> None:
     st = finding_stats(frame_chunks(f, 3))
     assert st.rule_hits[0]["points"] == sequential
     assert st.deductions["a0"][0]["points"] == sequential
+
+
+@settings(max_examples=300, deadline=None)
+@given(st_.lists(st_.tuples(st_.sampled_from([0.0, -0.0, 1.0, 2.0, 5.0, 10.0, 10.0, 2.5]),
+                            st_.sampled_from(["a", "b", "c", "d", None, float("nan")])), max_size=40),
+       st_.booleans())
+def test_cut_by_tie_groups_equals_the_sorted_walk(rows: list[tuple[float, Any]], distinct: bool) -> None:
+    from qa_inspect.reports.stats import _cut, _cut_sorted
+
+    p = np.array([r[0] for r in rows], dtype=np.float64)
+    owners = np.array([r[1] for r in rows] + [None], dtype=object)[:len(rows)]
+    assert np.array_equal(_cut(p, owners, distinct=distinct), _cut_sorted(p, owners, distinct=distinct))

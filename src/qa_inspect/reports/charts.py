@@ -1,23 +1,26 @@
-"""PNG charts with matplotlib (Agg, no pyplot state) for the offline HTML reports.
+"""Report charts: inline SVG for the pages read in a browser, PNG (matplotlib) for mail.
+
+Agent pages get SVG that this module writes directly: deterministic text, no matplotlib (drawing
+180 PNGs a night cost seconds), and every label goes through :func:`_esc`, so chart text is as
+inert as the rest of the page. The SVG uses presentation attributes only (no ``style``): the
+page's Content-Security-Policy allows no inline style beyond its own hashed sheet. Merchant pages
+are also sent by email, and Gmail/Outlook do not render SVG: they keep a PNG, drawn with Pillow
+(pngchart.py; matplotlib took ~0.25 s a chart plus ~0.5 s to import).
 
 Axis labels are ASCII on purpose: a CJK font may be missing on the machine that renders, and
-tofu boxes in a chart are worse than English labels. Each function returns PNG bytes;
-:func:`data_uri` embeds them so a report is one self-contained file.
+tofu boxes in a chart are worse than English labels.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
-from matplotlib.artist import Artist
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from PIL import Image
+
+from qa_inspect.reports import pngchart
+from qa_inspect.reports.svgplot import Plot, esc, fmt
 
 DIMENSION_EN = {
     "product_knowledge": "Product knowledge",
@@ -27,74 +30,13 @@ DIMENSION_EN = {
 }
 _AGENT = "#2563eb"
 _TEAM = "#9ca3af"
+_BINS = list(range(0, 101, 10))
 
-
-def _png(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    # layout="tight" on the figure instead of bbox_inches="tight": one draw instead of two
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    return buf.getvalue()
+__all__ = ["DIMENSION_EN", "AgentCharts", "data_uri", "dist_ymax", "esc", "shares", "shop_distribution_png"]
 
 
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def dimension_chart(agent: Mapping[str, float | None], team: Mapping[str, float | None]) -> bytes:
-    """Horizontal bars: the agent's mean score per dimension next to the team's."""
-    dims = list(DIMENSION_EN)
-    fig = Figure(figsize=(6.0, 2.6), layout="tight")
-    ax = fig.add_subplot()
-    ys = range(len(dims))
-    a = [_num(agent.get(d)) for d in dims]
-    t = [_num(team.get(d)) for d in dims]
-    ax.barh([y + 0.2 for y in ys], a, height=0.38, color=_AGENT, label="Agent")
-    ax.barh([y - 0.2 for y in ys], t, height=0.38, color=_TEAM, label="Team")
-    ax.set_yticks(list(ys), [DIMENSION_EN[d] for d in dims])
-    ax.set_xlim(0, 100)
-    ax.invert_yaxis()
-    ax.set_xlabel("Mean score (0-100); missing = not applicable")
-    ax.legend(loc="lower right", fontsize=8)
-    _style(ax)
-    return _png(fig)
-
-
-def trend_chart(nights: Sequence[str], agent: Sequence[float | None], team: Sequence[float | None]) -> bytes:
-    """Mean total per night for the agent and the team."""
-    fig = Figure(figsize=(6.0, 2.4), layout="tight")
-    ax = fig.add_subplot()
-    xs = list(range(len(nights)))
-    ax.plot(xs, [_num(v, nan=True) for v in team], color=_TEAM, marker="o", label="Team")
-    ax.plot(xs, [_num(v, nan=True) for v in agent], color=_AGENT, marker="o", label="Agent")
-    ax.set_xticks(xs, list(nights), rotation=30 if len(nights) > 5 else 0, fontsize=8)
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("Mean score")
-    ax.legend(loc="lower right", fontsize=8)
-    _style(ax)
-    return _png(fig)
-
-
-def distribution_chart(agent: Sequence[float], team: Sequence[float], *, agent_label: str = "Agent") -> bytes:
-    """Histogram of conversation totals (10-point bins), agent over team, as shares."""
-    bins = list(range(0, 101, 10))
-    fig = Figure(figsize=(6.0, 2.4), layout="tight")
-    ax = fig.add_subplot()
-    if team:
-        ax.hist(list(team), bins=bins, color=_TEAM, alpha=0.6, label="Team",
-                weights=[100.0 / len(team)] * len(team))
-    if agent:
-        ax.hist(list(agent), bins=bins, color=_AGENT, alpha=0.8, label=agent_label,
-                weights=[100.0 / len(agent)] * len(agent), rwidth=0.6)
-    ax.set_xlim(0, 100)
-    ax.set_xlabel("Conversation score")
-    ax.set_ylabel("% of conversations")
-    ax.legend(loc="upper left", fontsize=8)
-    _style(ax)
-    return _png(fig)
-
-
-_BINS = list(range(0, 101, 10))
 
 
 def shares(totals: Sequence[float]) -> list[float]:
@@ -103,106 +45,6 @@ def shares(totals: Sequence[float]) -> list[float]:
         return [0.0] * (len(_BINS) - 1)
     counts, _ = np.histogram(np.clip(np.asarray(totals, dtype=float), 0, 100), bins=_BINS)
     return [100.0 * c / len(totals) for c in counts]
-
-
-class _Blit:
-    """One figure drawn once (axes, labels, team series, legend); per agent only the animated
-    artists are drawn onto a copy of that background and the pixels encoded as PNG.
-
-    A full ``savefig`` lays out and draws every tick label again (~40 ms a chart); this is ~5 ms.
-    The axes limits are fixed up front, so every agent's chart has the same scale.
-    """
-
-    def __init__(self, fig: Figure, ax: Any, animated: list[Artist]) -> None:
-        self.fig, self.ax, self.animated = fig, ax, animated
-        for a in animated:
-            a.set_animated(True)
-        self.canvas = FigureCanvasAgg(fig)
-        self.canvas.draw()
-        self.background = self.canvas.copy_from_bbox(fig.bbox)
-
-    def png(self) -> bytes:
-        self.canvas.restore_region(self.background)
-        for a in self.animated:
-            self.ax.draw_artist(a)
-        rgba = np.asarray(self.canvas.buffer_rgba())
-        buf = io.BytesIO()
-        Image.fromarray(rgba[..., :3].copy(), "RGB").save(buf, format="PNG", compress_level=1)
-        return buf.getvalue()
-
-
-class AgentCharts:
-    """The three agent-page charts for one run, with the team side drawn once.
-
-    Create one per ``render_reports`` call (or per worker) and pass it in: it holds figures, so
-    it must not be shared between threads. Output is deterministic for the same inputs.
-    """
-
-    def __init__(self, team_dims: Mapping[str, float | None], team_totals: Sequence[float],
-                 nights: Sequence[str], team_trend: Sequence[float | None], *, dist_ymax: float = 100.0) -> None:
-        self.nights = list(nights)
-        # dimensions: team bars static, agent bars animated
-        dims = list(DIMENSION_EN)
-        fig = Figure(figsize=(6.0, 2.6), dpi=100, layout="tight")
-        ax = fig.add_subplot()
-        ys = range(len(dims))
-        agent_bars = ax.barh([y + 0.2 for y in ys], [0.0] * len(dims), height=0.38, color=_AGENT, label="Agent")
-        ax.barh([y - 0.2 for y in ys], [_num(team_dims.get(d)) for d in dims], height=0.38, color=_TEAM,
-                label="Team")
-        ax.set_yticks(list(ys), [DIMENSION_EN[d] for d in dims])
-        ax.set_xlim(0, 100)
-        ax.invert_yaxis()
-        ax.set_xlabel("Mean score (0-100); missing = not applicable")
-        legend = ax.legend(loc="lower right", fontsize=8)
-        _style(ax)
-        self._dims_bars = list(agent_bars)
-        self._dims = _Blit(fig, ax, [*agent_bars, legend])  # legend last: stays on top of the bars
-        # distribution: team histogram static, agent bars (60 % width) animated
-        fig = Figure(figsize=(6.0, 2.4), dpi=100, layout="tight")
-        ax = fig.add_subplot()
-        centers = [b + 5 for b in _BINS[:-1]]
-        ax.bar(centers, shares(team_totals), width=10, color=_TEAM, alpha=0.6, label="Team")
-        dist_bars = ax.bar(centers, [0.0] * len(centers), width=6, color=_AGENT, alpha=0.8, label="Agent")
-        ax.set_xlim(0, 100)
-        ax.set_ylim(0, dist_ymax)
-        ax.set_xlabel("Conversation score")
-        ax.set_ylabel("% of conversations")
-        legend = ax.legend(loc="upper left", fontsize=8)
-        _style(ax)
-        self._dist_bars = list(dist_bars)
-        self._dist = _Blit(fig, ax, [*dist_bars, legend])
-        # trend: team line static, agent line animated (only when there are nights)
-        self._trend: _Blit | None = None
-        if self.nights:
-            fig = Figure(figsize=(6.0, 2.4), dpi=100, layout="tight")
-            ax = fig.add_subplot()
-            xs = list(range(len(self.nights)))
-            ax.plot(xs, [_num(v, nan=True) for v in team_trend], color=_TEAM, marker="o", label="Team")
-            (line,) = ax.plot(xs, [float("nan")] * len(xs), color=_AGENT, marker="o", label="Agent")
-            ax.set_xticks(xs, self.nights, rotation=30 if len(xs) > 5 else 0, fontsize=8)
-            ax.set_xlim(-0.3, len(xs) - 0.7)  # fixed: the agent line is not part of autoscaling
-            ax.set_ylim(0, 100)
-            ax.set_ylabel("Mean score")
-            legend = ax.legend(loc="lower right", fontsize=8)
-            _style(ax)
-            self._trend_line = line
-            self._trend = _Blit(fig, ax, [line, legend])
-
-    def dimensions(self, agent: Mapping[str, float | None]) -> bytes:
-        for bar, d in zip(self._dims_bars, DIMENSION_EN, strict=True):
-            bar.set_width(_num(agent.get(d)))
-        return self._dims.png()
-
-    def distribution(self, totals: Sequence[float]) -> bytes:
-        for bar, h in zip(self._dist_bars, shares(totals), strict=True):
-            bar.set_height(h)
-        return self._dist.png()
-
-    def trend(self, agent: Sequence[float | None]) -> bytes | None:
-        if self._trend is None:
-            return None
-        self._trend_line.set_ydata([_num(v, nan=True) for v in agent])
-        return self._trend.png()
 
 
 def dist_ymax(per_agent_totals: Sequence[Sequence[float]], team_totals: Sequence[float]) -> float:
@@ -217,7 +59,91 @@ def _num(v: float | None, *, nan: bool = False) -> float:
     return float(v)
 
 
-def _style(ax: object) -> None:
-    for side in ("top", "right"):
-        ax.spines[side].set_visible(False)  # type: ignore[attr-defined]
-    ax.grid(axis="x", alpha=0.3)  # type: ignore[attr-defined]
+def _val(v: float | None) -> str:
+    return "n/a" if v is None or v != v else f"{float(v):.1f}"
+
+
+# --- SVG: agent pages ------------------------------------------------------------------------
+
+class AgentCharts:
+    """The three agent-page charts of one run as inline SVG (one per ``render_reports`` call).
+
+    All agents share the scales (x 0-100, the distribution's ``dist_ymax``, the run's nights), so
+    pages compare at a glance; each chart is a pure function of the team values given here and
+    the agent values passed to a method. Returned strings are complete ``<svg>`` elements;
+    ``label`` (the page's localised chart name) becomes the accessible name.
+    """
+
+    def __init__(self, team_dims: Mapping[str, float | None], team_totals: Sequence[float],
+                 nights: Sequence[str], team_trend: Sequence[float | None], *, dist_ymax: float = 100.0) -> None:
+        self.team_dims = {d: team_dims.get(d) for d in DIMENSION_EN}
+        self.team_shares = shares(team_totals)
+        self.nights = [str(n) for n in nights]
+        self.team_trend = list(team_trend)
+        self.ymax = float(dist_ymax)
+
+    def dimensions(self, agent: Mapping[str, float | None], *, label: str = "Dimension scores") -> str:
+        """Horizontal bars per dimension: team above, agent below; missing = no bar."""
+        dims = list(DIMENSION_EN)
+        p = Plot(600, 260, left=132, right=16, top=12, bottom=46, xlim=(-0.0, 100.0), ylim=(len(dims) - 0.5, -0.5))
+        p.xgrid([0, 20, 40, 60, 80, 100])
+        for y, d in enumerate(dims):
+            p.hbar(y - 0.2, 0.38, _num(self.team_dims[d]), _TEAM)
+            p.hbar(y + 0.2, 0.38, _num(agent.get(d)), _AGENT)
+        p.axes(left=True, bottom=True)
+        p.xticks([0, 20, 40, 60, 80, 100])
+        p.yticks(list(range(len(dims))), [DIMENSION_EN[d] for d in dims])
+        p.xlabel("Mean score (0-100); missing = not applicable")
+        p.legend([("Agent", _AGENT, "box", 1.0), ("Team", _TEAM, "box", 1.0)], corner="lower right")
+        title = "; ".join(f"{DIMENSION_EN[d]}: agent {_val(agent.get(d))}, team {_val(self.team_dims[d])}"
+                          for d in dims)
+        return p.svg(label, title)
+
+    def distribution(self, totals: Sequence[float], *, label: str = "Score distribution") -> str:
+        """Share of conversations per 10-point bin: team (wide, grey) under agent (narrow, blue)."""
+        mine = shares(totals)
+        p = Plot(600, 240, left=60, right=16, top=12, bottom=46, xlim=(0.0, 100.0), ylim=(0.0, self.ymax))
+        step = 10 if self.ymax <= 50 else 20
+        yt = [float(v) for v in range(0, int(self.ymax) + 1, step)]
+        p.xgrid([0, 20, 40, 60, 80, 100])
+        for b, h in zip(_BINS, self.team_shares, strict=False):
+            p.vbar(b + 5, 10, h, _TEAM, opacity=0.6)
+        for b, h in zip(_BINS, mine, strict=False):
+            p.vbar(b + 5, 6, h, _AGENT, opacity=0.8)
+        p.axes(left=True, bottom=True)
+        p.xticks([0, 20, 40, 60, 80, 100])
+        p.yticks(yt, [fmt(v, 0) for v in yt])
+        p.xlabel("Conversation score")
+        p.ylabel("% of conversations")
+        p.legend([("Team", _TEAM, "box", 0.6), ("Agent", _AGENT, "box", 0.8)], corner="upper left")
+        title = "; ".join(f"{b}-{b + 10}: agent {m:.1f}%, team {t:.1f}%"
+                          for b, m, t in zip(_BINS, mine, self.team_shares, strict=False))
+        return p.svg(label, "% of conversations per score bin: " + title)
+
+    def trend(self, agent: Sequence[float | None], *, label: str = "Trend") -> str | None:
+        """Mean total per night, team and agent lines (gaps where a night has no value)."""
+        if not self.nights:
+            return None
+        n = len(self.nights)
+        rotate = n > 5
+        p = Plot(600, 240, left=60, right=16, top=12, bottom=70 if rotate else 46,
+                 xlim=(-0.3, n - 0.7), ylim=(0.0, 100.0))
+        xs = list(range(n))
+        p.xgrid(xs)
+        p.line(xs, [_num(v, nan=True) for v in self.team_trend], _TEAM)
+        p.line(xs, [_num(v, nan=True) for v in agent], _AGENT)
+        p.axes(left=True, bottom=True)
+        p.xticks(xs, self.nights, rotate=30 if rotate else 0, size=8)
+        p.yticks([0.0, 20.0, 40.0, 60.0, 80.0, 100.0])
+        p.ylabel("Mean score")
+        p.legend([("Team", _TEAM, "line", 1.0), ("Agent", _AGENT, "line", 1.0)], corner="lower right")
+        title = "; ".join(f"{night}: agent {_val(a)}, team {_val(t)}"
+                          for night, a, t in zip(self.nights, agent, self.team_trend, strict=False))
+        return p.svg(label, "Mean score per night: " + title)
+
+
+# --- PNG: merchant pages (also mailed) --------------------------------------------------------
+
+def shop_distribution_png(totals: Sequence[float], *, label: str = "Shop") -> bytes:
+    """Histogram of a shop's conversation totals (10-point bins, % of conversations) as PNG."""
+    return pngchart.distribution_png(shares(totals), colour=_AGENT, label=label)

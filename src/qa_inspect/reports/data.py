@@ -9,9 +9,10 @@ and :func:`assert_single_shop` proves it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 
@@ -113,8 +114,10 @@ def for_shop(data: ReportData, shop_id: str) -> ReportData:
     """
     conv = data.conversations[data.conversations[S.SHOP_ID] == shop_id]
     buyers = None if data.buyers is None else data.buyers[data.buyers[S.SHOP_ID] == shop_id]
-    conv_ids = set(conv[S.CONVERSATION_ID])
-    rq = data.review_queue[data.review_queue[S.CONVERSATION_ID].isin(conv_ids)]
+    # membership tested per review-queue row (a few hundred): ``isin`` with the shop's ~20k ids
+    # as values converted each id to a pyarrow scalar in Python
+    conv_ids = set(conv[S.CONVERSATION_ID].tolist())
+    rq = data.review_queue[[c in conv_ids for c in data.review_queue[S.CONVERSATION_ID].tolist()]]
     shops = {shop_id: data.shops[shop_id]} if shop_id in data.shops else {}
     out = ReportData(
         run_id=data.run_id,
@@ -140,15 +143,15 @@ def assert_single_shop(data: ReportData, shop_id: str) -> None:
     """Raise BugError if any frame holds another shop's rows: merchant data must never mix."""
     for name in ("conversations", "messages", "findings", "agent_kpis", "shop_kpis"):
         df: pd.DataFrame = getattr(data, name)
-        other = set(df[S.SHOP_ID].dropna().astype(str)) - {shop_id}
+        other = set(df[S.SHOP_ID].dropna().astype(str).unique().tolist()) - {shop_id}
         if other:
             raise BugError(f"merchant data for {shop_id} holds rows of {sorted(other)} in {name}")
     if data.buyers is not None and set(data.buyers[S.SHOP_ID].dropna().astype(str)) - {shop_id}:
         raise BugError(f"merchant data for {shop_id} holds other shops' buyers")
-    conv_ids = set(data.conversations[S.CONVERSATION_ID])
+    conv_ids = set(data.conversations[S.CONVERSATION_ID].tolist())
     for name in ("messages", "findings", "review_queue"):
         df = getattr(data, name)
-        stray = set(df[S.CONVERSATION_ID]) - conv_ids
+        stray = set(df[S.CONVERSATION_ID].tolist()) - conv_ids
         if stray and name != "messages":
             raise BugError(f"merchant data for {shop_id}: {name} references foreign conversations")
     if set(data.shops) - {shop_id}:
@@ -161,7 +164,7 @@ def assert_single_shop(data: ReportData, shop_id: str) -> None:
 
 
 def with_buyer_aliases(data: ReportData, conversation_ids: set[str] | None = None
-                       ) -> tuple[ReportData, dict[str, str]]:
+                       ) -> tuple[ReportData, Mapping[str, str]]:
     """Replace buyer nicknames by stable aliases (``买家-3fa2``) for readers outside the QA team.
 
     Returns the new data and the nickname -> alias map, which the renderer also applies inside
@@ -171,7 +174,7 @@ def with_buyer_aliases(data: ReportData, conversation_ids: set[str] | None = Non
     """
     ids = set(data.conversations[S.CUSTOMER_ID].dropna().unique().astype(str).tolist())
     ids |= set(data.buyer_frame()[S.CUSTOMER_ID].dropna().unique().astype(str).tolist())
-    aliases = {c: buyer_alias(c) for c in sorted(ids) if c}
+    aliases = BuyerAliases(c for c in sorted(ids) if c)
     if conversation_ids is not None:
         c, m = data.conversations, data.messages
         data = replace(data, conversations=c[c[S.CONVERSATION_ID].astype(str).isin(conversation_ids)],
@@ -182,10 +185,41 @@ def with_buyer_aliases(data: ReportData, conversation_ids: set[str] | None = Non
     return replace(data, conversations=conv, messages=msgs, kb_answers={}), aliases
 
 
-def _aliased(ids: pd.Series, aliases: dict[str, str]) -> pd.Series:
+def _aliased(ids: pd.Series, aliases: Mapping[str, str]) -> pd.Series:
     """Each id's alias (ids without one, and missing ids, unchanged): the per-row rule applied
     once per distinct id."""
     return ids.map({c: aliases.get(str(c), c) for c in ids.dropna().unique().tolist()})
+
+
+class BuyerAliases(Mapping[str, str]):
+    """nickname -> :func:`buyer_alias` for a fixed set of nicknames, each alias hashed when first
+    asked for: the coaching pack knows the night's tens of thousands of buyers (to replace any
+    of them in the text it shows) but shows a few dozen. Iterates in the given order."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._names = list(names)
+        self._known = set(self._names)
+        self._done: dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self._known:
+            raise KeyError(name)
+        alias = self._done.get(name)
+        if alias is None:
+            alias = self._done[name] = buyer_alias(name)
+        return alias
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[name] if name in self._known else default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._known
 
 
 def buyers_of(messages: pd.DataFrame) -> pd.DataFrame:

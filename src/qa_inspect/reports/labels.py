@@ -1,4 +1,4 @@
-"""UI labels per locale: Simplified is written by hand, Traditional derived with OpenCC.
+"""UI labels per locale: Simplified is written by hand, Traditional derived with OpenCC (s2tw).
 
 Only labels are converted; chat transcripts are always shown as written.
 """
@@ -6,10 +6,7 @@ Only labels are converted; chat transcripts are always shown as written.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache
 from types import MappingProxyType
-
-import opencc
 
 ZH_CN: Mapping[str, str] = MappingProxyType({
     "app": "客服质检",
@@ -97,10 +94,102 @@ ZH_CN: Mapping[str, str] = MappingProxyType({
 })
 
 
-@lru_cache(maxsize=4)
+# OpenCC s2tw of ZH_CN, written out: loading the converter cost ~0.13 s of every run's reports.
+# tests/reports/test_labels.py checks it against ``traditional_labels()``; regenerate it from there.
+ZH_TW: Mapping[str, str] = MappingProxyType({
+    "app": "客服質檢",
+    "agent_report": "客服質檢報告",
+    "merchant_report": "店鋪客服質檢報告",
+    "overview": "質檢總覽",
+    "coaching_pack": "輔導資料",
+    "run": "批次",
+    "generated": "生成時間",
+    "period": "統計期間",
+    "agent": "客服",
+    "agents": "客服",
+    "shop": "店鋪",
+    "shops": "店鋪",
+    "platform": "平臺",
+    "conversations": "會話數",
+    "messages": "消息數",
+    "first_response": "平均首次響應",
+    "avg_response": "平均響應",
+    "reply_rate": "回覆率",
+    "slow_replies": "慢回覆",
+    "unanswered": "未回覆",
+    "conversion": "詢單轉化率",
+    "sales": "詢單成交額",
+    "per_day": "日均諮詢量",
+    "score": "質檢得分",
+    "mean_score": "平均得分",
+    "team": "團隊",
+    "this_agent": "本人",
+    "dimension": "維度",
+    "product_knowledge": "商品知識",
+    "selling": "銷售技巧",
+    "attitude": "服務態度",
+    "responsiveness": "響應時效",
+    "kpis": "關鍵指標",
+    "dimension_scores": "維度得分（對比團隊）",
+    "trend": "每日趨勢",
+    "distribution": "得分分佈",
+    "top_deductions": "主要扣分項",
+    "rule": "規則",
+    "count": "次數",
+    "points": "分值",
+    "example": "示例",
+    "worst": "待改進會話",
+    "best": "優秀會話",
+    "transcript": "會話記錄",
+    "findings": "質檢發現",
+    "source": "來源",
+    "source_rule": "規則",
+    "source_model": "模型",
+    "source_knowledge": "知識庫",
+    "coaching": "輔導建議",
+    "kb_answer": "知識庫參考答案",
+    "good_selling": "其他客服的優秀銷售示例",
+    "no_data": "暫無數據",
+    "customer": "買家",
+    "bot": "機器人",
+    "system": "系統",
+    "grade": "等級",
+    "veto": "一票否決",
+    "human_review": "人工複核",
+    "auto_total": "自動評分",
+    "review_queue": "待複核隊列",
+    "reason": "原因",
+    "priority": "優先級",
+    "rule_hits": "規則命中統計",
+    "reports": "報告",
+    "filter": "篩選",
+    "issues": "需要關注的問題",
+    "issue_knowledge": "商品信息錯誤",
+    "issue_attitude": "態度問題",
+    "issue_responsiveness": "回覆慢",
+    "full_report_attached": "完整報告見附件（HTML）。",
+    "seconds": "秒",
+    "conversation": "會話",
+    "findings_count": "發現數",
+    "open_report": "查看",
+    "deduction": "扣分",
+    "deduction_count": "扣分項數",
+    "bonus": "加分",
+    "night": "日期",
+    "print_hint": "可直接打印（瀏覽器 打印 → 另存為 PDF）。",
+    "masked_note": "買家暱稱與聯繫方式已脫敏。",
+    "mail_subject": "客服質檢報告",
+})
+
+
+def traditional_labels() -> Mapping[str, str]:
+    """ZH_CN converted with OpenCC s2tw: the source of ZH_TW (and its test)."""
+    import opencc
+
+    conv = opencc.OpenCC("s2tw")
+    return MappingProxyType({k: conv.convert(v) for k, v in ZH_CN.items()})
+
+
 def labels_for(locale: str) -> Mapping[str, str]:
-    """Labels for a shop locale: zh-TW gets OpenCC s2tw of the Simplified labels."""
-    if locale == "zh-TW":
-        conv = opencc.OpenCC("s2tw")
-        return MappingProxyType({k: conv.convert(v) for k, v in ZH_CN.items()})
-    return ZH_CN
+    """Labels for a shop locale: zh-TW gets the Traditional labels (OpenCC s2tw of the Simplified)."""
+    return ZH_TW if locale == "zh-TW" else ZH_CN

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
@@ -98,7 +98,7 @@ def resolve_mask(mask: Mask | None) -> Mask:
     return mask_pii
 
 
-def buyer_masker(aliases: dict[str, str], mask: Mask) -> Mask:
+def buyer_masker(aliases: Mapping[str, str], mask: Mask) -> Mask:
     """Replace buyer nicknames (longest first, then by name: the same order whatever the map's
     order) with aliases, then mask PII.
 
@@ -544,22 +544,22 @@ def _base_ctx(data: ReportData, locale: str, title: str, *, script: bool, root: 
 def agent_context(data: ReportData, agent_id: str, *, mask: Mask, look: RunLookups | None = None) -> dict[str, Any]:
     """Context of one agent's page. Pass ``look`` (built once per run) when rendering many agents."""
     look = look or RunLookups.build(data)
-    conv = look.rows(data.conversations, look.conv_by_agent, agent_id)
-    shop_ids = sorted(set(conv[S.SHOP_ID].astype(str)))
+    conv = look.rows(_page_columns(data.conversations), look.conv_by_agent, agent_id)
+    shop_ids = sorted(set(conv[S.SHOP_ID].astype(str).tolist()))  # tolist: no per-row pandas iteration
     locale = _locale_for(shop_ids, data)
     L = labels_for(locale)
     me_dims = _dim_means(conv)
     nights = look.nights
-    mine = {str(n): _f(v) for n, v in zip(look.rows(data.trend, look.trend_by_agent, agent_id)[S.NIGHT],
-                                          look.rows(data.trend, look.trend_by_agent, agent_id)["mean_total"],
-                                          strict=True)}
+    my_trend = look.rows(data.trend, look.trend_by_agent, agent_id)
+    mine = {str(n): _f(v) for n, v in zip(my_trend[S.NIGHT], my_trend["mean_total"], strict=True)}
     kit = look.charts
     assert kit is not None, "RunLookups.build(with_charts=True) is needed for agent pages"
-    trend_png = kit.trend([mine.get(n) for n in nights])
+    trend_svg = kit.trend([mine.get(n) for n in nights], label=L["trend"])
+    # Markup: charts.py escapes every text it puts into the SVG (labels, night names)
     charts_ = {
-        "dims": charts.data_uri(kit.dimensions(me_dims)),
-        "dist": charts.data_uri(kit.distribution(_totals(conv))),
-        "trend": charts.data_uri(trend_png) if trend_png is not None else None,
+        "dims": Markup(kit.dimensions(me_dims, label=L["dimension_scores"])),
+        "dist": Markup(kit.distribution(_totals(conv), label=L["distribution"])),
+        "trend": Markup(trend_svg) if trend_svg is not None else None,
     }
     worst, best = _worst_best(conv)
     ctx = _base_ctx(data, locale, f"{L['agent_report']} · {agent_id}", script=False, root="../")
@@ -581,6 +581,14 @@ def agent_context(data: ReportData, agent_id: str, *, mask: Mask, look: RunLooku
         "overridden_count": int(_overridden(conv).sum()),
     })
     return ctx
+
+
+def _page_columns(conv: pd.DataFrame, *extra: str) -> pd.DataFrame:
+    """The conversation columns the agent page and the overview's agent rows read: taking a
+    night's wide frame (30 columns) per agent cost more than the rest of the page context."""
+    want = (*extra, S.CONVERSATION_ID, S.SHOP_ID, S.TOTAL, S.VETO, S.OVERRIDDEN,
+            *(S.score_column(d) for d in S.DIMENSIONS))
+    return conv[[c for c in want if c in conv.columns]]
 
 
 def _overridden(conv: pd.DataFrame) -> pd.Series:
@@ -616,7 +624,7 @@ def merchant_context(shop_data: ReportData, shop_id: str, *, mask: Mask | None, 
         i["w"] = _bucket(100 * i["count"] / max_issue)
     agents = []
     shop_neg = st.shop_agent_neg.get(shop_id, {})
-    for agent_id, g in conv.groupby(S.AGENT_ID, sort=True):
+    for agent_id, g in conv[[S.AGENT_ID, S.TOTAL]].groupby(S.AGENT_ID, sort=True):
         k = shop_data.agent_kpis[shop_data.agent_kpis[S.AGENT_ID] == agent_id]
         krow = _kpi_rows(k)[0] if len(k) else {}
         agents.append({"agent_id": str(agent_id), "n": len(g),
@@ -626,7 +634,7 @@ def merchant_context(shop_data: ReportData, shop_id: str, *, mask: Mask | None, 
     sk = _kpi_rows(shop_data.shop_kpis)
     ctx = _base_ctx(shop_data, locale, f"{L['merchant_report']} · {shop.name if shop else shop_id}",
                     script=False, root="../")
-    dist = None if email else charts.data_uri(charts.distribution_chart(_totals(conv), [], agent_label="Shop"))
+    dist = None if email else charts.data_uri(charts.shop_distribution_png(_totals(conv), label="Shop"))
     ctx.update({
         "shop_id": shop_id, "shop_name": shop.name if shop else shop_id,
         "platform": shop.platform if shop else "", "currency": shop.currency if shop else "",
@@ -647,7 +655,7 @@ def index_context(data: ReportData, idx: ReportIndex, look: RunLookups | None = 
     look = look or RunLookups.build(data, with_charts=False)
     conv = data.conversations
     rows = []
-    for agent_id, g in conv.groupby(S.AGENT_ID, sort=True):
+    for agent_id, g in _page_columns(conv, S.AGENT_ID).groupby(S.AGENT_ID, sort=True):
         k = look.rows(data.agent_kpis, look.kpis_by_agent, str(agent_id))
         num = {c: _f(pd.to_numeric(k[c], errors="coerce").mean()) for c in ("first_response_avg_s", "reply_rate")}
         if len(k) and "conversations" in k:
@@ -656,7 +664,7 @@ def index_context(data: ReportData, idx: ReportIndex, look: RunLookups | None = 
                 for c in num:
                     num[c] = _f((pd.to_numeric(k[c], errors="coerce") * w).sum() / w.sum())
         rows.append({
-            "agent_id": str(agent_id), "shops": ", ".join(sorted(set(g[S.SHOP_ID].astype(str)))),
+            "agent_id": str(agent_id), "shops": ", ".join(sorted(set(g[S.SHOP_ID].astype(str).tolist()))),
             "n": len(g), "mean_total": _f(pd.to_numeric(g[S.TOTAL], errors="coerce").mean()),
             "dims": _dim_means(g), "veto": int(g[S.VETO].fillna(False).astype(bool).sum()),
             "overridden": int(_overridden(g).sum()),
@@ -687,7 +695,7 @@ def coaching_candidates(data: ReportData) -> list[str]:
     """Review-queue conversations by priority, then each agent's worst (before the filters)."""
     rq = data.review_queue.assign(_p=pd.to_numeric(data.review_queue["priority"], errors="coerce"))
     picks = [str(c) for c in rq.sort_values(["_p", S.CONVERSATION_ID], ascending=[False, True])[S.CONVERSATION_ID]]
-    for _, g in data.conversations.groupby(S.AGENT_ID, sort=True):
+    for _, g in data.conversations[[S.AGENT_ID, S.TOTAL, S.CONVERSATION_ID]].groupby(S.AGENT_ID, sort=True):
         worst, _ = _worst_best(g)
         picks.extend(worst[:1])
     return picks
@@ -695,7 +703,7 @@ def coaching_candidates(data: ReportData) -> list[str]:
 
 def coaching_picks(data: ReportData) -> list[str]:
     """Explicit picks, else review-queue conversations by priority, then each agent's worst."""
-    known = set(data.conversations[S.CONVERSATION_ID].astype(str))
+    known = set(data.conversations[S.CONVERSATION_ID].astype(str).tolist())
     if data.coaching_picks is not None:
         return [c for c in data.coaching_picks if c in known][:COACHING_MAX]
     picks = coaching_candidates(data)
@@ -721,10 +729,11 @@ def needed_conversations(data: ReportData) -> set[str]:
     need: set[str] = set()
     by_agent = _positions(conv, S.AGENT_ID)
     agents = _agent_ids(conv)
+    narrow = conv[[S.TOTAL, S.CONVERSATION_ID]]  # all _worst_best reads
     for agent_id in agents:
         pos = by_agent.get(agent_id)
         if pos is not None:
-            worst, best = _worst_best(conv.take(pos))
+            worst, best = _worst_best(narrow.take(pos))
             need.update(worst, best)
     need |= _selling_conversations(stats.selling, agents)
     for shop_id in data.shop_ids():

@@ -184,7 +184,31 @@ def _cut(p: np.ndarray, owners: np.ndarray, *, distinct: bool) -> np.ndarray:
     largest v whose rows (a prefix of EVERY tie order) already hold 3 distinct owners
     (``distinct``: the issue examples' conversations) or 3 rows beyond the most frequent owner
     (the selling head). Lets the exact sort run on a handful of rows instead of a chunk's.
-    Missing owners count as one owner: that can only keep more rows."""
+    Missing owners count as one owner: that can only keep more rows.
+
+    Walks the tie groups from the top value down (a max per group instead of sorting the whole
+    chunk: the head is usually the first group or two); :func:`_cut_sorted` is the plain version."""
+    if np.isnan(p).any():
+        return _cut_sorted(p, owners, distinct=distinct)
+    counts: dict[Any, int] = {}
+    top = seen = 0
+    rest = np.ones(len(p), dtype=bool)
+    while rest.any():
+        v = p[rest].max()
+        group = np.flatnonzero(rest & (p == v))
+        rest[group] = False
+        for o in owners[group].tolist():
+            o = _MISSING if o is None or (isinstance(o, float) and math.isnan(o)) or o is pd.NA else o
+            counts[o] = counts.get(o, 0) + 1
+            top = max(top, counts[o])
+        seen += len(group)
+        if (len(counts) >= 3) if distinct else (seen - top >= 3):  # both only grow: checked per group
+            return p >= v
+    return np.ones(len(p), dtype=bool)
+
+
+def _cut_sorted(p: np.ndarray, owners: np.ndarray, *, distinct: bool) -> np.ndarray:
+    """:func:`_cut` by one stable sort and a walk row by row (the reference; also used with NaN)."""
     order = np.argsort(-p, kind="stable")
     ps = p[order]
     counts: dict[Any, int] = {}
@@ -260,21 +284,27 @@ def finding_stats(chunks: Iterable[pd.DataFrame], *, coaching_candidates: Iterab
             for (shop, agent), k in sn.groupby([S.SHOP_ID, S.AGENT_ID], sort=False).size().items():
                 d = shop_agent_neg.setdefault(str(shop), {})
                 d[str(agent)] = d.get(str(agent), 0) + int(k)
-            parts = []
-            shops = sn[S.SHOP_ID].astype(str).to_numpy(dtype=object)
+            parts: list[np.ndarray] = []  # chunk positions of the example candidates, per (issue, shop)
+            labels: list[str] = []
+            # shops as integer codes: comparing an object array of names per (issue, shop) was slow
+            shop_codes, shop_names = pd.factorize(sn[S.SHOP_ID].astype(str).to_numpy(dtype=object))
+            code_of = {str(name): code for code, name in enumerate(shop_names.tolist())}
             convs = sn[S.CONVERSATION_ID].to_numpy(dtype=object)
             for key, pick in ISSUES.items():
                 hit = pick(sn).fillna(False).to_numpy(dtype=bool)
-                for shop in sorted(set(shops[hit].tolist())):
-                    rows = np.flatnonzero(hit & (shops == shop))
+                for shop in sorted(str(shop_names[c]) for c in np.unique(shop_codes[hit]).tolist()):
+                    rows = np.flatnonzero(hit & (shop_codes == code_of[shop]))
                     counts[(shop, key)] = counts.get((shop, key), 0) + len(rows)
                     u = pd.unique(convs[rows])
                     conv_sets.setdefault((shop, key), set()).update(u[~pd.isna(u)].tolist())
                     rows = rows[_cut(sn_pts[rows], convs[rows], distinct=True)]
-                    pos = sn.index.to_numpy()[rows] - (base - n)
-                    parts.append(f.take(pos).assign(**{_P: pts[pos], _ROW: pos + (base - n), "_issue": key}))
+                    parts.append(sn.index.to_numpy()[rows] - (base - n))
+                    labels.extend([key] * len(rows))
             if parts:
-                both = pd.concat(parts if examples is None else [examples, *parts])
+                # one take of all candidates (a take per part cost a pyarrow call per column each)
+                pos = np.concatenate(parts)
+                cand = f.take(pos).assign(**{_P: pts[pos], _ROW: pos + (base - n), "_issue": labels})
+                both = cand if examples is None else pd.concat([examples, cand])
                 examples = _top_rows(both, ["_issue", S.SHOP_ID], ISSUE_EXAMPLES)
     release_memory()
     issues: dict[str, dict[str, ShopIssue]] = {}
