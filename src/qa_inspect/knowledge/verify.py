@@ -658,8 +658,9 @@ def verify_knowledge(partition: pd.DataFrame, kbs: dict[str, KnowledgeBase]) -> 
     df = partition.sort_values([schema.CONVERSATION_ID, schema.SEQ], kind="stable")
     n = len(df)
     texts = _texts(df[schema.TEXT])
+    repeats: Counter[str] | None = None
     if schema.NORM_TEXT in df.columns:
-        norms = _norms(df[schema.NORM_TEXT], df[schema.TEXT], texts)
+        norms, repeats = _norms(df[schema.NORM_TEXT], df[schema.TEXT], texts)
     else:
         norms = [normalize_text(t) for t in texts]
     tokens = df[schema.TOKENS].tolist() if schema.TOKENS in df.columns else [None] * n
@@ -668,17 +669,25 @@ def verify_knowledge(partition: pd.DataFrame, kbs: dict[str, KnowledgeBase]) -> 
     # FAQ matching for every buyer message of a shop in one batch (per-message sklearn calls are slow)
     buyer_rows = np.flatnonzero((df[schema.ROLE] == "customer").to_numpy(dtype=bool, na_value=False)).tolist()
     faq_hits = _faq_hits(kbs, buyer_rows, shops, norms, tokens, n)
-    cids = _objects(df[schema.CONVERSATION_ID])
+    cid_col = df[schema.CONVERSATION_ID]
+    cid_codes = None
+    if isinstance(cid_col.dtype, pd.StringDtype) and not cid_col.hasnans:
+        cids, cid_codes, _ = _coded(cid_col)
+    else:
+        cids = _objects(cid_col)
     msgs = _Msgs(
         texts=texts, norms=norms, roles=roles, cids=cids, shops=shops,
         agents=_agents(df[schema.AGENT_ID]),
         seqs=df[schema.SEQ].tolist() if df[schema.SEQ].dtype == np.int64 else [int(x) for x in df[schema.SEQ].tolist()],
         skus=_skus(df[schema.SKU]) if schema.SKU in df.columns else [None] * n,
         auto=df[schema.IS_AUTO_REPLY].tolist() if schema.IS_AUTO_REPLY in df.columns else [False] * n,
-        repeats=Counter(norms),
+        repeats=Counter(norms) if repeats is None else repeats,
     )
     # conversation bounds, and each conversation's FAQ hits, in one pass each
-    cuts = [0, *[i for i in range(1, n) if cids[i] != cids[i - 1]], n]
+    if cid_codes is not None:  # equal codes, equal ids
+        cuts = [0, *(np.flatnonzero(cid_codes[1:] != cid_codes[:-1]) + 1).tolist(), n]
+    else:
+        cuts = [0, *[i for i in range(1, n) if cids[i] != cids[i - 1]], n]
     bounds = list(zip(cuts[:-1], cuts[1:], strict=True))  # (first row, end row) per conversation
     conv_kbs = [kbs.get(str(shops[a])) for a, _ in bounds]
     days = _conversation_days(df[schema.TS], bounds, [kb.timezone if kb is not None else None for kb in conv_kbs])
@@ -745,22 +754,33 @@ def _faq_hits(kbs: dict[str, KnowledgeBase], buyer_rows: list[int], shops: list,
     return hits
 
 
+def _coded(col: pd.Series) -> tuple[list[str], np.ndarray, list[str]]:
+    """(values, codes, distinct values) of a string column without missing values: each
+    distinct value becomes a Python str once (``tolist`` made one object per row; chat columns
+    repeat: conversation, shop, role, agent, sku and quick-phrase texts)."""
+    codes, uniques = pd.factorize(col)
+    lut = uniques.to_numpy(dtype=object)
+    return lut[codes].tolist(), codes, lut.tolist()
+
+
 def _objects(col: pd.Series) -> list:
     """A column as a list of Python objects (no object-dtype copy of an Arrow string column)."""
-    return col.tolist() if isinstance(col.dtype, pd.StringDtype) else col.astype("object").tolist()
+    if isinstance(col.dtype, pd.StringDtype):
+        return _coded(col)[0] if not col.hasnans else col.tolist()
+    return col.astype("object").tolist()
 
 
 def _skus(col: pd.Series) -> list[str | None]:
     """The export's sku of each row as str, None when missing."""
     if isinstance(col.dtype, pd.StringDtype):
-        return col.tolist() if not col.hasnans else [s if isinstance(s, str) else None for s in col.tolist()]
+        return _coded(col)[0] if not col.hasnans else [s if isinstance(s, str) else None for s in col.tolist()]
     return [None if s is None or pd.isna(s) else str(s) for s in col.astype("object").tolist()]
 
 
 def _agents(col: pd.Series) -> list:
     """Agent ids with missing ones as None."""
     if isinstance(col.dtype, pd.StringDtype):
-        return col.tolist() if not col.hasnans else [a if isinstance(a, str) else None for a in col.tolist()]
+        return _coded(col)[0] if not col.hasnans else [a if isinstance(a, str) else None for a in col.tolist()]
     return [None if _na(a) else a for a in col.astype("object").tolist()]
 
 
@@ -768,21 +788,23 @@ def _texts(col: pd.Series) -> list[str]:
     """The text column as a list of str (missing -> "")."""
     if isinstance(col.dtype, pd.StringDtype):
         if not col.hasnans:
-            return col.tolist()
+            return _coded(col)[0]
         return [t if isinstance(t, str) else "" for t in col.tolist()]
     return col.astype("object").where(col.notna(), "").astype(str).tolist()
 
 
-def _norms(norm_col: pd.Series, text_col: pd.Series, texts: list[str]) -> list[str]:
+def _norms(norm_col: pd.Series, text_col: pd.Series, texts: list[str]) -> tuple[list[str], Counter[str] | None]:
     """``norm_text`` where it is a string as long as the text (offsets must be valid in the
-    text), else the text normalised here. Checked in one vectorised step when possible."""
+    text), else the text normalised here. Checked in one vectorised step when possible; then
+    the occurrences of each text (``_Msgs.repeats``) come from the codes too (else None)."""
     if isinstance(norm_col.dtype, pd.StringDtype) and isinstance(text_col.dtype, pd.StringDtype) \
             and not norm_col.hasnans and not text_col.hasnans \
             and bool((norm_col.str.len().to_numpy() == text_col.str.len().to_numpy()).all()):
-        return norm_col.tolist()
+        values, codes, uniques = _coded(norm_col)
+        return values, Counter(dict(zip(uniques, np.bincount(codes, minlength=len(uniques)).tolist(), strict=True)))
     raw = norm_col.astype("object").tolist()
     return [n if isinstance(n, str) and len(n) == len(t) else normalize_text(t) for n, t in zip(raw, texts,
-                                                                                                strict=True)]
+                                                                                                strict=True)], None
 
 
 def _conversation_days(ts: pd.Series, bounds: list[tuple[int, int]],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,7 +29,18 @@ def main_agent(agent_id: list[str | None], human_agent: list[int]) -> str | None
     ids = [agent_id[i] for i in human_agent if agent_id[i]]
     if not ids:
         ids = [a for a in agent_id if a]
-    return Counter(ids).most_common(1)[0][0] if ids else None
+    if not ids:
+        return None
+    # ``Counter(ids).most_common(1)`` without the Counter (called for thousands of chats): a
+    # dict keeps first-seen order and ``max`` returns the first of equal counts, as it does
+    counts: dict[str, int] = {}
+    for a in ids:
+        counts[a] = counts.get(a, 0) + 1
+    return max(counts.items(), key=_second)[0] if len(counts) > 1 else ids[0]
+
+
+def _second(item: tuple[str, int]) -> int:
+    return item[1]
 
 
 @dataclass
@@ -228,7 +238,12 @@ def split_conversations(partition: pd.DataFrame) -> Split:
             return _fast_str_col(s)
         return _str_list(s.astype(object).where(s.notna(), None).tolist())
 
-    conv_ids = df[schema.CONVERSATION_ID].tolist()
+    cid_col = df[schema.CONVERSATION_ID]
+    cid_codes = None
+    if isinstance(cid_col.dtype, pd.StringDtype) and not cid_col.hasnans:  # one str per conversation
+        conv_ids, cid_codes, _ = _coded_str_col(cid_col)
+    else:
+        conv_ids = cid_col.tolist()
     n = len(conv_ids)
     role = _no_none(str_col(schema.ROLE))
     norm_col = df[schema.NORM_TEXT]
@@ -261,7 +276,7 @@ def split_conversations(partition: pd.DataFrame) -> Split:
     }
     bounds: list[tuple[int, int]] = []
     if n and not df[schema.CONVERSATION_ID].hasnans:  # equal ids are adjacent: cut where the id changes
-        ids = pd.factorize(df[schema.CONVERSATION_ID])[0]
+        ids = cid_codes if cid_codes is not None else pd.factorize(df[schema.CONVERSATION_ID])[0]
         cuts = [0, *(np.flatnonzero(ids[1:] != ids[:-1]) + 1).tolist(), n]
         bounds = list(zip(cuts[:-1], cuts[1:], strict=True))
     else:  # missing ids never equal each other (as ``==`` has it)

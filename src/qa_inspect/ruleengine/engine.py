@@ -30,6 +30,7 @@ from qa_inspect.ruleengine.matching import (
     Hit,
     TextView,
     build_automaton,
+    compile_scanning,
     phrases_found,
     phrases_found_many,
 )
@@ -231,7 +232,7 @@ class Env:
         key = tuple(patterns)
         rx = self._compiled.regex.get(key)
         if rx is None:
-            rx = self._compiled.regex[key] = [re.compile(p) for p in patterns]
+            rx = self._compiled.regex[key] = [compile_scanning(p) for p in patterns]
         return rx
 
 

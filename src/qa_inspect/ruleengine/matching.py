@@ -13,6 +13,7 @@ import re
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 import ahocorasick
 
@@ -175,7 +176,100 @@ def _inner_bounds(found: Found, tokens: Sequence[str],
     return extra
 
 
-def _alternation(patterns: Sequence[re.Pattern[str]]) -> re.Pattern[str] | None:
+def first_chars(pattern: str) -> frozenset[str] | None:
+    """The characters every match of ``pattern`` starts with; None when that is not known
+    (a class such as \\d or \\w, a negated set, a backreference...) or the pattern can match
+    the empty string. Read from the stdlib's own parse of the pattern."""
+    try:
+        from re import _constants as C  # noqa: N812
+        from re import _parser as P  # noqa: N812
+
+        tree = P.parse(pattern)
+    except Exception:  # noqa: BLE001  (another Python's internals, or not a pattern: no prefilter)
+        return None
+    if tree.state.flags & ~int(re.UNICODE):
+        return None  # global flags (ignore case...) change what a first character may be
+
+    def seq(items: Any) -> tuple[set[str], bool] | None:  # (first chars, can be empty)
+        out: set[str] = set()
+        for op, av in items:
+            got = one(op, av)
+            if got is None:
+                return None
+            out |= got[0]
+            if not got[1]:
+                return out, False
+        return out, True
+
+    def one(op: Any, av: Any) -> tuple[set[str], bool] | None:
+        if op is C.LITERAL:
+            return {chr(av)}, False
+        if op is C.IN:
+            chars: set[str] = set()
+            for o, a in av:
+                if o is C.LITERAL:
+                    chars.add(chr(a))
+                elif o is C.RANGE and a[1] - a[0] < 1024:
+                    chars.update(map(chr, range(a[0], a[1] + 1)))
+                else:  # a category, a negation, a huge range
+                    return None
+            return chars, False
+        if op in (C.ASSERT, C.ASSERT_NOT, C.AT):  # lookarounds, anchors: what follows starts the match
+            return set(), True
+        if op is C.SUBPATTERN:
+            return None if av[1] or av[2] else seq(av[3])  # scoped flags (?i:...): not known
+        if op is C.BRANCH:
+            out, empty = set(), False
+            for alt in av[1]:
+                got = seq(alt)
+                if got is None:
+                    return None
+                out |= got[0]
+                empty |= got[1]
+            return out, empty
+        if op in (C.MAX_REPEAT, C.MIN_REPEAT, getattr(C, "POSSESSIVE_REPEAT", None)):
+            got = seq(av[2])
+            return None if got is None else (got[0], got[1] or av[0] == 0)
+        return None
+
+    got = seq(tree)
+    return None if got is None or got[1] or not got[0] else frozenset(got[0])
+
+
+def _scans_fast(pattern: str) -> bool:
+    """Does ``re`` already skip to candidate positions (as its compiler does when the pattern,
+    inside leading groups, starts with a literal, a class or branches that each start with a
+    literal)? A lookahead would then only add work."""
+    try:
+        from re import _constants as C  # noqa: N812
+        from re import _parser as P  # noqa: N812
+
+        data = P.parse(pattern).data
+    except Exception:  # noqa: BLE001
+        return True
+    while data and data[0][0] is C.SUBPATTERN:
+        data = data[0][1][3].data
+    if not data:
+        return False
+    op, av = data[0]
+    if op is C.LITERAL or op is C.IN:
+        return True
+    return op is C.BRANCH and all(alt.data and alt.data[0][0] is C.LITERAL for alt in av[1])
+
+
+def compile_scanning(pattern: str) -> re.Pattern[str]:
+    """``re.compile(pattern)``, led by a lookahead on the characters a match can start with when
+    they are known: the same matches, spans and groups, but positions where no match can
+    start are rejected by one class test instead of trying every alternative (a joined
+    alternation of named groups gets no such prefix from ``re`` itself: 2-3x faster scans)."""
+    chars = first_chars(pattern)
+    if chars is None or _scans_fast(pattern):
+        return re.compile(pattern)
+    cls = "".join(re.escape(c) for c in sorted(chars))
+    return re.compile(f"(?=[{cls}])(?:{pattern})")
+
+
+def _alternation(patterns: Sequence[re.Pattern[str] | str]) -> re.Pattern[str] | None:
     """One regex that matches somewhere iff one of ``patterns`` does (a one-pass reject test).
 
     None when the patterns cannot be joined safely (backreferences or group names would change
@@ -183,11 +277,11 @@ def _alternation(patterns: Sequence[re.Pattern[str]]) -> re.Pattern[str] | None:
     """
     if not patterns:
         return None
-    srcs = [p.pattern for p in patterns]
+    srcs = [p if isinstance(p, str) else p.pattern for p in patterns]  # sources, not compile_scanning's
     if any(re.search(r"\\[1-9]|\(\?P[=<]|\(\?<[^=!]|\(\?[aiLmsux]", src) for src in srcs):
         return None
     try:
-        return re.compile("|".join(f"(?:{src})" for src in srcs))
+        return compile_scanning("|".join(f"(?:{src})" for src in srcs))
     except re.error:
         return None
 
@@ -206,11 +300,12 @@ class CompiledMatcher:
         self.phrases = frozenset(p for p in (normalize_text(x) for x in spec.phrases) if p)
         self.exclude = frozenset(p for p in (normalize_text(x) for x in spec.exclude) if p)
         self.unless = frozenset(p for p in (normalize_text(x) for x in spec.unless) if p)
-        self.patterns = [re.compile(to_simplified(p)) for p in spec.patterns]
+        sources = [to_simplified(p) for p in spec.patterns]
+        self.patterns = [compile_scanning(p) for p in sources]
         self.negators = (frozenset(normalize_text(n) for n in spec.negators) if spec.negators is not None
                          else _DEFAULT_NEGATORS)
         self.boundary = spec.token_boundary and default_boundary
-        self.any_pattern = _alternation(self.patterns)
+        self.any_pattern = _alternation(sources)
 
     def all_phrases(self) -> set[str]:
         return set(self.phrases | self.exclude | self.unless)

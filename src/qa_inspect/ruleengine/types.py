@@ -585,7 +585,7 @@ class _QuestionRule(RuleBase):
         """The question patterns joined into one regex (None: not joinable), once per rule set."""
         from qa_inspect.ruleengine.matching import _alternation
 
-        return env.compiled(self, "question", lambda: (_alternation(env.regexes(self.question_patterns)),))
+        return env.compiled(self, "question", lambda: (_alternation(self.question_patterns),))
 
     def is_question(self, env: Env, text: str) -> bool:
         """``question_span(...) is not None`` with one joined regex (hot in partial_answer)."""
@@ -680,9 +680,11 @@ class _TopicIndex:
 
     def __init__(self, topics: dict[str, Topic]) -> None:
         self.names = list(topics)
-        self.ask = re.compile("|".join(
+        from qa_inspect.ruleengine.matching import compile_scanning
+
+        self.ask = compile_scanning("|".join(
             f"(?P<t{k}>{'|'.join(f'(?:{p})' for p in t.ask)})" for k, t in enumerate(topics.values())))
-        self.cover = re.compile("|".join(
+        self.cover = compile_scanning("|".join(
             f"(?P<t{k}>{'|'.join(f'(?:{p})' for p in [*t.ask, *t.answer])})"
             for k, t in enumerate(topics.values())))
 
