@@ -1,4 +1,4 @@
-"""Report charts: inline SVG for the pages read in a browser, PNG (matplotlib) for mail.
+"""Report charts: inline SVG for the pages read in a browser, PNG (Pillow) for mail.
 
 Agent pages get SVG that this module writes directly: deterministic text, no matplotlib (drawing
 180 PNGs a night cost seconds), and every label goes through :func:`_esc`, so chart text is as
