@@ -1346,6 +1346,7 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
             if streaming.writer is not None:  # the per-partition rows are in its open transaction (pool)
                 with timer("store"):
                     human = store.human_totals(streaming.con, ids, every_id=False)
+                    release_memory()  # its hashing of every id (~100 MB at 5M messages), before the write
                     streaming.writer.finish(run=run, conversations=conv_parts, conversation_ids=ids,
                                             conversation_kpis=stats_parts, attribution=att, review_queue=queue,
                                             checkpoint=lambda step: crash_point("store", step))
@@ -1362,6 +1363,7 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
             with timer("store"):
                 # read before the write (which does not touch the reviews), while DuckDB's buffers are empty
                 human = store.human_totals(con, ids, every_id=False)
+                release_memory()  # its hashing of every id (~100 MB at 5M messages), before the write
                 # the store keeps the automatic total (calibration compares it with people) ...
                 store.write_run(con, run, conversations=conv_parts, conversation_ids=ids, messages=parts["messages"],
                                 findings=parts["findings"], trace=parts["trace"], conversation_kpis=stats_parts,
