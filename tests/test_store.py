@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -220,15 +222,29 @@ def test_kpis_joined_in_the_store_equal_the_merged_frame(tmp_path: Path) -> None
                           "n_messages": [2, 3, 4, 5, 6], "response_s_sum": [1.5, 0.0, 2.25, 9.0, 3.0]})
     att = pd.DataFrame({S.CONVERSATION_ID: ids[1:][::-1], "converted_inquiries": [True, False, True, False],
                         "sales_amount": [10.0, 0.0, 99.5, 0.0]})
+    stats.loc[3, "response_s_sum"] = np.nan  # NULL in the store whichever way the rows go in
+    stats[S.AGENT_ID] = stats[S.AGENT_ID].astype("string")
+    stats.loc[4, S.AGENT_ID] = pd.NA
+    # the nightly run hands its stats over as pickled partition frames (written to Parquet for DuckDB)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    files = []
+    for i, part in enumerate((stats.iloc[:3], stats.iloc[3:])):
+        files.append(spool / f"part-{i}.pkl")
+        files[-1].write_bytes(pickle.dumps(part.reset_index(drop=True)))
     tables = []
     for name, kw in (("joined", {"conversation_kpis": stats, "attribution": att}),
-                     ("merged", {"conversation_kpis": stats.merge(att, on=S.CONVERSATION_ID, how="left")})):
+                     ("merged", {"conversation_kpis": stats.merge(att, on=S.CONVERSATION_ID, how="left")}),
+                     ("parts", {"conversation_kpis": store.FrameParts(tuple(files)), "attribution": att})):
         c = store.connect(tmp_path / f"{name}.duckdb")
         run = store.RunRecord(run_id="r1", started_at=datetime.now(UTC), ruleset_version="v1")
         store.write_run(c, run, **{**frames, **kw})
         tables.append(c.execute("SELECT * FROM conversation_kpis ORDER BY conversation_id").fetchdf())
         c.close()
     pd.testing.assert_frame_equal(tables[0], tables[1])
+    pd.testing.assert_frame_equal(tables[2], tables[1])
+    assert sorted(x.name for x in spool.iterdir()) == ["part-0.pkl", "part-1.pkl"]  # the Parquet copies are gone
+    assert tables[0]["response_s_sum"].isna().sum() == 1
     first = tables[0].set_index(S.CONVERSATION_ID).loc[ids[0]]
     assert pd.isna(first["converted_inquiries"]) and pd.isna(first["sales_amount"])
     assert tables[0]["sales_amount"].sum() == 109.5
