@@ -1395,10 +1395,17 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
     crash_point("store", "closed")
     release_memory()
     staged.start()
+    conv_out = conversations[[*S.CONVERSATION_COLUMNS, S.NA_REASONS, AUTO_TOTAL, S.HUMAN_TOTAL, S.OVERRIDDEN]]
+    reports = None
+    if render:
+        # rendered (into a staging folder) while the outputs thread copies the big files: DuckDB's
+        # COPY releases the GIL, so one worker's run uses the second core here; swapped in after
+        # the outputs, in the same order as before (a killed run leaves the previous report set)
+        with timer("reports"):
+            reports = _render_reports(run_id, conv_out, db_path, agents, shops_k, trend, queue, ctx, out, rep)
 
     rep.log(f"writing outputs to {out}")
     with timer("outputs"):
-        conv_out = conversations[[*S.CONVERSATION_COLUMNS, S.NA_REASONS, AUTO_TOTAL, S.HUMAN_TOTAL, S.OVERRIDDEN]]
         outputs: dict[str, str] = {}
         empties = {"findings": S.empty_findings(), "score_trace": pd.DataFrame(columns=list(TRACE_COLUMNS)),
                    "messages": S.empty_messages()}
@@ -1419,9 +1426,9 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
                          conversations=len(conversations), findings=spool.rows["findings"], review_items=len(queue),
                          vetoes=int(conversations[S.VETO].sum()),
                          mean_total=float(conversations[S.TOTAL].mean()), nights=nights, outputs=outputs)
-    if render:
+    if reports is not None:
         with timer("reports"):
-            summary.reports = _render_reports(run_id, conv_out, db_path, agents, shops_k, trend, queue, ctx, out, rep)
+            summary.reports = _swap_staged(reports)
     for k in ("merge", "kpis", "store", "outputs", "reports"):
         if k in timer.seconds:
             wall[k] = timer.seconds[k] - before.get(k, 0.0)  # kpis: only the client-side share
@@ -1447,8 +1454,9 @@ def apply_overrides(conversations: pd.DataFrame, human_total: pd.Series, scoreca
 
 def _render_reports(run_id: str, conversations: pd.DataFrame, db_path: Path, agents: pd.DataFrame,
                     shops_k: pd.DataFrame, trend: pd.DataFrame, queue: pd.DataFrame,
-                    ctx: Context, out: Path, rep: Reporter) -> str | None:
-    """Reports are the last stage; when the reports package is not installed the run says so.
+                    ctx: Context, out: Path, rep: Reporter) -> _Staged | None:
+    """Reports are the last stage, rendered into a staging folder (the caller swaps it in after
+    the outputs); when the reports package is not installed the run says so.
 
     The findings are aggregated in one streaming pass over the store; only the findings and
     messages of the conversations the pages show are read back (a few thousand of a million),
@@ -1469,20 +1477,35 @@ def _render_reports(run_id: str, conversations: pd.DataFrame, db_path: Path, age
         if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'messages'").fetchone()[0]:
             raise BugError(f"store {db_path} has no messages table after the run wrote it")
         data = data_mod.with_store_findings(con, data)
-    return swap_in_reports(data, out, rep)
+    return _render_staged(data, out, rep)
 
 
 def swap_in_reports(data: Any, out: Path, rep: Reporter) -> str:
     """Render into a staging folder and swap it in: a killed run never leaves a half-written report
     set where the last good one was (render_reports writes <dir>/reports/ file by file)."""
+    return _swap_staged(_render_staged(data, out, rep))
+
+
+@dataclass
+class _Staged:
+    out: Path
+    staging: Path
+    index: Any
+
+
+def _render_staged(data: Any, out: Path, rep: Reporter) -> _Staged:
     render_mod = importlib.import_module("qa_inspect.reports.render")
-    run_id = data.run_id
     rep.log("rendering reports")
-    staging = out / f"{_STAGING_PREFIXES[0]}{run_id}"
-    old = out / f"{_STAGING_PREFIXES[1]}{run_id}"
-    final = out / REPORTS_DIR
+    staging = out / f"{_STAGING_PREFIXES[0]}{data.run_id}"
     idx = render_mod.render_reports(data, staging)
     crash_point("reports", "rendered")
+    return _Staged(out, staging, idx)
+
+
+def _swap_staged(staged: _Staged) -> str:
+    out, staging, idx = staged.out, staged.staging, staged.index
+    old = out / f"{_STAGING_PREFIXES[1]}{staging.name[len(_STAGING_PREFIXES[0]):]}"
+    final = out / REPORTS_DIR
     if final.exists():
         os.replace(final, old)
     crash_point("reports", "swapping")
