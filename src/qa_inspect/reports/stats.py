@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from qa_inspect import schema as S
 from qa_inspect.heap import release_memory
@@ -228,6 +230,29 @@ def _cut_sorted(p: np.ndarray, owners: np.ndarray, *, distinct: bool) -> np.ndar
 _MISSING = object()
 
 
+class _Distinct:
+    """The number of distinct conversation ids seen, kept as Arrow strings (deduplicated every few
+    chunks) instead of a Python set: a shop's issue touches up to every conversation of the night
+    (~140k ids per 1M messages over the issues, ~100 B each as set members)."""
+
+    def __init__(self) -> None:
+        self.parts: list[pa.Array] = []
+        self.pending = 0
+
+    def add(self, ids: np.ndarray) -> None:
+        u = pd.unique(ids)
+        u = u[~pd.isna(u)]
+        if not len(u):
+            return
+        self.parts.append(pa.array([x if isinstance(x, str) else str(x) for x in u.tolist()], type=pa.string()))
+        self.pending += len(u)
+        if self.pending > 50_000:
+            self.parts, self.pending = [pc.unique(pa.chunked_array(self.parts, type=pa.string()))], 0
+
+    def count(self) -> int:
+        return len(pc.unique(pa.chunked_array(self.parts, type=pa.string()))) if self.parts else 0
+
+
 def finding_stats(chunks: Iterable[pd.DataFrame], *, coaching_candidates: Iterable[str] = (),
                   kb_answers: dict[str, str] | None = None) -> FindingStats:
     """One pass over the findings (chunks in row order, columns of schema.FINDING_COLUMNS)."""
@@ -241,7 +266,7 @@ def finding_stats(chunks: Iterable[pd.DataFrame], *, coaching_candidates: Iterab
     selling: pd.DataFrame | None = None
     examples: pd.DataFrame | None = None
     counts: dict[tuple[str, str], int] = {}
-    conv_sets: dict[tuple[str, str], set[str]] = {}
+    conv_sets: dict[tuple[str, str], _Distinct] = {}
     shop_agent_neg: dict[str, dict[str, int]] = {}
     with_findings: set[str] = set()
     base = 0
@@ -295,8 +320,7 @@ def finding_stats(chunks: Iterable[pd.DataFrame], *, coaching_candidates: Iterab
                 for shop in sorted(str(shop_names[c]) for c in np.unique(shop_codes[hit]).tolist()):
                     rows = np.flatnonzero(hit & (shop_codes == code_of[shop]))
                     counts[(shop, key)] = counts.get((shop, key), 0) + len(rows)
-                    u = pd.unique(convs[rows])
-                    conv_sets.setdefault((shop, key), set()).update(u[~pd.isna(u)].tolist())
+                    conv_sets.setdefault((shop, key), _Distinct()).add(convs[rows])
                     rows = rows[_cut(sn_pts[rows], convs[rows], distinct=True)]
                     parts.append(sn.index.to_numpy()[rows] - (base - n))
                     labels.extend([key] * len(rows))
@@ -309,7 +333,7 @@ def finding_stats(chunks: Iterable[pd.DataFrame], *, coaching_candidates: Iterab
     release_memory()
     issues: dict[str, dict[str, ShopIssue]] = {}
     for (shop, key), k in counts.items():
-        issues.setdefault(shop, {})[key] = ShopIssue(count=k, convs=len(conv_sets[(shop, key)]))
+        issues.setdefault(shop, {})[key] = ShopIssue(count=k, convs=conv_sets[(shop, key)].count())
     if examples is not None:
         ex = examples.sort_values([_P, S.CONVERSATION_ID, _ROW], ascending=[False, True, True], kind="stable")
         for rec in ex.drop(columns=[_ROW]).to_dict("records"):
