@@ -1373,8 +1373,8 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
     release_memory()
     with timer("kpis"):
         # ... while outputs, KPIs and reports use a human override where one exists. The KPIs read
-        # three conversation columns: the whole conversations frame is loaded only once stats and
-        # events are gone (holding all of them at once was the peak of a 5M-message night)
+        # four conversation columns (_SCORE_COLUMNS): the whole conversations frame is loaded only
+        # once stats and events are gone (holding all of them at once was the peak of a 5M night)
         scores = apply_overrides(spool.frame("conversations", pd.DataFrame(), columns=_SCORE_COLUMNS), human,
                                  ctx.scorecard)
         stats, events = _stats_events(spool, ctx)
@@ -1401,7 +1401,7 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
         # the pool's processes copy the big files: the pages are rendered (into their staging
         # folder) meanwhile and swapped in after the outputs, in the usual order. With one worker
         # the copies run in this process's thread: rendering during them saved ~3 s per 1M
-        # messages but stacked both phases' memory (5M messages with reports: 928 against ~850 MiB)
+        # messages but stacked both phases' memory (5M messages with reports: 928 against 900 MiB)
         with timer("reports"):
             reports = _render_reports(run_id, conv_out, db_path, agents, shops_k, trend, queue, ctx, out, rep)
 
