@@ -121,12 +121,9 @@ def import_reviews(db: Path | str | None, path: Path | str, *, out_dir: Path | s
             raise UserError(f"{path}: none of the {len(reviews)} reviewed conversation ids is in the store "
                             f"(e.g. {unknown[:3]})")
         with store.transaction(con):
-            con.register("_rv", good[[S.CONVERSATION_ID, REVIEWER]])
-            try:
+            with store.registered(con, "_rv", good[[S.CONVERSATION_ID, REVIEWER]]):
                 con.execute("DELETE FROM reviews WHERE (conversation_id, reviewer) IN "
                             "(SELECT (conversation_id, reviewer) FROM _rv)")
-            finally:
-                con.unregister("_rv")
             store.insert_frame(con, "reviews", good)
     return ImportResult(imported=len(good), unknown_ids=unknown, overrides=int(good[OVERRIDE].sum()))
 

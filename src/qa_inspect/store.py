@@ -601,14 +601,11 @@ def human_totals(con: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str]
     given = conversation_ids if isinstance(conversation_ids, pd.Series) else pd.Series(list(conversation_ids),
                                                                                          dtype=object)
     ids = pd.DataFrame({S.CONVERSATION_ID: given.astype(str).drop_duplicates().reset_index(drop=True)})
-    con.register("_ids", ids)
-    try:
+    with registered(con, "_ids", ids):
         ov = con.execute(
             "SELECT conversation_id, total AS human_total FROM reviews WHERE override "
             "AND conversation_id IN (SELECT conversation_id FROM _ids) "
             "QUALIFY row_number() OVER (PARTITION BY conversation_id ORDER BY imported_at DESC, reviewer) = 1").df()
-    finally:
-        con.unregister("_ids")
     found = ov.set_index(S.CONVERSATION_ID)[S.HUMAN_TOTAL].astype("float64").rename(S.HUMAN_TOTAL)
     return found.reindex(ids[S.CONVERSATION_ID]) if every_id else found[found.notna()]
 
@@ -616,26 +613,20 @@ def human_totals(con: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str]
 def read_findings(con: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str]) -> pd.DataFrame:
     """Findings of the latest scoring of the given conversations."""
     ids = pd.DataFrame({S.CONVERSATION_ID: list(conversation_ids)})
-    con.register("_ids", ids)
-    try:
+    with registered(con, "_ids", ids):
         return con.execute(
             "SELECT f.* FROM findings f JOIN v_conversations c USING (conversation_id, ruleset_version) "
             "WHERE f.conversation_id IN (SELECT conversation_id FROM _ids) "
             "ORDER BY f.conversation_id, f.message_index, f.rule_id").df()
-    finally:
-        con.unregister("_ids")
 
 
 def read_trace(con: duckdb.DuckDBPyConnection, conversation_ids: Sequence[str]) -> pd.DataFrame:
     ids = pd.DataFrame({S.CONVERSATION_ID: list(conversation_ids)})
-    con.register("_ids", ids)
-    try:
+    with registered(con, "_ids", ids):
         return con.execute(
             "SELECT t.* FROM score_trace t JOIN v_conversations c USING (conversation_id, ruleset_version) "
             "WHERE t.conversation_id IN (SELECT conversation_id FROM _ids) "
             "ORDER BY t.conversation_id, t.message_index, t.rule_id").df()
-    finally:
-        con.unregister("_ids")
 
 
 def agent_trend(db: Path | str | duckdb.DuckDBPyConnection, agent_id: str | None = None) -> pd.DataFrame:
