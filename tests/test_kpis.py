@@ -606,3 +606,16 @@ def test_attribution_with_a_repeated_conversation_id_takes_the_id_path() -> None
     pd.testing.assert_frame_equal(out, _attribute_by_id(stats, events), check_exact=True)
     assert out[CONVERTED].tolist() == [True, True, True]
     assert out[SALES_AMOUNT].tolist() == [5.0, 5.0, 0.0]
+
+
+def test_grouped_kpis_are_agent_kpis_per_grouping(batch: pd.DataFrame) -> None:
+    """The nightly run joins once and groups twice: the same frames as one agent_kpis call each."""
+    from qa_inspect.kpis import grouped_kpis
+
+    conv = build_conversations(batch, SHOPS, PRESALE)
+    stats = conversation_stats(batch, conv, SHOPS, slow_reply_s=60)
+    events = events_frame(batch, SHOPS)
+    att = attribute_events(stats, events)
+    groupings = [(S.SHOP_ID, S.AGENT_ID), (S.SHOP_ID,), (S.SHOP_ID, S.CUSTOMER_ID)]
+    for got, by in zip(grouped_kpis(stats, events, groupings=groupings, attribution=att), groupings, strict=True):
+        pd.testing.assert_frame_equal(got, agent_kpis(stats, events, by=by, attribution=att), check_exact=True)

@@ -334,14 +334,19 @@ def agent_kpis(stats: pd.DataFrame, events: pd.DataFrame, *, by: Sequence[str] =
 
     ``scores`` (optional, CONVERSATION_ID + TOTAL + VETO) adds mean_total, n_scored, n_veto.
     Rates are ratios of sums (not means of per-conversation rates), so they combine correctly.
-    ``attribution``: ``attribute_events(stats, events)`` when the caller has it already (the
-    nightly run groups by agent and by shop: one attribution of a million messages' events).
+    ``attribution``: ``attribute_events(stats, events)`` when the caller has it already.
     """
-    by = list(by)
+    return grouped_kpis(stats, events, groupings=[by], scores=scores, attribution=attribution)[0]
+
+
+def grouped_kpis(stats: pd.DataFrame, events: pd.DataFrame, *, groupings: Sequence[Sequence[str]],
+                 scores: pd.DataFrame | None = None, attribution: pd.DataFrame | None = None) -> list[pd.DataFrame]:
+    """:func:`agent_kpis` for several groupings (the nightly run: by agent and by shop), with the
+    attribution, the joins and the id check done once for all of them."""
     att = attribute_events(stats, events) if attribution is None else attribution
-    # the merges copy every column: leave out the ones no KPI reads (customer id and start time were
-    # ~50 MB of the two copies at 5M messages, the run's peak)
-    unused = [c for c in (S.CUSTOMER_ID, S.STARTED_AT) if c in stats.columns and c not in by]
+    # the joins copy the columns they keep: leave out the ones no KPI reads (customer id and start
+    # time were ~50 MB of the two copies at 5M messages, the run's peak)
+    unused = [c for c in (S.CUSTOMER_ID, S.STARTED_AT) if c in stats.columns and all(c not in b for b in groupings)]
     df = _left_join(stats.drop(columns=unused), att, S.CONVERSATION_ID)
     if scores is not None and len(scores):
         df = _left_join(df, scores[[S.CONVERSATION_ID, S.TOTAL, S.VETO]], S.CONVERSATION_ID)
@@ -349,11 +354,15 @@ def agent_kpis(stats: pd.DataFrame, events: pd.DataFrame, *, by: Sequence[str] =
         df[S.TOTAL] = np.nan
         df[S.VETO] = False
     df[S.AGENT_ID] = df[S.AGENT_ID].fillna("(none)")
-    g = df.groupby(by, dropna=False, sort=True)
     # one row per conversation (the run's stats): the distinct count is the group's size. nunique
     # hashes every id as a Python string (+107 MB for 344k conversations, the 5M-message peak)
     ids = df[S.CONVERSATION_ID]
     once = not ids.isna().any() and pd.Index(ids).is_unique
+    return [_aggregate(df, list(by), once) for by in groupings]
+
+
+def _aggregate(df: pd.DataFrame, by: list[str], once: bool) -> pd.DataFrame:
+    g = df.groupby(by, dropna=False, sort=True)
     out = g.agg(**{
         CONVERSATIONS: (S.CONVERSATION_ID, "size" if once else "nunique"),
         MESSAGES: (S.N_MESSAGES, "sum"),

@@ -44,10 +44,10 @@ from qa_inspect.errors import BugError, LockError, UserError
 from qa_inspect.heap import release_memory
 from qa_inspect.kpis import (
     ATTRIBUTION_COLUMNS,
-    agent_kpis,
     attribute_events,
     conversation_stats,
     events_frame,
+    grouped_kpis,
 )
 from qa_inspect.safe_io import FORMULA_RE, neutralise_formula, write_csv_safe
 from qa_inspect.scoring.conversations import build_conversations
@@ -1378,8 +1378,8 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
         scores = apply_overrides(spool.frame("conversations", pd.DataFrame(), columns=_SCORE_COLUMNS), human,
                                  ctx.scorecard)
         stats, events = _stats_events(spool, ctx)
-        agents = agent_kpis(stats, events, by=(S.SHOP_ID, S.AGENT_ID), scores=scores, attribution=att)
-        shops_k = agent_kpis(stats, events, by=(S.SHOP_ID,), scores=scores, attribution=att)
+        agents, shops_k = grouped_kpis(stats, events, groupings=[(S.SHOP_ID, S.AGENT_ID), (S.SHOP_ID,)],
+                                       scores=scores, attribution=att)
         del stats, events, att, scores
         release_memory()
     with timer("merge"):
