@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from qa_inspect import schema
+from qa_inspect.columns import coded_strings
 from qa_inspect.knowledge.base import MATERIAL_TERMS, NORM_MATERIAL_TERMS, KnowledgeBase
 from qa_inspect.knowledge.claims import Claim, extract_claims
 from qa_inspect.knowledge.faq import covered_facts
@@ -755,12 +756,9 @@ def _faq_hits(kbs: dict[str, KnowledgeBase], buyer_rows: list[int], shops: list,
 
 
 def _coded(col: pd.Series) -> tuple[list[str], np.ndarray, list[str]]:
-    """(values, codes, distinct values) of a string column without missing values: each
-    distinct value becomes a Python str once (``tolist`` made one object per row; chat columns
-    repeat: conversation, shop, role, agent, sku and quick-phrase texts)."""
-    codes, uniques = pd.factorize(col)
-    lut = uniques.to_numpy(dtype=object)
-    return lut[codes].tolist(), codes, lut.tolist()
+    """:func:`columns.coded_strings` of a column without missing values (no None entry)."""
+    values, codes, uniques = coded_strings(col)
+    return values, codes, uniques[:-1]  # type: ignore[return-value]
 
 
 def _objects(col: pd.Series) -> list:

@@ -1,7 +1,7 @@
 """Report charts: inline SVG for the pages read in a browser, PNG (Pillow) for mail.
 
 Agent pages get SVG that this module writes directly: deterministic text, no matplotlib (drawing
-180 PNGs a night cost seconds), and every label goes through :func:`_esc`, so chart text is as
+180 PNGs a night cost seconds), and every label goes through :func:`svgplot.esc`, so chart text is as
 inert as the rest of the page. The SVG uses presentation attributes only (no ``style``): the
 page's Content-Security-Policy allows no inline style beyond its own hashed sheet. Merchant pages
 are also sent by email, and Gmail/Outlook do not render SVG: they keep a PNG, drawn with Pillow

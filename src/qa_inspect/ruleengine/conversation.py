@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from qa_inspect import schema
+from qa_inspect.columns import coded_strings
 
 NEEDED = (schema.CONVERSATION_ID, schema.SHOP_ID, schema.PLATFORM, schema.SEQ, schema.ROLE,
           schema.TEXT, schema.NORM_TEXT, schema.TOKENS, schema.TS, schema.IS_AUTO_REPLY,
@@ -212,18 +213,7 @@ class Split:
 
 def _fast_str_col(s: pd.Series) -> list[str | None]:
     """A string column as a list of str/None: values are converted once per distinct value."""
-    return _coded_str_col(s)[0]
-
-
-def _coded_str_col(s: pd.Series) -> tuple[list[str | None], np.ndarray, list[str | None]]:
-    """(values, codes, distinct values) of a string column; missing values get their own
-    last code (value None)."""
-    codes, uniques = pd.factorize(s)
-    lut = np.empty(len(uniques) + 1, dtype=object)
-    lut[:-1] = uniques.to_numpy(dtype=object)  # (iterating an Arrow array was slower)
-    lut[-1] = None  # code -1: missing
-    codes = np.where(codes < 0, len(uniques), codes)
-    return lut[codes].tolist(), codes, lut.tolist()
+    return coded_strings(s)[0]
 
 
 def split_conversations(partition: pd.DataFrame) -> Split:
@@ -241,14 +231,14 @@ def split_conversations(partition: pd.DataFrame) -> Split:
     cid_col = df[schema.CONVERSATION_ID]
     cid_codes = None
     if isinstance(cid_col.dtype, pd.StringDtype) and not cid_col.hasnans:  # one str per conversation
-        conv_ids, cid_codes, _ = _coded_str_col(cid_col)
+        conv_ids, cid_codes, _ = coded_strings(cid_col)
     else:
         conv_ids = cid_col.tolist()
     n = len(conv_ids)
     role = _no_none(str_col(schema.ROLE))
     norm_col = df[schema.NORM_TEXT]
     if isinstance(norm_col.dtype, pd.StringDtype):
-        raw, codes, uniques = _coded_str_col(norm_col)
+        raw, codes, uniques = coded_strings(norm_col)
         norm = _no_none(raw)
         uniques = [t or "" for t in uniques]  # missing reads as "": same text as an empty one
     else:
