@@ -159,7 +159,7 @@ def test_row_conversion_of_big_frames_gives_the_same_pages(filled: ReportData, f
                        max_size=8),
        st.text(alphabet="ab买家-1xy", max_size=30))
 def test_buyer_masker_is_the_plain_replace_loop(aliases: dict[str, str], text: str) -> None:
-    """The automaton version replaces exactly what the name-by-name loop replaces, aliases that
+    """The substring-lookup version replaces exactly what the name-by-name loop replaces, aliases that
     contain or complete other names included."""
     from qa_inspect.reports.render import buyer_masker
 
