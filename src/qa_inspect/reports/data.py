@@ -334,6 +334,19 @@ def store_finding_chunks(con: object, run_id: str, rows: int = CHUNK_ROWS) -> It
         yield batch.to_pandas()
 
 
+def _sql_stats(con: object, run_id: str, cands: list[str], kb: dict[str, str]) -> FindingStats | None:
+    """The aggregates computed inside DuckDB (reports.storestats), or None when DuckDB runs out of
+    its memory cap: the streaming pass then gives the same result with pandas' memory instead."""
+    import duckdb
+
+    from qa_inspect.reports.storestats import store_finding_stats
+
+    try:
+        return store_finding_stats(con, run_id, coaching_candidates=cands, kb_answers=kb)
+    except duckdb.OutOfMemoryException:
+        return None
+
+
 def with_store_findings(con: object, data: ReportData) -> ReportData:
     """``data`` (conversations, KPIs, queue... set; findings and messages not needed) completed
     from the store: the aggregates over all of the run's findings in one streaming pass, then the
@@ -344,14 +357,17 @@ def with_store_findings(con: object, data: ReportData) -> ReportData:
     run_id = data.run_id
     kind = _findings_kind(con)
     full = None
+    cands = coaching_candidates(data) if data.coaching_picks is None else []
+    stats = None
     if kind == "table":
-        chunks: Iterable[pd.DataFrame] = store_finding_chunks(con, run_id)
+        stats = _sql_stats(con, run_id, cands, data.kb_answers)
+        if stats is None:  # DuckDB out of memory: the same aggregates by the streaming pass
+            stats = finding_stats(store_finding_chunks(con, run_id), coaching_candidates=cands,
+                                  kb_answers=data.kb_answers)
     else:  # no table, or a view without a rowid order: the old way, one frame
         full = _table(con, "findings", run_id) if kind else None
         full = S.empty_findings() if full is None else full
-        chunks = frame_chunks(full)
-    cands = coaching_candidates(data) if data.coaching_picks is None else []
-    stats = finding_stats(chunks, coaching_candidates=cands, kb_answers=data.kb_answers)
+        stats = finding_stats(frame_chunks(full), coaching_candidates=cands, kb_answers=data.kb_answers)
     data = replace(data, stats=stats, findings=S.empty_findings() if full is None else full)
     need = needed_conversations(data)
     if full is not None:
