@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -347,6 +347,11 @@ def load_context(rules_dir: Path | str | None, models_dir: Path | str | None = N
     return ctx
 
 
+def light_context(ctx: Context) -> Context:
+    """``ctx`` without what only the scoring needs (knowledge bases, models, tokenizer)."""
+    return ctx if ctx.light else replace(ctx, kbs={}, models=None, thresholds=None, tokenizer=None, light=True)
+
+
 # --------------------------------------------------------------------------- gc
 @contextmanager
 def quiet_gc() -> Iterator[None]:
@@ -363,6 +368,17 @@ def quiet_gc() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+def collect_frozen() -> None:
+    """Free what became garbage among the objects ``quiet_gc`` froze (cycles among them are out of
+    the collector's reach while frozen), then freeze what is still alive again."""
+    import gc
+
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    release_memory()
 
 
 # --------------------------------------------------------------------------- partitions
@@ -1160,6 +1176,10 @@ def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Pa
             ran = score_buckets(session, ingest, ctx, rep, spool, wall)
             crash_point("engine")
             timer.add(ran.stage_seconds)
+            # knowledge bases, models and tokenizer are garbage now (~80 MB at -j 1): freed before the
+            # store, KPIs and reports, whose memory comes on top of what this process still holds
+            ctx = session.ctx = light_context(ctx)
+            collect_frozen()
             n = ingest.partitions
             # pool workers are idle now: they write the big output files while this process does
             # the KPIs and the store (the local and dask engines use a thread here)
