@@ -163,24 +163,35 @@ def assert_single_shop(data: ReportData, shop_id: str) -> None:
             raise BugError(f"merchant data for {shop_id} carries other shops' finding aggregates")
 
 
-def with_buyer_aliases(data: ReportData, conversation_ids: set[str] | None = None
-                       ) -> tuple[ReportData, Mapping[str, str]]:
+def buyer_aliases(data: ReportData) -> BuyerAliases:
+    """The nickname -> alias map of every buyer of ``data`` (conversations and the run's buyers)."""
+    ids: set[str] = set()
+    if S.CUSTOMER_ID in data.conversations.columns:
+        ids = set(data.conversations[S.CUSTOMER_ID].dropna().unique().astype(str).tolist())
+    ids |= set(data.buyer_frame()[S.CUSTOMER_ID].dropna().unique().astype(str).tolist())
+    return BuyerAliases(c for c in sorted(ids) if c)
+
+
+def with_buyer_aliases(data: ReportData, conversation_ids: set[str] | None = None, *,
+                       aliases: BuyerAliases | None = None) -> tuple[ReportData, Mapping[str, str]]:
     """Replace buyer nicknames by stable aliases (``买家-3fa2``) for readers outside the QA team.
 
     Returns the new data and the nickname -> alias map, which the renderer also applies inside
     message text (before PII masking) since buyers' nicknames appear in greetings. The map covers
-    every buyer of ``data``; with ``conversation_ids`` only those conversations (and their
-    messages) are kept and aliased (a page that shows a few needs no copy of the night's).
+    every buyer of ``data`` (or is ``aliases``, made by :func:`buyer_aliases` before the caller
+    dropped a column); with ``conversation_ids`` only those conversations (and their messages) are
+    kept and aliased (a page that shows a few needs no copy of the night's).
     """
-    ids = set(data.conversations[S.CUSTOMER_ID].dropna().unique().astype(str).tolist())
-    ids |= set(data.buyer_frame()[S.CUSTOMER_ID].dropna().unique().astype(str).tolist())
-    aliases = BuyerAliases(c for c in sorted(ids) if c)
+    if aliases is None:
+        aliases = buyer_aliases(data)
     if conversation_ids is not None:
         c, m = data.conversations, data.messages
         data = replace(data, conversations=c[c[S.CONVERSATION_ID].astype(str).isin(conversation_ids)],
                        messages=m[m[S.CONVERSATION_ID].astype(str).isin(conversation_ids)])
     # assign: a new frame sharing every other column (copy-on-write), not a copy of the night's
-    conv = data.conversations.assign(**{S.CUSTOMER_ID: _aliased(data.conversations[S.CUSTOMER_ID], aliases)})
+    conv = data.conversations
+    if S.CUSTOMER_ID in conv.columns:
+        conv = conv.assign(**{S.CUSTOMER_ID: _aliased(conv[S.CUSTOMER_ID], aliases)})
     msgs = data.messages.assign(**{S.CUSTOMER_ID: _aliased(data.messages[S.CUSTOMER_ID], aliases)})
     return replace(data, conversations=conv, messages=msgs, kb_answers={}), aliases
 
