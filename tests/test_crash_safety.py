@@ -228,6 +228,37 @@ def test_pool_workers_exit_when_the_run_is_killed(night: Path, frozen_rules: Pat
     assert left == [], "pool workers outlived the killed run"
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+def test_pool_workers_do_not_hold_the_run_lock(night: Path, frozen_rules: Path, tmp_path: Path) -> None:
+    """Forked workers start before the run takes its lock: a flock shared with them would outlive
+    a killed client for as long as they do."""
+    marker = f"QA_TEST_POOL_MARK={os.getpid()}_{time.time_ns()}"
+    name, value = marker.split("=")
+    os.environ[name] = value
+    try:
+        proc = run_cli(night, tmp_path / "out", frozen_rules, reports=False, capture=False,
+                       extra=("--workers", "2", "--partition-size", "20"))
+    finally:
+        del os.environ[name]
+    lock = str((tmp_path / "out" / LOCK_FILE).resolve())
+    seen: dict[int, set[str]] = {}
+    try:
+        while proc.poll() is None:
+            for pid in _pids_with_env(marker):
+                try:
+                    seen.setdefault(pid, set()).update(os.readlink(f) for f in Path(f"/proc/{pid}/fd").iterdir())
+                except OSError:  # exited meanwhile
+                    continue
+            time.sleep(0.05)
+    finally:
+        proc.wait(timeout=120)
+    assert proc.returncode == 0
+    assert lock in seen.get(proc.pid, set())  # the client holds it (the check can see it)
+    workers = [pid for pid in seen if pid != proc.pid]
+    assert len(workers) >= 2, seen.keys()
+    assert all(lock not in seen[pid] for pid in workers)
+
+
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path

@@ -1134,15 +1134,17 @@ def run_audit(paths: Sequence[Path | str], out_dir: Path | str, *, rules_dir: Pa
         f"{os.getpid()}{time.time_ns()}".encode()).hexdigest()[:6]
     timer = StageTimer()
     wall: dict[str, float] = {}
-    with run_lock(out, rep.log), ExitStack() as stack:
+    with ExitStack() as stack:
+        pool = None
+        if engine_name == "pool":  # workers load their context while this process loads its own
+            # before the run lock: forked workers would hold the lock's open file (a flock) too
+            pool = start_pool(resolve_rules_dir(rules_dir), opts)
+            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+        stack.enter_context(run_lock(out, rep.log))
         crash_point("locked")
         clean_stale(out, OUTPUT_FILES, rep.log)
         _check_store_writable(db_path)  # fail before the scoring work, not after it
         rep.log("loading configuration, knowledge and models")
-        pool = None
-        if engine_name == "pool":  # workers load their context while this process loads its own
-            pool = start_pool(resolve_rules_dir(rules_dir), opts)
-            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
         with timer("config"):
             # the pool's workers load (and validate) knowledge, models and dictionary themselves
             ctx = load_context(rules_dir, models_dir, light=engine_name == "pool")
