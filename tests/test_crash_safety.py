@@ -406,7 +406,7 @@ def test_reports_are_swapped_in_whole_or_not_at_all(tmp_path: Path, monkeypatch:
     from qa_inspect.pipeline import Reporter, clean_stale, swap_in_reports
 
     def render(pages: dict[str, str], fail: bool) -> object:
-        def fake(_data: object, out_dir: Path) -> object:
+        def fake(_data: object, out_dir: Path, **_kw: object) -> object:
             root = Path(out_dir) / "reports"
             root.mkdir(parents=True)
             for i, (name, text) in enumerate(pages.items()):

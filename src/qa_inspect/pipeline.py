@@ -141,7 +141,7 @@ def write_parquet(df: pd.DataFrame, path: Path) -> Path:
 
 def clean_stale(out_dir: Path, names: Sequence[str], log: LogFn | None = None) -> list[Path]:
     """Remove what killed runs left behind in ``out_dir``: temp files of the run's outputs
-    (``.<name>.*.tmp``, from _atomic or safe_io) and report staging folders. Call under the run
+    (``.<name>.*.tmp``, from _atomic or safe_io, and their own temp files) and report staging folders. Call under the run
     lock only, so no live run's temp file is touched; other commands' files are left alone."""
     removed: list[Path] = []
     if not out_dir.is_dir():
@@ -150,7 +150,8 @@ def clean_stale(out_dir: Path, names: Sequence[str], log: LogFn | None = None) -
         n = entry.name
         if entry.is_dir() and n.startswith(_STAGING_PREFIXES):
             shutil.rmtree(entry, ignore_errors=True)
-        elif entry.is_file() and n.endswith(".tmp") and any(n.startswith(f".{x}.") for x in names):
+        # ``..<name>.*.tmp``: the temp file of a staged job writing to the temp name (_write_frame)
+        elif entry.is_file() and n.endswith(".tmp") and any(n.startswith((f".{x}.", f"..{x}.")) for x in names):
             entry.unlink(missing_ok=True)
         else:
             continue
@@ -1302,6 +1303,11 @@ def _stats_events(spool: ResultSpool, ctx: Context,
             _by_conversation(spool.frame("events", events_frame(S.empty_messages(), ctx.shops))))
 
 
+def _write_frame(writer: Callable[[pd.DataFrame, Path], Path], df: pd.DataFrame, target: Path) -> None:
+    """A staged job: ``writer`` (write_csv / write_parquet) of ``df`` to the temp name ``target``."""
+    writer(df, target)
+
+
 class _StagedOutputs:
     """Output files written to their temp names in the background (a thread, or the pool's worker
     processes); ``take`` waits for one and renames it in place (crash point ``before_rename`` as in
@@ -1315,16 +1321,28 @@ class _StagedOutputs:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-outputs") if self.own else executor
         self.tmp = {name: _tmp_name(out / name) for name in jobs}
         self.futures: dict[str, Future[None]] = {}
+        self.reclaim: set[str] = set()
 
     def start(self) -> None:
         if not self.futures:
             self.futures = {name: self.pool.submit(job, target=self.tmp[name]) for name, job in self.jobs.items()}
 
+    def add(self, name: str, job: Callable[[Path], None]) -> None:
+        """One more job, submitted now (after the started ones); ``take`` runs it in this process
+        instead if the executor has not started it by then."""
+        self.jobs[name], self.tmp[name] = job, _tmp_name(self.out / name)
+        self.reclaim.add(name)
+        self.futures[name] = self.pool.submit(job, target=self.tmp[name])
+
     def __contains__(self, name: str) -> bool:
         return name in self.jobs
 
     def take(self, name: str) -> Path:
-        self.futures[name].result()
+        fut = self.futures[name]
+        if name in self.reclaim and fut.cancel():
+            self.jobs[name](target=self.tmp[name])
+        else:
+            fut.result()
         path = self.out / name
         crash_point("before_rename", path.name)
         os.replace(self.tmp[name], path)
@@ -1422,6 +1440,11 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
     release_memory()
     staged.start()
     conv_out = conversations[[*S.CONVERSATION_COLUMNS, S.NA_REASONS, AUTO_TOTAL, S.HUMAN_TOTAL, S.OVERRIDDEN]]
+    if not staged.own:
+        # the pool writes the conversation files too once the copies are done (this process
+        # renders meanwhile); not started by the time they are needed, they are written here
+        for ext, writer in (("csv", write_csv), ("parquet", write_parquet)):
+            staged.add(f"conversations.{ext}", functools.partial(_write_frame, writer, conv_out))
     reports = None
     if render and not staged.own:
         # the pool's processes copy the big files: the pages are rendered (into their staging
@@ -1429,7 +1452,8 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
         # the copies run in this process's thread: rendering during them saved ~3 s per 1M
         # messages but stacked both phases' memory (5M messages with reports: 928 against 900 MiB)
         with timer("reports"):
-            reports = _render_reports(run_id, conv_out, db_path, agents, shops_k, trend, queue, ctx, out, rep)
+            reports = _render_reports(run_id, conv_out, db_path, agents, shops_k, trend, queue, ctx, out, rep,
+                                      executor=staged.pool)
 
     rep.log(f"writing outputs to {out}")
     with timer("outputs"):
@@ -1483,9 +1507,10 @@ def apply_overrides(conversations: pd.DataFrame, human_total: pd.Series, scoreca
 
 def _render_reports(run_id: str, conversations: pd.DataFrame, db_path: Path, agents: pd.DataFrame,
                     shops_k: pd.DataFrame, trend: pd.DataFrame, queue: pd.DataFrame,
-                    ctx: Context, out: Path, rep: Reporter) -> _Staged | None:
+                    ctx: Context, out: Path, rep: Reporter, executor: Any = None) -> _Staged | None:
     """Reports are the last stage, rendered into a staging folder (the caller swaps it in after
-    the outputs); when the reports package is not installed the run says so.
+    the outputs); when the reports package is not installed the run says so. ``executor``: the
+    pool, offered the agent pages once it is done with the output copies (render_reports).
 
     The findings are aggregated in one streaming pass over the store; only the findings and
     messages of the conversations the pages show are read back (a few thousand of a million),
@@ -1506,7 +1531,7 @@ def _render_reports(run_id: str, conversations: pd.DataFrame, db_path: Path, age
         if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'messages'").fetchone()[0]:
             raise BugError(f"store {db_path} has no messages table after the run wrote it")
         data = data_mod.with_store_findings(con, data)
-    return _render_staged(data, out, rep)
+    return _render_staged(data, out, rep, executor)
 
 
 def swap_in_reports(data: Any, out: Path, rep: Reporter) -> str:
@@ -1522,11 +1547,11 @@ class _Staged:
     index: Any
 
 
-def _render_staged(data: Any, out: Path, rep: Reporter) -> _Staged:
+def _render_staged(data: Any, out: Path, rep: Reporter, executor: Any = None) -> _Staged:
     render_mod = importlib.import_module("qa_inspect.reports.render")
     rep.log("rendering reports")
     staging = out / f"{_STAGING_PREFIXES[0]}{data.run_id}"
-    idx = render_mod.render_reports(data, staging)
+    idx = render_mod.render_reports(data, staging, executor=executor)
     crash_point("reports", "rendered")
     return _Staged(out, staging, idx)
 

@@ -362,7 +362,11 @@ def with_store_findings(con: object, data: ReportData) -> ReportData:
     """``data`` (conversations, KPIs, queue... set; findings and messages not needed) completed
     from the store: the aggregates over all of the run's findings in one streaming pass, then the
     findings and messages of only the conversations the pages show, plus the run's buyers."""
-    from qa_inspect.reports.render import coaching_candidates, needed_conversations  # render imports us
+    from qa_inspect.reports.render import (  # render imports us
+        coaching_candidates,
+        coaching_picks,
+        needed_conversations,
+    )
     from qa_inspect.reports.stats import finding_stats, frame_chunks
 
     run_id = data.run_id
@@ -380,6 +384,8 @@ def with_store_findings(con: object, data: ReportData) -> ReportData:
         full = S.empty_findings() if full is None else full
         stats = finding_stats(frame_chunks(full), coaching_candidates=cands, kb_answers=data.kb_answers)
     data = replace(data, stats=stats, findings=S.empty_findings() if full is None else full)
+    if data.coaching_picks is None:  # picked once: the same list every later call would pick
+        data = replace(data, coaching_picks=coaching_picks(data))
     need = needed_conversations(data)
     if full is not None:
         fnd = full[full[S.CONVERSATION_ID].astype(str).isin(need)].reset_index(drop=True)

@@ -15,6 +15,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib import resources
@@ -791,13 +792,41 @@ def render_merchant(data: ReportData, shop_id: str, *, mask: Mask | None, env: E
     return env.get_template("email.html" if email else "merchant.html").render(ctx)
 
 
+AGENT_TASKS = 4  # agent-page batches offered to an executor (the caller renders those not started)
+
+
+def render_agent_pages(payload: bytes, root: Path, agent_ids: list[str], mask: Mask) -> None:
+    """Agent pages of ``agent_ids`` into ``root/agents``: a task for another process (module level,
+    arguments pickled). ``payload``: ``pickle.dumps((data, look))`` made once by the caller."""
+    import pickle
+
+    data, look = pickle.loads(payload)
+    _write_agent_pages(data, look, root, agent_ids, mask, make_env())
+
+
+def _write_agent_pages(data: ReportData, look: RunLookups, root: Path, agent_ids: list[str], mask: Mask,
+                       env: Environment) -> None:
+    tpl = env.get_template("agent.html")
+    for agent_id in agent_ids:
+        path = safe_path(root / "agents", agent_id, suffix=".html")  # distinct ids -> distinct names
+        path.write_text(tpl.render(agent_context(data, agent_id, mask=mask, look=look)), encoding="utf-8")
+
+
 def render_reports(data: ReportData, out_dir: Path, *, mask_pii_for_merchants: bool = True,
-                   mask: Mask | None = None) -> ReportIndex:
+                   mask: Mask | None = None, executor: Executor | None = None) -> ReportIndex:
     """Write ``<out_dir>/reports/``: index.html, coaching.html, agents/*.html, merchants/*.html.
 
     ``mask`` defaults to qa_inspect.text.pii.mask_pii. Merchant reports are masked unless
     ``mask_pii_for_merchants`` is False; the coaching pack (meant to be printed) is always masked.
+
+    ``executor``: a process pool on this machine (the pipeline's, once its workers are free) is
+    offered the agent pages in a few batches while this process renders the merchant pages, the
+    overview and the coaching pack; the batches it has not started by then are taken back and
+    rendered here, so a busy pool costs nothing but one pickling of the data. The mask must then
+    be picklable (a module-level function).
     """
+    import pickle
+
     data.validate()
     # The pages show a few hundred conversations: drop the other messages and findings before
     # the per-shop and aliased copies are made (data with stats: the caller has cut them already
@@ -811,11 +840,20 @@ def render_reports(data: ReportData, out_dir: Path, *, mask_pii_for_merchants: b
     root = root.resolve()
     idx = ReportIndex(out_dir=root, index=root / "index.html", coaching=root / "coaching.html")
     look = RunLookups.build(data)  # grouped once: per-agent pages must not filter the full frames
-    agent_tpl = env.get_template("agent.html")
-    for agent_id in _agent_ids(data.conversations):
-        path = safe_path(root / "agents", agent_id, suffix=".html")  # distinct ids -> distinct names
-        path.write_text(agent_tpl.render(agent_context(data, agent_id, mask=pii, look=look)), encoding="utf-8")
-        idx.agents[agent_id] = path
+    agent_ids = _agent_ids(data.conversations)
+    for agent_id in agent_ids:
+        idx.agents[agent_id] = safe_path(root / "agents", agent_id, suffix=".html")
+    offered: list[tuple[list[str], Future[None]]] = []
+    if executor is not None and len(agent_ids) > 1:
+        # pickled here, before this process fills look's row cache (keyed by object ids)
+        payload = pickle.dumps((data, replace(look, _arrays={})), protocol=pickle.HIGHEST_PROTOCOL)
+        size = -(-len(agent_ids) // AGENT_TASKS)
+        offered = [(agent_ids[k:k + size], executor.submit(render_agent_pages, payload, root,
+                                                            agent_ids[k:k + size], pii))
+                   for k in range(0, len(agent_ids), size)]
+        del payload
+    else:
+        _write_agent_pages(data, look, root, agent_ids, pii, env)
     for shop_id in data.shop_ids():
         path = safe_path(root / "merchants", shop_id, suffix=".html")
         html = render_merchant(data, shop_id, mask=pii if mask_pii_for_merchants else None, env=env)
@@ -823,7 +861,13 @@ def render_reports(data: ReportData, out_dir: Path, *, mask_pii_for_merchants: b
         idx.merchants[shop_id] = path
         release_memory()  # the shop's copies are garbage now: their pages must not add up
     idx.index.write_text(env.get_template("index.html").render(index_context(data, idx, look)), encoding="utf-8")
+    for ids, fut in offered:  # the batches the pool has not started: rendered here
+        if fut.cancel():
+            _write_agent_pages(data, look, root, ids, pii, env)
     del look  # the coaching pack builds its own lookups over the aliased copy: keep the peak down
     idx.coaching.write_text(env.get_template("coaching.html").render(coaching_context(data, pii)),
                             encoding="utf-8")
+    for _ids, fut in offered:
+        if not fut.cancelled():
+            fut.result()  # a worker's error is this call's error
     return idx
