@@ -9,7 +9,6 @@ cut a conversation.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import sys
 import tracemalloc
@@ -18,7 +17,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from qa_inspect import pipeline as P
 from qa_inspect import schema as S
 from qa_inspect.ingest import ingest_paths
 from qa_inspect.pipeline import (
@@ -299,30 +297,3 @@ def test_result_spool_keeps_no_partition_frames_in_memory(sample_logs_dir: Path,
             continue
         pd.testing.assert_frame_equal(got, pd.concat(nonempty, ignore_index=True), check_exact=True)
 
-
-def test_staged_job_not_started_by_the_pool_is_written_by_the_caller(tmp_path: Path) -> None:
-    """Jobs added to a busy executor are taken back (cancelled there, run here); a free executor
-    writes them itself. Either way the file is renamed into place and no temp file is left."""
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    writers: list[str] = []
-
-    def job(text: str, target: Path) -> None:
-        writers.append(threading.current_thread().name)
-        target.write_text(text, encoding="utf-8")
-
-    release = threading.Event()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pool") as pool:
-        staged = P._StagedOutputs(tmp_path, {}, pool)
-        staged.start()
-        pool.submit(release.wait, 30)  # the pool's only thread is busy
-        staged.add("a.csv", functools.partial(job, "taken back"))
-        assert staged.take("a.csv").read_text(encoding="utf-8") == "taken back"
-        release.set()
-        staged.add("b.csv", functools.partial(job, "by the pool"))
-        staged.futures["b.csv"].result()
-        assert staged.take("b.csv").read_text(encoding="utf-8") == "by the pool"
-        staged.close()
-    assert writers == [threading.main_thread().name, "pool_0"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv"]

@@ -141,7 +141,7 @@ def write_parquet(df: pd.DataFrame, path: Path) -> Path:
 
 def clean_stale(out_dir: Path, names: Sequence[str], log: LogFn | None = None) -> list[Path]:
     """Remove what killed runs left behind in ``out_dir``: temp files of the run's outputs
-    (``.<name>.*.tmp``, from _atomic or safe_io, and their own temp files) and report staging folders. Call under the run
+    (``.<name>.*.tmp``, from _atomic or safe_io) and report staging folders. Call under the run
     lock only, so no live run's temp file is touched; other commands' files are left alone."""
     removed: list[Path] = []
     if not out_dir.is_dir():
@@ -150,8 +150,7 @@ def clean_stale(out_dir: Path, names: Sequence[str], log: LogFn | None = None) -
         n = entry.name
         if entry.is_dir() and n.startswith(_STAGING_PREFIXES):
             shutil.rmtree(entry, ignore_errors=True)
-        # ``..<name>.*.tmp``: the temp file of a staged job writing to the temp name (_write_frame)
-        elif entry.is_file() and n.endswith(".tmp") and any(n.startswith((f".{x}.", f"..{x}.")) for x in names):
+        elif entry.is_file() and n.endswith(".tmp") and any(n.startswith(f".{x}.") for x in names):
             entry.unlink(missing_ok=True)
         else:
             continue
@@ -1303,11 +1302,6 @@ def _stats_events(spool: ResultSpool, ctx: Context,
             _by_conversation(spool.frame("events", events_frame(S.empty_messages(), ctx.shops))))
 
 
-def _write_frame(writer: Callable[[pd.DataFrame, Path], Path], df: pd.DataFrame, target: Path) -> None:
-    """A staged job: ``writer`` (write_csv / write_parquet) of ``df`` to the temp name ``target``."""
-    writer(df, target)
-
-
 class _StagedOutputs:
     """Output files written to their temp names in the background (a thread, or the pool's worker
     processes); ``take`` waits for one and renames it in place (crash point ``before_rename`` as in
@@ -1321,28 +1315,16 @@ class _StagedOutputs:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qa-outputs") if self.own else executor
         self.tmp = {name: _tmp_name(out / name) for name in jobs}
         self.futures: dict[str, Future[None]] = {}
-        self.reclaim: set[str] = set()
 
     def start(self) -> None:
         if not self.futures:
             self.futures = {name: self.pool.submit(job, target=self.tmp[name]) for name, job in self.jobs.items()}
 
-    def add(self, name: str, job: Callable[[Path], None]) -> None:
-        """One more job, submitted now (after the started ones); ``take`` runs it in this process
-        instead if the executor has not started it by then."""
-        self.jobs[name], self.tmp[name] = job, _tmp_name(self.out / name)
-        self.reclaim.add(name)
-        self.futures[name] = self.pool.submit(job, target=self.tmp[name])
-
     def __contains__(self, name: str) -> bool:
         return name in self.jobs
 
     def take(self, name: str) -> Path:
-        fut = self.futures[name]
-        if name in self.reclaim and fut.cancel():
-            self.jobs[name](target=self.tmp[name])
-        else:
-            fut.result()
+        self.futures[name].result()
         path = self.out / name
         crash_point("before_rename", path.name)
         os.replace(self.tmp[name], path)
@@ -1440,11 +1422,6 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
     release_memory()
     staged.start()
     conv_out = conversations[[*S.CONVERSATION_COLUMNS, S.NA_REASONS, AUTO_TOTAL, S.HUMAN_TOTAL, S.OVERRIDDEN]]
-    if not staged.own:
-        # the pool writes the conversation files too once the copies are done (this process
-        # renders meanwhile); not started by the time they are needed, they are written here
-        for ext, writer in (("csv", write_csv), ("parquet", write_parquet)):
-            staged.add(f"conversations.{ext}", functools.partial(_write_frame, writer, conv_out))
     reports = None
     if render and not staged.own:
         # the pool's processes copy the big files: the pages are rendered (into their staging
