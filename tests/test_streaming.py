@@ -297,3 +297,26 @@ def test_result_spool_keeps_no_partition_frames_in_memory(sample_logs_dir: Path,
             continue
         pd.testing.assert_frame_equal(got, pd.concat(nonempty, ignore_index=True), check_exact=True)
 
+
+
+def _write_niceness(target: Path) -> None:
+    import os
+
+    target.write_text(str(os.nice(0)), encoding="utf-8")
+
+
+def test_pool_copies_run_behind_the_client(tmp_path: Path) -> None:
+    """A staged copy in a pool worker lowers that worker's priority (once), never the client's."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from qa_inspect import pipeline as P
+
+    mine = os.nice(0)
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for name in ("a", "b"):  # twice: the second call leaves the priority as it is
+            pool.submit(P._behind_client, _write_niceness, tmp_path / name).result()
+    got = [int((tmp_path / n).read_text(encoding="utf-8")) for n in ("a", "b")]
+    assert got == [max(mine, P.COPY_NICENESS)] * 2
+    assert os.nice(0) == mine

@@ -26,7 +26,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1280,7 +1280,8 @@ def _finish(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, start
             if name == "messages" and csv:
                 continue
             tmpdir = spool.folder / f"duckdb-{name}-{ext}"
-            jobs[f"{name}.{ext}"] = functools.partial(_duck_parts, files, cols, order, csv, spill=tmpdir)
+            job = functools.partial(_duck_parts, files, cols, order, csv, spill=tmpdir)
+            jobs[f"{name}.{ext}"] = functools.partial(_behind_client, job) if copier is not None else job
     staged = _StagedOutputs(out, jobs, copier)
     if copier is not None:
         staged.start()  # in the pool's processes: their memory is not this process's
@@ -1300,6 +1301,20 @@ def _stats_events(spool: ResultSpool, ctx: Context,
     means) do not depend on the partition layout or the engine."""
     return (_by_conversation(spool.frame("stats", pd.DataFrame(), columns=stats_columns)),
             _by_conversation(spool.frame("events", events_frame(S.empty_messages(), ctx.shops))))
+
+
+COPY_NICENESS = 5  # pool workers copying outputs yield to the client's store, KPIs and reports
+
+
+def _behind_client(job: Callable[..., None], target: Path) -> None:
+    """A staged copy in a pool worker, at a lower CPU priority: on a machine with as many cores as
+    workers the copies otherwise take a core from the client, whose store, KPIs and reports are
+    the run's critical path; the copies only have to be done by the end. The worker keeps the
+    priority for the rest of the run (its last tasks, agent pages, run while the client waits)."""
+    with suppress(OSError):  # no nice (or not allowed): the copy runs at normal priority
+        if os.nice(0) < COPY_NICENESS:
+            os.nice(COPY_NICENESS - os.nice(0))
+    job(target=target)
 
 
 class _StagedOutputs:
