@@ -803,7 +803,7 @@ def render_agent_pages(payload: bytes, root: Path, agent_ids: list[str], mask: M
     data, look = pickle.loads(payload)
     _write_agent_pages(data, look, root, agent_ids, mask, make_env())
     del data, look
-    release_memory()  # the worker lives on (the run's pool): its copy of the night's data must not
+    release_memory()  # the worker lives on (the run's pool): its copy of the data must not stay
 
 
 def _write_agent_pages(data: ReportData, look: RunLookups, root: Path, agent_ids: list[str], mask: Mask,
