@@ -106,3 +106,34 @@ def test_a_batch_that_fails_in_the_pool_fails_the_call(night: ReportData, tmp_pa
 
     with pytest.raises(RuntimeError, match="mask failed in the pool"):
         R.render_reports(night, tmp_path / "fails", executor=ex, mask=mask)
+
+
+def test_a_night_too_big_to_copy_into_workers_stays_in_the_caller(night: ReportData, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    inline = _files(R.render_reports(night, tmp_path / "inline"))
+    monkeypatch.setattr(R, "POOL_PAYLOAD_MAX", 1024)
+    ex = _AtSubmit()
+    idx = R.render_reports(night, tmp_path / "big", executor=ex)
+    assert ex.ran == 0
+    assert _files(idx) == inline
+
+
+def test_the_pool_gets_only_the_conversation_columns_agent_pages_read(night: ReportData) -> None:
+    """What the batches unpickle: the page columns of every conversation, nothing else."""
+    import pickle
+
+    captured: list[bytes] = []
+
+    class Capture(_AtSubmit):
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+            captured.append(args[0])
+            return super().submit(fn, *args, **kwargs)
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        R.render_reports(night, Path(d), executor=Capture())
+    data, _look = pickle.loads(captured[0])
+    assert list(data.conversations.columns) == [c for c in R.AGENT_PAGE_COLUMNS if c in night.conversations.columns]
+    assert len(data.conversations) == len(night.conversations)
+    assert len(night.conversations.columns) > len(data.conversations.columns)

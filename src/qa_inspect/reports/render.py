@@ -793,6 +793,13 @@ def render_merchant(data: ReportData, shop_id: str, *, mask: Mask | None, env: E
 
 
 AGENT_TASKS = 4  # agent-page batches offered to an executor (the caller renders those not started)
+# conversation columns the agent pages read (agent_context, conversation_view): the rest of the
+# night's frame is not pickled for the pool
+AGENT_PAGE_COLUMNS = (S.CONVERSATION_ID, S.SHOP_ID, S.AGENT_ID, S.CUSTOMER_ID, S.NIGHT, S.TOTAL, S.GRADE,
+                      S.VETO, S.VETO_RULE, S.OVERRIDDEN, AUTO_TOTAL, *(S.score_column(d) for d in S.DIMENSIONS))
+# Above this many bytes of conversations the agent pages stay in the caller: each worker would
+# hold a copy (5M messages, two workers: the tree's peak 1,575 -> 2,116 MiB with ~150 MB of data)
+POOL_PAYLOAD_MAX = 48 * 2**20
 
 
 def render_agent_pages(payload: bytes, root: Path, agent_ids: list[str], mask: Mask) -> None:
@@ -846,9 +853,12 @@ def render_reports(data: ReportData, out_dir: Path, *, mask_pii_for_merchants: b
     for agent_id in agent_ids:
         idx.agents[agent_id] = safe_path(root / "agents", agent_id, suffix=".html")
     offered: list[tuple[list[str], Future[None]]] = []
-    if executor is not None and len(agent_ids) > 1:
+    conv = data.conversations
+    page_data = replace(data, conversations=conv[[c for c in AGENT_PAGE_COLUMNS if c in conv.columns]])
+    if (executor is not None and len(agent_ids) > 1
+            and page_data.conversations.memory_usage(deep=True).sum() <= POOL_PAYLOAD_MAX):
         # pickled here, before this process fills look's row cache (keyed by object ids)
-        payload = pickle.dumps((data, replace(look, _arrays={})), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps((page_data, replace(look, _arrays={})), protocol=pickle.HIGHEST_PROTOCOL)
         size = -(-len(agent_ids) // AGENT_TASKS)
         offered = [(agent_ids[k:k + size], executor.submit(render_agent_pages, payload, root,
                                                             agent_ids[k:k + size], pii))
@@ -856,6 +866,7 @@ def render_reports(data: ReportData, out_dir: Path, *, mask_pii_for_merchants: b
         del payload
     else:
         _write_agent_pages(data, look, root, agent_ids, pii, env)
+    del page_data
     for shop_id in data.shop_ids():
         path = safe_path(root / "merchants", shop_id, suffix=".html")
         html = render_merchant(data, shop_id, mask=pii if mask_pii_for_merchants else None, env=env)
