@@ -144,29 +144,27 @@ def _issues(con: Any, run_id: str) -> dict[str, dict[str, ShopIssue]]:
         f"FROM findings WHERE {S.RUN_ID} = $1 AND {_NEG} AND {S.SHOP_ID} IS NOT NULL AND {pred}"
         for key, pred in _ISSUES.items())
     out: dict[str, dict[str, ShopIssue]] = {}
-    for key, shop, k, convs in con.execute(  # type: ignore[attr-defined]
-            f"SELECT issue, shop, count(*), count(DISTINCT c) FROM ({parts}) GROUP BY ALL", [run_id]).fetchall():
-        out.setdefault(str(shop), {})[str(key)] = ShopIssue(count=int(k), convs=int(convs))
     picked: dict[int, list[str]] = {}  # row -> issues it is an example of (a row can serve two)
-    todo = {(key, shop) for shop, by in out.items() for key in by}
+    pending: set[tuple[str, str]] | None = None  # None: the first round, which also counts
     k = _FIRST_EXAMPLES
-    while todo:
-        for key, shop, top in con.execute(  # type: ignore[attr-defined]
-                f"SELECT issue, shop, min_by({{'c': c, 'r': r}}, {{'np': -p, 'c': c, 'r': r}}, {k}) "
+    while pending is None or pending:
+        counts = ", count(*), count(DISTINCT c)" if pending is None else ""
+        short: set[tuple[str, str]] = set()
+        for key, shop, *got in con.execute(  # type: ignore[attr-defined]
+                f"SELECT issue, shop{counts}, min_by({{'c': c, 'r': r}}, {{'np': -p, 'c': c, 'r': r}}, {k}) "
                 f"FROM ({parts}) GROUP BY ALL", [run_id]).fetchall():
-            if (str(key), str(shop)) not in todo:
+            group = (str(key), str(shop))
+            if pending is None:
+                out.setdefault(group[1], {})[group[0]] = ShopIssue(count=int(got[0]), convs=int(got[1]))
+            elif group not in pending:
                 continue
-            firsts: dict[Any, int] = {}
-            for row in top:
-                firsts.setdefault(row["c"], int(row["r"]))
-                if len(firsts) == ISSUE_EXAMPLES:
-                    break
-            if len(firsts) < ISSUE_EXAMPLES and len(top) == k:
-                continue  # more rows may hold another conversation: next round
-            todo.discard((str(key), str(shop)))
-            for r in firsts.values():
-                picked.setdefault(r, []).append(str(key))
-        k *= 16
+            firsts = _first_conversations(got[-1], k)
+            if firsts is None:  # K rows, fewer than 3 conversations: ask again with a larger K
+                short.add(group)
+                continue
+            for r in firsts:
+                picked.setdefault(r, []).append(group[0])
+        pending, k = short, k * 16
     if picked:
         rows = _records(con, f"SELECT rowid AS _r, {_cols()}, {_POINTS} AS {_P} FROM findings "
                              f"WHERE rowid IN (SELECT unnest(?::BIGINT[])) ORDER BY {_P} DESC, "
@@ -175,6 +173,19 @@ def _issues(con: Any, run_id: str) -> dict[str, dict[str, ShopIssue]]:
             for key in picked[int(rec.pop("_r"))]:
                 out[str(rec[S.SHOP_ID])][key].examples.append(dict(rec))
     return out
+
+
+def _first_conversations(top: list[dict[str, Any]], k: int) -> list[int] | None:
+    """Rows of the first 3 distinct conversations of a group's top-``k`` rows (best first), or
+    None when all ``k`` rows hold fewer and more rows may hold another."""
+    firsts: dict[Any, int] = {}
+    for row in top:
+        firsts.setdefault(row["c"], int(row["r"]))
+        if len(firsts) == ISSUE_EXAMPLES:
+            break
+    if len(firsts) < ISSUE_EXAMPLES and len(top) == k:
+        return None
+    return list(firsts.values())
 
 
 def _shop_agent_neg(con: Any, run_id: str) -> dict[str, dict[str, int]]:
