@@ -1357,6 +1357,17 @@ class _StagedOutputs:
             tmp.unlink(missing_ok=True)
 
 
+def _overridden_totals(con: Any, ids: pd.Series) -> pd.Series:
+    """Human totals of the night's overridden conversations, read before the store write (which
+    does not touch the reviews); the heap its hashing of every id took (~100 MB at 5M messages)
+    is handed back before DuckDB's write buffers grow."""
+    from qa_inspect import store
+
+    human = store.human_totals(con, ids, every_id=False)
+    release_memory()
+    return human
+
+
 def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_id: str, started: datetime,
                           out: Path, db_path: Path, paths: Sequence[Path | str], rep: Reporter, render: bool,
                           timer: StageTimer, wall: dict[str, float], before: dict[str, float],
@@ -1386,8 +1397,7 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
         try:
             if streaming.writer is not None:  # the per-partition rows are in its open transaction (pool)
                 with timer("store"):
-                    human = store.human_totals(streaming.con, ids, every_id=False)
-                    release_memory()  # its hashing of every id (~100 MB at 5M messages), before the write
+                    human = _overridden_totals(streaming.con, ids)
                     streaming.writer.finish(run=run, conversations=conv_parts, conversation_ids=ids,
                                             conversation_kpis=stats_parts, attribution=att, review_queue=queue,
                                             checkpoint=lambda step: crash_point("store", step))
@@ -1403,8 +1413,7 @@ def _finish_store_outputs(spool: ResultSpool, ingest: Any, ctx: Context, *, run_
         with store.open_store(db_path) as con:
             with timer("store"):
                 # read before the write (which does not touch the reviews), while DuckDB's buffers are empty
-                human = store.human_totals(con, ids, every_id=False)
-                release_memory()  # its hashing of every id (~100 MB at 5M messages), before the write
+                human = _overridden_totals(con, ids)
                 # the store keeps the automatic total (calibration compares it with people) ...
                 store.write_run(con, run, conversations=conv_parts, conversation_ids=ids, messages=parts["messages"],
                                 findings=parts["findings"], trace=parts["trace"], conversation_kpis=stats_parts,
